@@ -1,0 +1,5 @@
+"""``python -m artifactfs`` runs the command line."""
+
+from .cli import main
+
+main()

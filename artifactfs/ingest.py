@@ -1,0 +1,216 @@
+"""Ingest: hash, chunk and store local files in one pass, in parallel, with bounded memory.
+
+Every file is cut into pieces of at most :data:`model.CHUNK_SIZE`; each piece is read once
+(``pread``), hashed and handed to the store with put-if-absent, so identical files and chunks
+are stored once.  Pieces of all files go through one thread pool with a bounded number in
+flight, which keeps memory at (threads × chunk size) whatever the input and uses every core
+even for a single 5 GiB file.  Results are entries keyed by artifact path; trees are built
+from them with :func:`model.apply_changes` (nodes only on changed paths when there is a base).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from . import model
+from .errors import NotFound, UsageError
+from .names import check_path
+from .store.base import Store
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int], None]
+MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One local file (or symlink, or empty directory) to ingest at an artifact path."""
+
+    path: str  # artifact path
+    local: str  # local filesystem path
+    kind: str  # "file", "symlink", "dir"
+    size: int = 0
+    mtime_ns: int = 0
+    executable: bool = False
+    target: str = ""
+
+
+def _source(apath: str, local: str, st: os.stat_result, follow: bool) -> Source | None:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode) and not follow:
+        return Source(apath, local, "symlink", mtime_ns=st.st_mtime_ns, target=os.readlink(local))
+    if stat.S_ISREG(mode):
+        return Source(apath, local, "file", size=st.st_size, mtime_ns=st.st_mtime_ns,
+                      executable=bool(mode & 0o111))
+    if stat.S_ISDIR(mode):
+        return Source(apath, local, "dir", mtime_ns=st.st_mtime_ns)
+    log.warning("skipping %s: not a regular file, directory or symlink", local)
+    return None
+
+
+def scan(local: str, name: str | None = None, follow_symlinks: bool = False) -> Iterator[Source]:
+    """Sources for a local file or directory tree, placed under artifact path ``name``.
+
+    A directory's contents go under ``name`` (or at the root when ``name`` is None); a single
+    file is stored as ``name`` (default: its basename).  Empty directories are kept.
+    """
+    try:
+        st = os.stat(local) if follow_symlinks else os.lstat(local)
+    except FileNotFoundError:
+        raise NotFound(f"no such file or directory: {local}") from None
+    if stat.S_ISDIR(st.st_mode):
+        prefix = check_path(name) + "/" if name else ""
+        yield from _scan_dir(local, prefix, follow_symlinks, {(st.st_dev, st.st_ino)})
+        return
+    apath = check_path(name or os.path.basename(os.path.abspath(local)))
+    src = _source(apath, local, st, follow_symlinks)
+    if src is None:
+        raise UsageError(f"not a regular file, directory or symlink: {local}")
+    yield src
+
+
+def _scan_dir(local: str, prefix: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Source]:
+    try:
+        it = sorted(os.scandir(local), key=lambda e: e.name)
+    except PermissionError:
+        raise UsageError(f"permission denied: {local}") from None
+    if not it and prefix:
+        st = os.stat(local)
+        yield Source(prefix.rstrip("/"), local, "dir", mtime_ns=st.st_mtime_ns)
+    for e in it:
+        apath = check_path(prefix + e.name)
+        try:
+            st = e.stat(follow_symlinks=follow)
+        except FileNotFoundError:
+            if follow and e.is_symlink():
+                raise UsageError(f"broken symlink: {e.path}") from None
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                raise UsageError(f"symlink loop at {e.path}")
+            yield from _scan_dir(e.path, apath + "/", follow, seen | {key})
+            continue
+        src = _source(apath, e.path, st, follow)
+        if src is not None:
+            yield src
+
+
+def default_threads(store: Store) -> int:
+    threads = int(getattr(store, "io_threads", 0)) or max(2, os.cpu_count() or 2)
+    return max(1, min(threads, MAX_INFLIGHT_BYTES // model.CHUNK_SIZE))
+
+
+class _Pieces:
+    """Collects the chunk digests of one file as its pieces complete."""
+
+    def __init__(self, src: Source) -> None:
+        self.src = src
+        n = max(1, (src.size + model.CHUNK_SIZE - 1) // model.CHUNK_SIZE)
+        self.digests: list[str | None] = [None] * n
+        self.left = n
+
+    def entry(self) -> model.Entry:
+        s = self.src
+        if s.size <= model.CHUNK_SIZE:
+            digest = self.digests[0]
+            assert digest is not None
+            return model.file_entry(s.size, digest, (), s.executable, s.mtime_ns)
+        chunks = [d for d in self.digests if d is not None]
+        return model.file_entry(s.size, model.chunked_digest(chunks), chunks, s.executable,
+                                s.mtime_ns)
+
+
+def _store_piece(store: Store, src: Source, index: int, progress: Progress | None) -> str:
+    off = index * model.CHUNK_SIZE
+    want = min(model.CHUNK_SIZE, src.size - off)
+    fd = os.open(src.local, os.O_RDONLY)
+    try:
+        data = os.pread(fd, want, off) if want > 0 else b""
+        while len(data) < want:  # short reads happen on some filesystems
+            more = os.pread(fd, want - len(data), off + len(data))
+            if not more:
+                raise UsageError(f"file shrank while being read: {src.local}")
+            data += more
+    finally:
+        os.close(fd)
+    digest = hashlib.sha256(data).hexdigest()
+    store.put_if_absent(model.object_key(digest), data)
+    if progress is not None:
+        progress(len(data))
+    return digest
+
+
+def store_files(
+    store: Store, sources: Iterable[Source], progress: Progress | None = None,
+    threads: int | None = None,
+) -> dict[str, model.Entry]:
+    """Ingest sources; returns artifact path -> entry (directories only when empty)."""
+    threads = threads or default_threads(store)
+    out: dict[str, model.Entry] = {}
+    lock = threading.Lock()
+    inflight: set[Future[str]] = set()
+
+    def reap(block: bool) -> None:
+        nonlocal inflight
+        if not inflight:
+            return
+        done, pending = wait(inflight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        inflight = set(pending)
+        for f in done:
+            f.result()  # re-raise worker errors
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="ingest") as pool:
+        try:
+            for src in sources:
+                if src.kind == "symlink":
+                    out[src.path] = model.symlink_entry(src.target, src.mtime_ns)
+                    continue
+                if src.kind == "dir":
+                    out[src.path] = model.EMPTY_NODE.as_entry(src.mtime_ns)
+                    continue
+                pieces = _Pieces(src)
+                for i in range(len(pieces.digests)):
+                    while len(inflight) >= threads * 2:
+                        reap(block=True)
+                    fut = pool.submit(_store_piece, store, src, i, progress)
+
+                    def done(f: Future[str], p: _Pieces = pieces, i: int = i) -> None:
+                        if f.exception() is not None:
+                            return
+                        with lock:
+                            p.digests[i] = f.result()
+                            p.left -= 1
+                            if p.left == 0:
+                                out[p.src.path] = p.entry()
+
+                    fut.add_done_callback(done)
+                    inflight.add(fut)
+            while inflight:
+                reap(block=True)
+        except BaseException:
+            for f in inflight:
+                f.cancel()
+            raise
+    return out
+
+
+def build_tree(save: model.Saver, load: model.Loader, base_root: str | None,
+               changes: Mapping[str, model.Entry | None]) -> model.Node:
+    """The root node of ``base`` with ``changes`` applied (a fresh tree when no base).
+
+    Empty directories in ``changes`` refer to the empty node, which is saved here.
+    """
+    save(model.EMPTY_NODE)
+    if not changes:
+        node = model.encode_node(load(base_root)) if base_root else model.EMPTY_NODE
+        save(node)
+        return node
+    return model.apply_changes(load, save, base_root, changes)

@@ -1,0 +1,118 @@
+"""Validation of user-supplied names, entry paths and version refs (SPEC §2).
+
+Everything that comes from a user or from the (untrusted) store goes through here before it
+is used as a key or a path, so a bad value is refused with a message that names it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidName
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,9})")
+RESERVED_PROJECTS = frozenset({"drafts"})
+MAX_COMPONENT = 255
+MAX_PATH = 4096
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Return ``value`` if it is a valid project/artifact/alias name, else raise."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise InvalidName(
+            f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 . _ - starting with a letter or digit"
+        )
+    return value
+
+
+def check_project(value: str) -> str:
+    check_name(value, "project name")
+    if value in RESERVED_PROJECTS:
+        raise InvalidName(f"invalid project name {value!r}: it is reserved")
+    return value
+
+
+def check_alias(value: str) -> str:
+    check_name(value, "alias")
+    if VERSION_RE.fullmatch(value):
+        raise InvalidName(f"invalid alias {value!r}: an alias may not look like a version")
+    return value
+
+
+def check_component(value: str, what: str = "path component") -> str:
+    """One path component of an entry: no '/', NUL, '.', '..' and at most 255 bytes."""
+    if value in ("", ".", "..") or "/" in value or "\0" in value:
+        raise InvalidName(f"invalid {what} {value!r}")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
+        raise InvalidName(f"invalid {what} {value[:40]!r}…: longer than {MAX_COMPONENT} bytes")
+    return value
+
+
+def check_path(value: str) -> str:
+    """Validate a relative, '/'-separated entry path; returns it unchanged."""
+    if not isinstance(value, str) or value == "":
+        raise InvalidName(f"invalid path {value!r}: empty")
+    if value.startswith("/"):
+        raise InvalidName(f"invalid path {value!r}: must be relative")
+    if "\0" in value:
+        raise InvalidName(f"invalid path {value!r}: contains NUL")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise InvalidName(f"invalid path {value[:40]!r}…: longer than {MAX_PATH} bytes")
+    for part in value.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidName(f"invalid path {value!r}: empty, '.' or '..' component")
+        check_component(part)
+    return value
+
+
+def normalize_path(value: str) -> str:
+    """Turn a user-given in-artifact path ('./a//b/', 'a\\b' stays) into canonical form."""
+    parts = [p for p in value.strip().split("/") if p not in ("", ".")]
+    return check_path("/".join(parts))
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``project/name[:REF]`` where REF is ``vN`` or an alias (default ``latest``)."""
+
+    project: str
+    name: str
+    ref: str = "latest"
+
+    @property
+    def version(self) -> int | None:
+        """The version number when the ref is ``vN``, else ``None`` (an alias)."""
+        return int(self.ref[1:]) if VERSION_RE.fullmatch(self.ref) else None
+
+    @property
+    def collection(self) -> str:
+        return f"{self.project}/{self.name}"
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.name}:{self.ref}"
+
+
+def parse_ref(value: str, default_project: str | None = None, allow_ref: bool = True) -> Ref:
+    """Parse ``project/name[:REF]`` (``name[:REF]`` when a default project is given)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidName(f"invalid artifact reference {value!r}")
+    body, sep, ref = value.partition(":")
+    if sep and not allow_ref:
+        raise InvalidName(f"invalid artifact name {value!r}: no ':REF' expected here")
+    if sep and not ref:
+        raise InvalidName(f"invalid artifact reference {value!r}: empty version or alias")
+    parts = body.split("/")
+    if len(parts) == 1 and default_project is not None:
+        project, name = default_project, parts[0]
+    elif len(parts) == 2:
+        project, name = parts
+    else:
+        raise InvalidName(f"invalid artifact reference {value!r}: expected PROJECT/NAME[:REF]")
+    check_project(project)
+    check_name(name, "artifact name")
+    if sep:
+        if not VERSION_RE.fullmatch(ref):
+            check_name(ref, "alias")
+    return Ref(project, name, ref if sep else "latest")

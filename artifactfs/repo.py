@@ -1,0 +1,142 @@
+"""Repository operations shared by the CLI and the Python API: put, get, listing, records.
+
+A :class:`Repo` is a store plus its catalog.  Everything here is synchronous and may block on
+store I/O; the FUSE daemon calls the catalog from worker threads instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from . import fetch, ingest, model
+from .catalog import Catalog, VersionRecord
+from .errors import UsageError
+from .names import Ref, check_name, check_project, parse_ref
+from .store import Store, open_store
+
+
+def parse_metadata(value: str | None) -> dict[str, Any]:
+    """``--metadata`` JSON: must be an object."""
+    if value is None or value == "":
+        return {}
+    try:
+        doc = json.loads(value)
+    except ValueError as e:
+        raise UsageError(f"invalid metadata JSON {value!r}: {e}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"invalid metadata JSON {value!r}: must be an object")
+    return doc
+
+
+class Repo:
+    """A store and its catalog."""
+
+    def __init__(self, store: Store | str | None) -> None:
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.catalog = Catalog(self.store)
+
+    # --- writing ---------------------------------------------------------------------------
+    def commit_entries(
+        self, project: str, name: str, type_: str, changes: Mapping[str, model.Entry | None],
+        base: VersionRecord | None = None, **kw: Any,
+    ) -> tuple[VersionRecord, bool]:
+        """Build the tree for ``base`` + ``changes`` and allocate a version for it."""
+        check_project(project)
+        check_name(name, "artifact name")
+        check_name(type_, "artifact type")
+        root = ingest.build_tree(self.catalog.save_node, self.catalog.load_node,
+                                 base.root if base else None, changes)
+        return self.catalog.commit_version(project, name, type_, root,
+                                           base=base.version if base else None, **kw)
+
+    def put_path(
+        self, local: str, project: str, name: str, type_: str, *, path_name: str | None = None,
+        follow_symlinks: bool = False, progress: ingest.Progress | None = None, **kw: Any,
+    ) -> tuple[VersionRecord, bool]:
+        """A local file or directory tree → the next version (or the unchanged latest)."""
+        check_project(project)
+        check_name(name, "artifact name")
+        check_name(type_, "artifact type")
+        self.check_type(project, name, type_)
+        if not os.path.lexists(local):
+            raise UsageError(f"no such file or directory: {local}")
+        entries = ingest.store_files(
+            self.store, ingest.scan(local, path_name, follow_symlinks), progress)
+        return self.commit_entries(project, name, type_, entries, **kw)
+
+    def check_type(self, project: str, name: str, type_: str) -> None:
+        """Fail early (before uploading anything) on a type clash."""
+        from .errors import NotFound, TypeConflict
+        try:
+            col = self.catalog.get_collection(project, name)
+        except NotFound:
+            return
+        if col.type != type_:
+            raise TypeConflict(
+                f"artifact {project}/{name} already exists with type {col.type!r}, not {type_!r}")
+
+    # --- reading ---------------------------------------------------------------------------
+    def resolve(self, ref: str | Ref) -> VersionRecord:
+        return self.catalog.resolve(parse_ref(ref) if isinstance(ref, str) else ref)
+
+    def entries(self, rec: VersionRecord) -> Iterator[tuple[str, model.Entry]]:
+        """Every non-directory entry (and empty directory) of a version, in path order."""
+        for path, e in model.walk(self.catalog.load_node, rec.root):
+            if e.kind != "dir" or e.count == 0 and not self.catalog.load_node(e.oid):
+                yield path, e
+
+    def entry(self, rec: VersionRecord, path: str) -> model.Entry | None:
+        return model.lookup(self.catalog.load_node, rec.root, path.strip("/"))
+
+    def download(self, rec: VersionRecord, root: str, path_prefix: str | None = None,
+                 progress: ingest.Progress | None = None) -> int:
+        return fetch.download_tree(self.store, self.catalog.load_node, rec.root, root,
+                                   path_prefix, progress)
+
+    def version_json(self, rec: VersionRecord, latest: int | None = None,
+                     aliases: Mapping[str, int] | None = None) -> dict[str, Any]:
+        """The §5 JSON shape of one version (pass ``latest``/``aliases`` to save reads)."""
+        if aliases is None:
+            aliases = self.catalog.aliases(rec.project, rec.name)
+        if latest is None:
+            lt = self.catalog.latest(rec.project, rec.name)
+            latest = lt.version if lt else None
+        names = sorted(a for a, v in aliases.items() if v == rec.version)
+        return {
+            "project": rec.project, "name": rec.name, "type": rec.type,
+            "version": rec.version, "ref": rec.label, "digest": rec.digest,
+            "aliases": (["latest"] if latest == rec.version else []) + names,
+            "description": rec.description, "metadata": rec.metadata, "size": rec.size,
+            "file_count": rec.file_count, "created_at": rec.created_at,
+            "ttl_days": rec.ttl_days, "logged_by": rec.run, "base": rec.base,
+        }
+
+    def versions_json(self, project: str, name: str) -> list[dict[str, Any]]:
+        self.catalog.get_collection(project, name)  # NotFound for unknown artifacts
+        recs = self.catalog.versions(project, name)
+        latest = recs[-1].version if recs else None
+        aliases = self.catalog.aliases(project, name)
+        return [self.version_json(r, latest, aliases) for r in recs]
+
+    def ls_json(self, rec: VersionRecord) -> list[dict[str, Any]]:
+        out = []
+        for path, e in self.entries(rec):
+            d: dict[str, Any] = {"path": path, "size": e.size, "digest": e.digest}
+            if e.kind == "ref" and e.ref is not None:
+                d["ref"] = e.ref.uri
+                d["digest"] = e.ref.sha256 or e.ref.etag or e.digest
+            elif e.kind == "symlink":
+                d["target"] = e.target
+                d["digest"] = model.sha256_hex(e.target.encode("utf-8", "surrogateescape"))
+            elif e.kind == "dir":
+                d["path"] = path + "/"
+                d["digest"] = e.digest
+            out.append(d)
+        return out
+
+
+def iter_refs(values: Iterable[str]) -> list[Ref]:
+    return [parse_ref(v) for v in values]

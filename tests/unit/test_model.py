@@ -1,0 +1,109 @@
+"""Pure model: canonical encoding, digests, chunk lists, diff and path-copying updates."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from artifactfs import model
+from artifactfs.errors import IntegrityError, InvalidName
+
+
+class MemStore:
+    def __init__(self) -> None:
+        self.nodes: dict[str, bytes] = {}
+
+    def save(self, node: model.Node) -> None:
+        self.nodes[node.oid] = node.data
+
+    def load(self, oid: str) -> dict[str, model.Entry]:
+        return model.decode_node(self.nodes[oid], oid)
+
+
+def f(data: bytes, mtime: int = 0, x: bool = False) -> model.Entry:
+    return model.file_entry(len(data), model.sha256_hex(data), executable=x, mtime_ns=mtime)
+
+
+def test_encoding_is_canonical_and_round_trips() -> None:
+    a = model.encode_node({"b": f(b"1"), "a": f(b"22", x=True), "l": model.symlink_entry("b")})
+    b = model.encode_node({"l": model.symlink_entry("b"), "a": f(b"22", x=True), "b": f(b"1")})
+    assert a.data == b.data and a.oid == b.oid
+    assert model.decode_node(a.data, a.oid)["a"].executable
+    assert a.size == 3 and a.count == 3
+
+
+def test_content_digest_ignores_mtime_but_object_id_does_not() -> None:
+    a = model.encode_node({"x": f(b"data", mtime=1)})
+    b = model.encode_node({"x": f(b"data", mtime=2)})
+    assert a.digest == b.digest
+    assert a.oid != b.oid
+    c = model.encode_node({"x": f(b"data", x=True)})
+    assert c.digest != a.digest  # the executable bit is content
+
+
+def test_decode_rejects_tampering_and_bad_names() -> None:
+    n = model.encode_node({"x": f(b"data")})
+    with pytest.raises(IntegrityError):
+        model.decode_node(n.data.replace(b'"x"', b'"y"'), n.oid)
+    for bad in (b'{"v":1,"e":[["..",{"k":"l","t":"a"}]]}', b'{"v":1,"e":[["a/b",{"k":"l","t":"a"}]]}',
+                b'{"v":1,"e":[["a\\u0000",{"k":"l","t":"a"}]]}', b"not json",
+                b'{"v":1,"e":[["a",{"k":"f","s":1,"d":"zz"}]]}'):
+        with pytest.raises(IntegrityError):
+            model.decode_node(bad)
+
+
+def test_chunked_file_entries_validate_their_chunk_list() -> None:
+    chunks = [model.sha256_hex(b"a"), model.sha256_hex(b"b")]
+    size = model.CHUNK_SIZE + 5
+    e = model.file_entry(size, model.chunked_digest(chunks), chunks)
+    n = model.encode_node({"big": e})
+    back = model.decode_node(n.data, n.oid)["big"]
+    assert back.chunk_spans() == [(chunks[0], 0, model.CHUNK_SIZE), (chunks[1], model.CHUNK_SIZE, 5)]
+    bad = model.encode_node({"big": model.file_entry(size, model.sha256_hex(b"x"), chunks)})
+    with pytest.raises(IntegrityError):
+        model.decode_node(bad.data)
+
+
+def test_apply_changes_rewrites_only_changed_paths_and_diff_follows() -> None:
+    m = MemStore()
+    root = model.apply_changes(m.load, m.save, None, {
+        "a/b/c.txt": f(b"c"), "a/d.txt": f(b"d"), "e/f.txt": f(b"f"), "empty": model.EMPTY_NODE.as_entry()})
+    m.save(model.EMPTY_NODE)
+    before = set(m.nodes)
+    new = model.apply_changes(m.load, m.save, root.oid, {"a/b/c.txt": f(b"C"), "e/f.txt": None,
+                                                         "g.txt": f(b"g")})
+    written = set(m.nodes) - before
+    assert len(written) == 3  # a/b, a and the root; e/ is gone, nothing else rewritten
+    d = model.diff(m.load, root.oid, new.oid)
+    assert d.changed == ["a/b/c.txt"] and d.added == ["g.txt"] and d.removed == ["e/f.txt"]
+    assert model.lookup(m.load, new.oid, "a/d.txt") == f(b"d")
+    assert model.lookup(m.load, new.oid, "e/f.txt") is None
+    assert [p for p, _ in model.walk(m.load, new.oid)] == [
+        "a", "a/b", "a/b/c.txt", "a/d.txt", "e", "empty", "g.txt"]
+
+
+def test_apply_changes_validates_paths() -> None:
+    m = MemStore()
+    for bad in ("../x", "/abs", "a//b", "a/./b", ""):
+        with pytest.raises(InvalidName):
+            model.apply_changes(m.load, m.save, None, {bad: f(b"x")})
+
+
+names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]),
+                min_size=1, max_size=8).filter(lambda s: s not in (".", ".."))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.lists(names, min_size=1, max_size=3).map("/".join),
+                       st.binary(max_size=8), max_size=12))
+def test_digest_depends_only_on_content(files: dict[str, bytes]) -> None:
+    # paths that are both a file and a directory prefix cannot coexist; drop those
+    paths = sorted(files)
+    keep = {p: d for p, d in files.items() if not any(q.startswith(p + "/") for q in paths)}
+    m1, m2 = MemStore(), MemStore()
+    a = model.apply_changes(m1.load, m1.save, None, {p: f(d, mtime=1) for p, d in keep.items()})
+    b = model.apply_changes(m2.load, m2.save, None,
+                            {p: f(d, mtime=7) for p, d in reversed(list(keep.items()))})
+    assert a.digest == b.digest
+    assert {p for p, e in model.walk(m1.load, a.oid) if e.kind == "file"} == set(keep)
