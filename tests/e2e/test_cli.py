@@ -1,0 +1,155 @@
+"""The command line, run as a real process: SPEC §5 scenarios and bad input (§10)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(store: Path, *args: str, ok: bool = True, cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = dict(os.environ, ARTIFACTFS_STORE=str(store), **(env or {}))
+    p = subprocess.run([sys.executable, "-m", "artifactfs", *args], capture_output=True,
+                       text=True, env=e, cwd=cwd, timeout=120)
+    if ok:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def fail(store: Path, *args: str, code: int = 1) -> str:
+    p = run(store, *args, ok=False)
+    assert p.returncode == code, (p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr
+    if code == 1:
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    return p.stderr
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "data").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "data" / "train.csv").write_text("a,b\n1,2\n")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024 + 17))
+    (src / "link").symlink_to("run.sh")
+    return src
+
+
+def test_put_get_versions_ls_info(tmp_path: Path, tree: Path) -> None:
+    store = tmp_path / "store"
+    p = run(store, "put", str(tree), "--name", "vision/cats", "--type", "dataset",
+            "--alias", "best", "--description", "cats", "--metadata", '{"n": 3}')
+    assert p.stdout.strip().splitlines()[-1] == "vision/cats:v0"
+    p = run(store, "put", str(tree), "--name", "vision/cats", "--type", "dataset")
+    assert p.stdout.strip().splitlines()[-1] == "vision/cats:v0"  # unchanged
+    (tree / "data" / "new.csv").write_text("x")
+    p = run(store, "put", str(tree), "--name", "vision/cats", "--type", "dataset")
+    assert p.stdout.strip().splitlines()[-1] == "vision/cats:v1"
+
+    vs = json.loads(run(store, "versions", "vision/cats", "--json").stdout)
+    assert [v["version"] for v in vs] == [0, 1]
+    assert vs[0]["aliases"] == ["best"] and vs[1]["aliases"] == ["latest"]
+    info = json.loads(run(store, "info", "vision/cats:best", "--json").stdout)
+    for k in ("project", "name", "type", "version", "digest", "aliases", "description",
+              "metadata", "size", "file_count", "created_at"):
+        assert k in info
+    assert info["metadata"] == {"n": 3} and info["description"] == "cats"
+    assert info["file_count"] == 4  # train.csv, run.sh, big.bin, link (an empty dir is no file)
+    ls = json.loads(run(store, "ls", "vision/cats:v0", "--json").stdout)
+    assert {d["path"] for d in ls} == {"big.bin", "data/train.csv", "empty/", "link", "run.sh"}
+    assert all({"path", "size", "digest"} <= set(d) for d in ls)
+
+    p = run(store, "get", "vision/cats:v0", cwd=tmp_path)
+    root = Path(p.stdout.strip().splitlines()[-1])
+    assert root == tmp_path / "artifacts" / "cats:v0"
+    for f in ("data/train.csv", "run.sh", "big.bin"):
+        assert sha(root / f) == sha(tree / f)
+    assert os.access(root / "run.sh", os.X_OK)
+    assert os.readlink(root / "link") == "run.sh"
+    assert (root / "empty").is_dir()
+
+    out = tmp_path / "part"
+    run(store, "get", "vision/cats", "--root", str(out), "--path-prefix", "data/")
+    assert sorted(p.name for p in (out / "data").iterdir()) == ["new.csv", "train.csv"]
+    assert not (out / "big.bin").exists()
+
+
+def test_aliases_and_delete(tmp_path: Path, tree: Path) -> None:
+    store = tmp_path / "store"
+    run(store, "put", str(tree), "--name", "p/a", "--type", "model")
+    (tree / "x").write_text("x")
+    run(store, "put", str(tree), "--name", "p/a", "--type", "model")
+    run(store, "alias", "add", "p/a:v0", "prod")
+    assert json.loads(run(store, "info", "p/a:prod", "--json").stdout)["version"] == 0
+    fail(store, "alias", "add", "p/a:v0", "v3")
+    fail(store, "delete", "p/a:v0")  # holds prod
+    run(store, "alias", "rm", "p/a", "prod")
+    fail(store, "alias", "rm", "p/a", "prod")
+    run(store, "delete", "p/a:v1")
+    assert json.loads(run(store, "info", "p/a", "--json").stdout)["version"] == 0
+    fail(store, "info", "p/a:v1")
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tree: Path) -> None:
+    store = tmp_path / "store"
+    run(store, "put", str(tree), "--name", "vision/cats", "--type", "dataset")
+    before = sorted(str(p) for p in store.rglob("*") if ".tmp" not in p.parts)
+    assert "type" in fail(store, "put", str(tree), "--name", "vision/cats", "--type", "model")
+    assert "'bad name'" in fail(store, "put", str(tree), "--name", "vision/bad name", "--type", "x")
+    fail(store, "put", str(tree), "--name", "drafts/x", "--type", "dataset")
+    fail(store, "put", str(tree), "--name", "../x", "--type", "dataset")
+    fail(store, "put", str(tree), "--name", "vision/x", "--type", "dataset", "--metadata", "{bad")
+    fail(store, "put", str(tree), "--name", "vision/x", "--type", "dataset", "--alias", "v2")
+    fail(store, "put", str(tmp_path / "missing"), "--name", "vision/x", "--type", "dataset")
+    fail(store, "put", str(tree), "--name", "vision/x", "--type", "dataset",
+         "--path-name", "../escape")
+    fail(store, "info", "vision/cats:v7")
+    fail(store, "info", "vision/cats:nosuchalias")
+    fail(store, "info", "vision/nothing")
+    fail(store, "ls", "not-a-ref")
+    fail(store, "put", str(tree), code=2)  # usage error
+    after = sorted(str(p) for p in store.rglob("*") if ".tmp" not in p.parts)
+    assert before == after
+
+
+def test_get_never_writes_outside_root(tmp_path: Path, tree: Path) -> None:
+    store = tmp_path / "store"
+    run(store, "put", str(tree), "--name", "p/a", "--type", "dataset")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "data").symlink_to(tmp_path / "elsewhere")  # a trap left in the root
+    (tmp_path / "elsewhere").mkdir()
+    fail(store, "get", "p/a", "--root", str(root))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_store_flag_env_and_config_file(tmp_path: Path, tree: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'store = "{tmp_path / "from-config"}"\n')
+    env = dict(os.environ)
+    env.pop("ARTIFACTFS_STORE", None)
+    p = subprocess.run([sys.executable, "-m", "artifactfs", "--config", str(cfg), "put", str(tree),
+                        "--name", "p/a", "--type", "dataset"], env=env, capture_output=True,
+                       text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "from-config" / "artifacts" / "p" / "a").is_dir()
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")
+    env["HOME"] = str(tmp_path / "home")
+    p = subprocess.run([sys.executable, "-m", "artifactfs", "put", str(tree), "--name", "p/a",
+                        "--type", "dataset"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "xdg" / "artifactfs" / "store" / "artifacts" / "p" / "a").is_dir()
