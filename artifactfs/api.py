@@ -356,7 +356,7 @@ class Run:
     def use_artifact(self, ref: str | Artifact, type: str | None = None) -> Artifact:
         """Resolve ``name[:REF]`` or ``project/name[:REF]`` and record it as this run's input."""
         if isinstance(ref, Artifact):
-            repo, rec = ref._logged()
+            _, rec = ref._logged()
         else:
             rec = self._repo.catalog.resolve(parse_ref(ref, default_project=self.project))
         if type is not None and rec.type != type:
@@ -416,7 +416,7 @@ class ArtifactCollection:
 
     @property
     def aliases(self) -> list[str]:
-        return sorted(self._repo.catalog.aliases(self.project, self.name)) + ["latest"]
+        return [*sorted(self._repo.catalog.aliases(self.project, self.name)), "latest"]
 
     def delete(self, delete_aliases: bool = True) -> None:
         self._repo.catalog.delete_collection(self.project, self.name, delete_aliases)

@@ -7,6 +7,7 @@ The last line on stdout of a command that names a version is ``PROJECT/NAME:vN``
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -339,15 +340,16 @@ def lineage(c: Ctx, ref: str, fmt: str) -> None:
 
 
 def _register_optional() -> None:
-    """Commands that live in other modules (the mount daemon's, drafts')."""
-    try:
-        from .fs import cli_mount
-    except ImportError:  # pragma: no cover - fs package not built yet
-        return
-    for name in dir(cli_mount):
-        obj = getattr(cli_mount, name)
-        if isinstance(obj, click.Command) and obj.name not in cli.commands:
-            cli.add_command(obj)
+    """Commands that live with their subsystems: the mount daemon's and the drafts'."""
+    for module in (".fs.cli_mount", ".drafts_cli"):
+        try:
+            mod = importlib.import_module(module, __package__)
+        except ModuleNotFoundError:  # pragma: no cover - subsystem not installed
+            continue
+        for name in dir(mod):
+            obj = getattr(mod, name)
+            if isinstance(obj, click.Command) and obj.name and obj.name not in cli.commands:
+                cli.add_command(obj)
 
 
 _register_optional()

@@ -37,7 +37,7 @@ def parse_size(value: str | int) -> int:
             raise UsageError(f"invalid size {value!r}: negative")
         return value
     m = _SIZE_RE.fullmatch(str(value))
-    if not m or m.group(2) is None and not m.group(1):
+    if not m or (m.group(2) is None and not m.group(1)):
         raise UsageError(f"invalid size {value!r}: use e.g. 1GB, 500MiB, 2048")
     unit = (m.group(2) or "").lower()
     if unit not in _UNITS:

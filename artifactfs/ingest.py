@@ -3,7 +3,7 @@
 Every file is cut into pieces of at most :data:`model.CHUNK_SIZE`; each piece is read once
 (``pread``), hashed and handed to the store with put-if-absent, so identical files and chunks
 are stored once.  Pieces of all files go through one thread pool with a bounded number in
-flight, which keeps memory at (threads × chunk size) whatever the input and uses every core
+flight, which keeps memory at (threads x chunk size) whatever the input and uses every core
 even for a single 5 GiB file.  Results are entries keyed by artifact path; trees are built
 from them with :func:`model.apply_changes` (nodes only on changed paths when there is a base).
 """

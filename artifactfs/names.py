@@ -112,7 +112,6 @@ def parse_ref(value: str, default_project: str | None = None, allow_ref: bool = 
         raise InvalidName(f"invalid artifact reference {value!r}: expected PROJECT/NAME[:REF]")
     check_project(project)
     check_name(name, "artifact name")
-    if sep:
-        if not VERSION_RE.fullmatch(ref):
-            check_name(ref, "alias")
+    if sep and not VERSION_RE.fullmatch(ref):
+        check_name(ref, "alias")
     return Ref(project, name, ref if sep else "latest")

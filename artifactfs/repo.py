@@ -85,7 +85,7 @@ class Repo:
     def entries(self, rec: VersionRecord) -> Iterator[tuple[str, model.Entry]]:
         """Every non-directory entry (and empty directory) of a version, in path order."""
         for path, e in model.walk(self.catalog.load_node, rec.root):
-            if e.kind != "dir" or e.count == 0 and not self.catalog.load_node(e.oid):
+            if e.kind != "dir" or (e.count == 0 and not self.catalog.load_node(e.oid)):
                 yield path, e
 
     def entry(self, rec: VersionRecord, path: str) -> model.Entry | None:

@@ -102,7 +102,7 @@ def test_runs_and_lineage(cat: Catalog) -> None:
     assert cat.run_artifacts(run, "outputs") == [Ref("vision", "model", "v0")]
 
 
-def _put_worker(store: str, i: int, q: "mp.Queue[str]") -> None:
+def _put_worker(store: str, i: int, q: mp.Queue[str]) -> None:
     src = os.path.join(store, f"../src{i}")
     os.makedirs(src, exist_ok=True)
     with open(os.path.join(src, "data.txt"), "w") as f:
