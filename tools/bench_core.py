@@ -1,0 +1,86 @@
+"""Core benchmark: put/get through the CLI against baselines measured in the same run.
+
+Prints markdown table rows ``| metric | value | baseline | ratio |``.  Sizes shrink with
+BENCH_SMALL=1 (a quick smoke run).  As root, the page cache is dropped before every timed
+step so reads are first reads for the tool and the baseline alike.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SMALL = os.environ.get("BENCH_SMALL") == "1"
+BIG_FILES, BIG_SIZE = (4, 32 << 20) if SMALL else (16, 128 << 20)
+SMALL_FILES = 2000 if SMALL else 20000
+CLI = [sys.executable, "-m", "artifactfs"]
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    if os.geteuid() == 0:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+        except OSError:
+            pass
+
+
+def timed(cmd: list[str] | str, **kw: object) -> float:
+    drop_caches()
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, shell=isinstance(cmd, str),
+                   **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - t
+
+
+def row(metric: str, value: float, baseline: float, unit: str = "s") -> None:
+    print(f"| {metric} | {value:.2f} {unit} | {baseline:.2f} {unit} | {value / baseline:.2f}x |")
+
+
+def main() -> None:
+    work = tempfile.mkdtemp(prefix="artifactfs-bench-", dir=os.environ.get("BENCH_DIR"))
+    try:
+        src = os.path.join(work, "src")
+        os.makedirs(src)
+        for i in range(BIG_FILES):
+            with open(os.path.join(src, f"shard-{i:02d}.bin"), "wb") as f:
+                for _ in range(BIG_SIZE // (8 << 20)):
+                    f.write(os.urandom(8 << 20))
+        total_gib = BIG_FILES * BIG_SIZE / 2**30
+        store = os.path.join(work, "store")
+        env = dict(os.environ, ARTIFACTFS_STORE=store)
+        base = timed(f"cp -r {src} {work}/copy && sha256sum {work}/copy/* >/dev/null")
+        put = timed([*CLI, "put", src, "--name", "bench/big", "--type", "dataset"], env=env)
+        row(f"put {BIG_FILES} files, {total_gib:.2f} GiB (vs cp -r + sha256sum)", put, base)
+        shutil.rmtree(os.path.join(work, "copy"))
+        base = timed(f"cp -r {src} {work}/copy")
+        get = timed([*CLI, "get", "bench/big", "--root", f"{work}/got"], env=env)
+        row(f"get {total_gib:.2f} GiB (vs cp -r)", get, base)
+        shutil.rmtree(os.path.join(work, "copy"))
+        shutil.rmtree(os.path.join(work, "got"))
+
+        many = os.path.join(work, "many")
+        for i in range(SMALL_FILES):
+            d = os.path.join(many, f"d{i // 1000:03d}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i:06d}.txt"), "w") as f:
+                f.write(f"file {i}\n" * 10)
+        base = timed(f"cp -r {many} {work}/copy2 && find {work}/copy2 -type f -exec sha256sum {{}} + >/dev/null")
+        put = timed([*CLI, "put", many, "--name", "bench/many", "--type", "dataset"], env=env)
+        row(f"put {SMALL_FILES} small files (vs cp -r + sha256sum)", put, base)
+        many_f = os.path.join(many, "d000", "f000000.txt")
+        with open(many_f, "a") as f:
+            f.write("changed\n")
+        again = timed([*CLI, "put", many, "--name", "bench/many", "--type", "dataset"], env=env)
+        row(f"re-put {SMALL_FILES} files, one changed (vs first put)", again, put)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
