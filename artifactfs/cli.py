@@ -8,6 +8,7 @@ The last line on stdout of a command that names a version is ``PROJECT/NAME:vN``
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import re
@@ -342,10 +343,9 @@ def lineage(c: Ctx, ref: str, fmt: str) -> None:
 def _register_optional() -> None:
     """Commands that live with their subsystems: the mount daemon's and the drafts'."""
     for module in (".fs.cli_mount", ".drafts_cli"):
-        try:
-            mod = importlib.import_module(module, __package__)
-        except ModuleNotFoundError:  # pragma: no cover - subsystem not installed
-            continue
+        if importlib.util.find_spec(module, __package__) is None:
+            continue  # pragma: no cover - subsystem not in this build
+        mod = importlib.import_module(module, __package__)
         for name in dir(mod):
             obj = getattr(mod, name)
             if isinstance(obj, click.Command) and obj.name and obj.name not in cli.commands:
