@@ -153,3 +153,30 @@ def test_store_flag_env_and_config_file(tmp_path: Path, tree: Path) -> None:
                         "--type", "dataset"], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "xdg" / "artifactfs" / "store" / "artifacts" / "p" / "a").is_dir()
+
+
+def test_killed_put_leaves_no_version_and_the_next_put_works(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}.bin").write_bytes(os.urandom(24 * 1024 * 1024))
+    env = dict(os.environ, ARTIFACTFS_STORE=str(store))
+    for delay in (0.3, 0.8):
+        p = subprocess.Popen([sys.executable, "-m", "artifactfs", "put", str(src), "--name",
+                              "p/killed", "--type", "dataset"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p.wait(delay)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        if p.returncode == 0:
+            continue  # this machine was too quick; the next attempt kills later
+        v = run(store, "versions", "p/killed", "--json", ok=False)
+        assert v.returncode == 1 or json.loads(v.stdout) == []  # no partial version
+    out = run(store, "put", str(src), "--name", "p/killed", "--type", "dataset")
+    assert out.stdout.strip().splitlines()[-1] == "p/killed:v0"
+    got = Path(run(store, "get", "p/killed", "--root", str(tmp_path / "got")).stdout.strip())
+    for i in range(6):
+        assert sha(got / f"f{i}.bin") == sha(src / f"f{i}.bin")
