@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import IO, Any
 
 from . import config as config_mod
-from . import ingest, model
+from . import distributed, ingest, model
 from .catalog import RunRecord, VersionRecord
 from .errors import NotFound, UsageError
 from .names import check_alias, check_name, check_path, check_project, parse_ref
@@ -232,20 +232,28 @@ class Artifact:
         a._project, a._repo, a._base = rec.project, repo, rec
         return a
 
-    def _log(self, repo: Repo, project: str, aliases: list[str], run: RunRecord | None) -> None:
+    def _changes(self, repo: Repo, project: str) -> dict[str, model.Entry | None]:
+        """Ingest what was added; the changes to apply to the base (or to nothing)."""
         self._pending()
-        for al in aliases:
-            check_alias(al)
         if self._project is not None and self._project != project:
             raise UsageError(f"artifact belongs to project {self._project}, not {project}")
         repo.check_type(project, self._name, self.type)
         changes: dict[str, model.Entry | None] = dict(self._entries)
         changes.update(ingest.store_files(repo.store, list(self._sources.values())))
-        ttl = self.ttl.total_seconds() / 86400 if self.ttl is not None else None
-        rec, _ = repo.commit_entries(
-            project, self._name, self.type, changes, base=self._base,
-            description=self.description, metadata=self.metadata, aliases=aliases,
-            run=f"{run.project}/{run.id}" if run else None, ttl_days=ttl)
+        return changes
+
+    def _commit_options(self, aliases: list[str], run: RunRecord | None) -> dict[str, Any]:
+        for al in aliases:
+            check_alias(al)
+        return {"description": self.description, "metadata": self.metadata, "aliases": aliases,
+                "run": f"{run.project}/{run.id}" if run else None,
+                "ttl_days": self.ttl.total_seconds() / 86400 if self.ttl is not None else None}
+
+    def _log(self, repo: Repo, project: str, aliases: list[str], run: RunRecord | None) -> None:
+        options = self._commit_options(aliases, run)
+        changes = self._changes(repo, project)
+        rec, _ = repo.commit_entries(project, self._name, self.type, changes, base=self._base,
+                                     **options)
         self._project = project
         self._bind(repo, rec)
 
@@ -351,6 +359,29 @@ class Run:
         extra = [a for a in artifact.aliases if a != "latest"]
         artifact._log(self._repo, self.project, list(dict.fromkeys(extra + list(aliases or []))),
                       self.record)
+        return artifact
+
+    def upsert_artifact(self, artifact: Artifact, distributed_id: str) -> Artifact:
+        """Add this run's files to the shared draft ``distributed_id`` (any node, any time
+        before it is finished)."""
+        changes = artifact._changes(self._repo, self.project)
+        distributed.upsert(self._repo, self.project, artifact.source_name, distributed_id,
+                           changes, writer=self.id)
+        artifact._entries, artifact._sources = {}, {}
+        return artifact
+
+    def finish_artifact(self, artifact: Artifact, distributed_id: str,
+                        aliases: list[str] | None = None) -> Artifact:
+        """Commit every upserted file plus this run's own as the next version."""
+        options = artifact._commit_options(
+            list(dict.fromkeys([a for a in artifact.aliases if a != "latest"] + (aliases or []))),
+            self.record)
+        changes = artifact._changes(self._repo, self.project)
+        rec, _ = distributed.finish(self._repo, self.project, artifact.source_name,
+                                    distributed_id, artifact.type, changes, writer=self.id,
+                                    **options)
+        artifact._project = self.project
+        artifact._bind(self._repo, rec)
         return artifact
 
     def use_artifact(self, ref: str | Artifact, type: str | None = None) -> Artifact:

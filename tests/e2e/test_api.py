@@ -125,3 +125,37 @@ def test_api_errors(store: Path, tmp_path: Path) -> None:
         fresh.add_file(str(tmp_path / "missing"))
     with pytest.raises(NotFound):
         run.use_artifact("nothing:latest")
+
+
+def test_distributed_writers_and_finish(store: Path, tmp_path: Path) -> None:
+    runs = [artifactfs.init(project="p", job_type="shard") for _ in range(3)]
+    for i, run in enumerate(runs[:2]):
+        art = artifactfs.Artifact("shards", type="dataset")
+        with art.new_file(f"shard-{i}.txt") as f:
+            f.write(f"shard {i}")
+        with art.new_file("common.txt") as f:
+            f.write("same everywhere")
+        run.upsert_artifact(art, distributed_id="g1")
+    final = artifactfs.Artifact("shards", type="dataset")
+    with final.new_file("shard-2.txt") as f:
+        f.write("shard 2")
+    runs[2].finish_artifact(final, distributed_id="g1")
+    assert final.version == "v0"
+    assert {e.path for e in final.entries()} == {"shard-0.txt", "shard-1.txt", "shard-2.txt",
+                                                 "common.txt"}
+    late = artifactfs.Artifact("shards", type="dataset")
+    with late.new_file("late.txt") as f:
+        f.write("late")
+    with pytest.raises(artifactfs.ArtifactfsError, match="already finished"):
+        runs[0].upsert_artifact(late, distributed_id="g1")
+
+
+def test_distributed_conflict_names_the_paths(store: Path, tmp_path: Path) -> None:
+    a, b = artifactfs.init(project="p"), artifactfs.init(project="p")
+    for run, text in ((a, "one"), (b, "two")):
+        art = artifactfs.Artifact("clash", type="dataset")
+        with art.new_file("same/path.txt") as f:
+            f.write(text)
+        run.upsert_artifact(art, distributed_id="g2")
+    with pytest.raises(artifactfs.ArtifactfsError, match="same/path.txt"):
+        a.finish_artifact(artifactfs.Artifact("clash", type="dataset"), distributed_id="g2")
