@@ -109,8 +109,8 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
             try:
                 doc = json.loads(repo.store.get(item.key))
                 entries = {p: _entry_from_json(d) for p, d in doc["entries"].items()}
-            except (ValueError, KeyError, TypeError, AttributeError) as e:
-                raise IntegrityError(f"malformed draft part {item.key}: {e}") from None
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise IntegrityError(f"malformed draft part {item.key}: {exc}") from None
             parts.append(part)
             for p, e in entries.items():
                 if p in merged and model.encode_node({"x": merged[p]}).digest != \

@@ -157,5 +157,5 @@ def test_distributed_conflict_names_the_paths(store: Path, tmp_path: Path) -> No
         with art.new_file("same/path.txt") as f:
             f.write(text)
         run.upsert_artifact(art, distributed_id="g2")
-    with pytest.raises(artifactfs.ArtifactfsError, match="same/path.txt"):
+    with pytest.raises(artifactfs.ArtifactfsError, match=r"same/path\.txt"):
         a.finish_artifact(artifactfs.Artifact("clash", type="dataset"), distributed_id="g2")
