@@ -340,6 +340,24 @@ def lineage(c: Ctx, ref: str, fmt: str) -> None:
         click.echo(rec.label)
 
 
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.option("--grace", default=24.0, show_default=True, metavar="HOURS",
+              help="Keep objects younger than this, and those of versions deleted since.")
+@pass_ctx
+def gc(c: Ctx, dry_run: bool, grace: float) -> None:
+    """Remove store objects that no live version or distributed draft needs."""
+    from . import gc as gc_mod
+    if grace < 0:
+        raise UsageError(f"invalid grace period {grace!r}: must not be negative")
+    r = gc_mod.collect(c.repo, grace * 3600, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for p in r.problems:
+        click.echo(f"warning: {p}", err=True)
+    click.echo(f"{r.objects} objects, {r.reachable} needed, {verb} {r.deleted} "
+               f"({_fmt_size(r.bytes_freed)}), kept {r.kept_young} younger than the grace period")
+
+
 def _register_optional() -> None:
     """Commands that live with their subsystems: the mount daemon's and the drafts'."""
     for module in (".fs.cli_mount", ".drafts_cli"):

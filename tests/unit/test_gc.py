@@ -1,0 +1,42 @@
+"""gc keeps what live versions need and objects younger than the grace period."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from artifactfs import gc
+from artifactfs.repo import Repo
+
+
+def age_all_objects(store: Path) -> None:
+    old = time.time() - 3 * 24 * 3600
+    for p in (store / "objects").rglob("*"):
+        if p.is_file():
+            os.utime(p, (old, old))
+
+
+def test_gc_removes_only_unreachable_old_objects(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    repo = Repo(str(store))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "keep.txt").write_text("keep")
+    (src / "gone.bin").write_bytes(os.urandom(9 * 1024 * 1024))  # two chunks
+    repo.put_path(str(src), "p", "a", "dataset")
+    (src / "gone.bin").unlink()
+    repo.put_path(str(src), "p", "a", "dataset")
+    repo.catalog.delete_version("p", "a", 0)
+    before = sum(1 for _ in repo.store.list("objects/"))
+    r = gc.collect(repo, grace_seconds=3600, dry_run=True)
+    assert r.deleted == 0  # everything is young
+    age_all_objects(store)
+    r = gc.collect(repo, grace_seconds=3600, dry_run=True)
+    assert r.deleted == 0  # v0 was deleted less than the grace period ago
+    r = gc.collect(repo, grace_seconds=0)
+    assert r.deleted >= 3  # two chunks and v0's root node
+    assert sum(1 for _ in repo.store.list("objects/")) == before - r.deleted
+    out = tmp_path / "out"
+    repo.download(repo.resolve("p/a"), str(out))
+    assert (out / "keep.txt").read_text() == "keep"
