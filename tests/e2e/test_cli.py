@@ -180,3 +180,25 @@ def test_killed_put_leaves_no_version_and_the_next_put_works(tmp_path: Path) -> 
     got = Path(run(store, "get", "p/killed", "--root", str(tmp_path / "got")).stdout.strip())
     for i in range(6):
         assert sha(got / f"f{i}.bin") == sha(src / f"f{i}.bin")
+
+
+def test_file_references_put_ls_get_and_change(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    src = tmp_path / "nfs"
+    src.mkdir()
+    (src / "a.txt").write_text("one")
+    (src / "b.txt").write_text("two")
+    p = run(store, "put", f"file://{src}", "--name", "p/refs", "--type", "dataset",
+            "--path-name", "raw")
+    assert p.stdout.strip().splitlines()[-1] == "p/refs:v0"
+    ls = json.loads(run(store, "ls", "p/refs", "--json").stdout)
+    assert [(d["path"], d["ref"]) for d in ls] == [("raw/a.txt", f"file://{src}/a.txt"),
+                                                 ("raw/b.txt", f"file://{src}/b.txt")]
+    got = Path(run(store, "get", "p/refs", "--root", str(tmp_path / "got")).stdout.strip())
+    assert (got / "raw" / "a.txt").read_text() == "one"
+    (src / "a.txt").write_text("ONE")
+    err = fail(store, "get", "p/refs", "--root", str(tmp_path / "again"))
+    assert f"reference changed since it was logged: file://{src}/a.txt" in err
+    assert not (tmp_path / "again" / "raw" / "a.txt").exists()
+    assert "max_objects" in fail(store, "put", f"file://{src}", "--name", "p/r2", "--type",
+                                 "dataset", "--max-objects", "1")
