@@ -361,8 +361,12 @@ def gc(c: Ctx, dry_run: bool, grace: float) -> None:
 def _register_optional() -> None:
     """Commands that live with their subsystems: the mount daemon's and the drafts'."""
     for module in (".fs.cli_mount", ".drafts_cli"):
-        if importlib.util.find_spec(module, __package__) is None:
-            continue  # pragma: no cover - subsystem not in this build
+        try:
+            found = importlib.util.find_spec(module, __package__) is not None
+        except ModuleNotFoundError:  # its parent package is not in this build
+            found = False
+        if not found:
+            continue
         mod = importlib.import_module(module, __package__)
         for name in dir(mod):
             obj = getattr(mod, name)
