@@ -1,0 +1,404 @@
+"""The node's content cache: verified pieces of file content, ready to ``pread``.
+
+A *piece* is one stored blob or chunk (key: its digest), or one 8 MiB range of a reference
+(key: ``<reference digest>.<index>``).  :meth:`BlobCache.get` makes a piece *ready*: an open
+file descriptor whose bytes were verified in this mount.  Where the bytes live:
+
+* local directory store: the store's own object file, read in place (never copied) and hashed
+  once per mount before its first byte is served;
+* remote store or reference: a cache file under ``<cache_dir>/objects`` or ``/refs``, written
+  temp → fsync → rename after the fetched bytes were verified, and hashed again once per mount
+  before use (reference pieces are checked against the SHA-256 recorded, in the manifest cache,
+  when they were fetched).  Bounded by ``max_bytes`` and a free-disk floor: least recently
+  opened pieces leave first, pieces of open files never; ENOSPC evicts and retries, and if the
+  disk stays full the verified bytes are served from memory uncached.
+
+What is subtle:
+
+* Single flight: one fetch per piece however many readers wait; a failure is not remembered
+  (the next read tries again) and waiters give up after ``timeout`` seconds (EIO), while the
+  worker thread finishes on its own.
+* Threads: hashing, store I/O and file writes run in worker threads under a CapacityLimiter.
+  The fd table is only changed on the trio thread; eviction (a worker) only unlinks files of
+  unpinned pieces and queues their fds, which the trio thread closes.  Reads only happen through
+  open files, whose pieces are pinned, so a descriptor is never closed under a reader.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+
+from .. import fetch
+from ..errors import IntegrityError, StoreUnavailable
+from ..model import CHUNK_SIZE, Entry, object_key
+from ..store.base import Store
+
+log = logging.getLogger(__name__)
+MAX_FDS = 2048
+MEMORY_FALLBACK = 4  # verified pieces kept in memory when the disk cannot take them
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    key: str
+    digest: str  # expected SHA-256 of the bytes; "" for reference pieces
+    length: int
+    offset: int  # position in the file
+    entry: Entry | None = None  # reference pieces: where the bytes come from
+
+
+def piece_count(e: Entry) -> int:
+    return (e.size + CHUNK_SIZE - 1) // CHUNK_SIZE
+
+
+def piece_at(e: Entry, i: int) -> Piece:
+    """Piece ``i`` of a file or reference entry (index = offset // CHUNK_SIZE)."""
+    off = i * CHUNK_SIZE
+    length = min(CHUNK_SIZE, e.size - off)
+    if e.kind == "ref":
+        return Piece(f"{e.digest}.{i}", "", length, off, e)
+    digest = e.chunks[i] if e.chunks else e.digest
+    return Piece(digest, digest, length, off)
+
+
+def piece_keys(e: Entry) -> list[str]:
+    if e.kind == "ref":
+        return [f"{e.digest}.{i}" for i in range(piece_count(e))]
+    return list(e.chunks) if e.chunks else ([e.digest] if e.size else [])
+
+
+@dataclass
+class _Flight:
+    event: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    error: BaseException | None = None
+
+
+def _hash_file(fd: int, length: int) -> str:
+    data = os.pread(fd, length + 1, 0)
+    if len(data) != length:
+        return ""
+    return hashlib.sha256(data).hexdigest()
+
+
+class BlobCache:
+    """Verified, ready-to-read pieces; see the module docstring."""
+
+    def __init__(self, store: Store, directory: str, max_bytes: int, *,
+                 min_free: int | None = None, timeout: float = 30.0, threads: int = 0,
+                 sidecar_get: Callable[[str], str | None] | None = None,
+                 sidecar_put: Callable[[str, str], None] | None = None) -> None:
+        self.store = store
+        self.dir = directory
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.in_place = store.local_path(object_key("0" * 64)) is not None
+        self._sidecar_get = sidecar_get or (lambda k: None)
+        self._sidecar_put = sidecar_put or (lambda k, v: None)
+        for sub in ("objects", "refs", "tmp"):
+            os.makedirs(os.path.join(directory, sub), mode=0o700, exist_ok=True)
+        shutil.rmtree(os.path.join(directory, "tmp"), ignore_errors=True)
+        os.makedirs(os.path.join(directory, "tmp"), mode=0o700, exist_ok=True)
+        if min_free is None:
+            st = os.statvfs(directory)
+            min_free = min(1 << 30, st.f_blocks * st.f_frsize // 20)
+        self.min_free = min_free
+        cpus = os.cpu_count() or 2
+        self.limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 8))
+        self._fds: OrderedDict[str, int] = OrderedDict()  # trio thread only
+        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()  # guards everything below
+        self._files: OrderedDict[str, int] = OrderedDict()  # cache files: key -> size, LRU
+        self._bytes = 0
+        self._pins: Counter[str] = Counter()
+        self._evicted: list[str] = []
+        self.hits = 0
+        self.misses = 0
+        self.fetched_bytes = 0
+        self.errors = 0
+
+    # --- the read fast path (trio thread) ---------------------------------------------------
+    def ready(self, key: str) -> int | None:
+        return self._fds.get(key)
+
+    def read(self, piece: Piece, offset: int, size: int) -> bytes | None:
+        """Bytes of a ready piece (``offset`` within the piece), or ``None`` if not ready."""
+        fd = self._fds.get(piece.key)
+        if fd is not None:
+            self.hits += 1
+            return os.pread(fd, size, offset)
+        mem = self._mem.get(piece.key)
+        if mem is not None:
+            self.hits += 1
+            return mem[offset:offset + size]
+        return None
+
+    async def get(self, piece: Piece) -> None:
+        """Make ``piece`` ready (or raise: IntegrityError, StoreUnavailable, OSError)."""
+        if piece.key in self._fds or piece.key in self._mem:
+            return
+        fl = self._flights.get(piece.key) or self._start(piece)
+        with trio.move_on_after(self.timeout) as cs:
+            await fl.event.wait()
+        if cs.cancelled_caught:
+            raise StoreUnavailable(f"timed out after {self.timeout:g}s fetching object {piece.key}")
+        if fl.error is not None:
+            raise fl.error
+        if fl.data is not None:
+            self._remember(piece.key, fl.data)
+
+    def prefetch(self, pieces: Iterable[Piece]) -> None:
+        for p in pieces:
+            if p.key not in self._fds and p.key not in self._flights and p.key not in self._mem:
+                self._start(p)
+
+    def _start(self, piece: Piece) -> _Flight:
+        fl = _Flight()
+        self._flights[piece.key] = fl
+        trio.lowlevel.spawn_system_task(self._run, piece, fl, name=f"fetch {piece.key[:12]}")
+        return fl
+
+    async def _run(self, piece: Piece, fl: _Flight) -> None:
+        try:
+            res = await trio.to_thread.run_sync(self._materialize, piece, limiter=self.limiter,
+                                                abandon_on_cancel=True)
+            if isinstance(res, int):
+                self._install(piece.key, res)
+            else:
+                fl.data = res
+        except trio.Cancelled:
+            fl.error = StoreUnavailable("shutting down")
+            raise
+        except BaseException as e:
+            self.errors += 1
+            fl.error = e
+            if isinstance(e, IntegrityError):
+                log.error("refusing to serve %s: %s", piece.key, e)
+            else:
+                log.warning("could not fetch %s: %s", piece.key, e)
+        finally:
+            self._flights.pop(piece.key, None)
+            fl.event.set()
+            self._close_evicted()
+
+    def _install(self, key: str, fd: int) -> None:
+        old = self._fds.pop(key, None)
+        if old is not None:
+            os.close(old)
+        self._fds[key] = fd
+        if len(self._fds) > MAX_FDS:
+            with self._lock:
+                victims = [k for k in self._fds if not self._pins[k]][:len(self._fds) - MAX_FDS]
+            for k in victims:
+                os.close(self._fds.pop(k))
+
+    def _remember(self, key: str, data: bytes) -> None:
+        self._mem[key] = data
+        while len(self._mem) > MEMORY_FALLBACK:
+            self._mem.popitem(last=False)
+
+    def _close_evicted(self) -> None:
+        with self._lock:
+            evicted, self._evicted = self._evicted, []
+        for k in evicted:
+            fd = self._fds.pop(k, None)
+            if fd is not None:
+                os.close(fd)
+
+    # --- pins (trio thread) ------------------------------------------------------------------
+    def pin(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for k in keys:
+                self._pins[k] += 1
+                if k in self._files:
+                    self._files.move_to_end(k)
+
+    def unpin(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for k in keys:
+                self._pins[k] -= 1
+                if self._pins[k] <= 0:
+                    del self._pins[k]
+
+    # --- worker threads -----------------------------------------------------------------------
+    def _materialize(self, piece: Piece) -> int | bytes:
+        """Verified fd for a piece (worker thread); bytes when the disk cannot keep it."""
+        if piece.entry is None and self.in_place:
+            path = self.store.local_path(object_key(piece.digest))
+            assert path is not None
+            return self._open_verified(path, piece, missing_ok=False)  # type: ignore[return-value]
+        path = self._path(piece.key)
+        fd = self._open_verified(path, piece, missing_ok=True)
+        if fd is not None:
+            self.hits += 1
+            return fd
+        self.misses += 1
+        data = self._fetch(piece)
+        self.fetched_bytes += len(data)
+        return self._store_file(path, piece, data)
+
+    def _expected(self, piece: Piece) -> str | None:
+        return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")
+
+    def _open_verified(self, path: str, piece: Piece, missing_ok: bool) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if missing_ok:
+                return None
+            raise IntegrityError(f"object {piece.digest} is missing from the store") from None
+        try:
+            expected = self._expected(piece)
+            if expected and _hash_file(fd, piece.length) == expected:
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        if not missing_ok:
+            raise IntegrityError(f"object {piece.digest} is corrupt (digest mismatch): {path}")
+        log.warning("dropping corrupt cache file %s", path)
+        self._forget_file(piece.key, path)
+        return None
+
+    def _fetch(self, piece: Piece) -> bytes:
+        if piece.entry is None:
+            return fetch.read_piece(self.store, piece.digest, piece.length)
+        from .. import refs  # imported late: reference schemes pull in their clients
+
+        data = refs.read_range(piece.entry, piece.offset, piece.length)
+        if len(data) != piece.length:
+            raise IntegrityError(f"reference {piece.entry.ref.uri if piece.entry.ref else ''} "
+                                 f"returned {len(data)} bytes instead of {piece.length}")
+        return data
+
+    def _store_file(self, path: str, piece: Piece, data: bytes) -> int | bytes:
+        for attempt in range(4):
+            self._make_room(len(data) * (attempt + 1))
+            try:
+                self._write_atomic(path, data)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    log.warning("cache disk full writing %s: evicting and retrying", piece.key)
+                    continue
+                raise
+            if piece.entry is not None:
+                self._sidecar_put(f"refpiece:{piece.key}", hashlib.sha256(data).hexdigest())
+            with self._lock:
+                if piece.key not in self._files:
+                    self._files[piece.key] = len(data)
+                    self._bytes += len(data)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        log.error("cache disk full: serving %s from memory, uncached", piece.key)
+        return data
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.rename(tmp, path)
+
+    def _path(self, key: str) -> str:
+        if "." in key:
+            return os.path.join(self.dir, "refs", key[:2], key)
+        return os.path.join(self.dir, "objects", key[:2], key[2:])
+
+    def _free_disk(self) -> int:
+        st = os.statvfs(self.dir)
+        return st.f_bavail * st.f_frsize
+
+    def _make_room(self, need: int) -> None:
+        """Evict unpinned least-recently-used cache files until ``need`` more bytes fit."""
+        while True:
+            with self._lock:
+                over = self._bytes + need > self.max_bytes
+                if not over and self._free_disk() - need >= self.min_free:
+                    return
+                victim = next((k for k in self._files if not self._pins[k]), None)
+                if victim is None:
+                    return
+                size = self._files.pop(victim)
+                self._bytes -= size
+                self._evicted.append(victim)
+            try:
+                os.unlink(self._path(victim))
+            except FileNotFoundError:
+                pass
+
+    def _forget_file(self, key: str, path: str) -> None:
+        with self._lock:
+            size = self._files.pop(key, None)
+            if size is not None:
+                self._bytes -= size
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def scan(self) -> None:
+        """Index existing cache files (oldest first) and trim to the limit (worker thread)."""
+        found: list[tuple[float, str, int]] = []
+        for sub in ("objects", "refs"):
+            top = os.path.join(self.dir, sub)
+            for d in os.scandir(top):
+                if not d.is_dir():
+                    continue
+                for f in os.scandir(d.path):
+                    st = f.stat()
+                    key = f.name if sub == "refs" else d.name + f.name
+                    found.append((st.st_mtime, key, st.st_size))
+        found.sort()
+        with self._lock:
+            known = self._files
+            self._files = OrderedDict((k, s) for _, k, s in found if k not in known)
+            self._files.update(known)
+            self._bytes = sum(self._files.values())
+        self._make_room(0)
+
+    def cleanup(self, target: int) -> int:
+        """Evict unpinned content down to ``target`` bytes; returns bytes freed (worker thread)."""
+        before = self._bytes
+        saved = self.max_bytes
+        self.max_bytes = target
+        try:
+            self._make_room(0)
+        finally:
+            self.max_bytes = saved
+        return before - self._bytes
+
+    # --- reporting -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, float | int | bool]:
+        total = self.hits + self.misses
+        return {"cache_bytes": self._bytes, "cache_files": len(self._files),
+                "max_bytes": self.max_bytes, "hits": self.hits, "misses": self.misses,
+                "hit_rate": round(self.hits / total, 4) if total else 1.0,
+                "fetched_bytes": self.fetched_bytes, "errors": self.errors,
+                "in_place": self.in_place, "open_fds": len(self._fds),
+                "pinned": len(self._pins), "time": time.time()}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,226 @@
+"""The LMDB manifest cache of one mount: the only module that imports lmdb.
+
+What it holds, per store (the directory is named after the store URI by the caller):
+
+* ``dirs`` / ``entries`` — the per-directory entry tables of immutable tree nodes, keyed by
+  node object id (32 raw bytes) + entry name bytes, so a lookup is one B-tree get and a
+  readdir is a cursor scan in name order; a node's whole table is written in one transaction
+  together with its ``dirs`` marker, so a table is either complete or absent.  Cached forever:
+  an object id names its content.
+* ``docs`` — small JSON documents with their own expiry logic in the caller (artifact version
+  and alias lists, project/collection listings); they are only a head start after a restart.
+
+What is subtle:
+
+* Reads are cheap enough for the trio thread (one short read transaction, memory mapped);
+  writes take LMDB's single writer lock and must run in worker threads.
+* Crash safety: LMDB never corrupts on a process crash, but with ``sync=False`` a power loss
+  can.  ``state.json`` records the boot id while the cache is open; finding it unclean from an
+  earlier boot, or an environment that fails to open, wipes and rebuilds the cache (it is only a
+  cache).  A full map drops the entry tables and starts over instead of failing.
+* Values are our own ``marshal`` tuples: the store's bytes were verified and parsed once, on
+  the way in (``model.decode_node``), never again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import marshal
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import lmdb
+
+from ..model import Entry, RefInfo
+
+log = logging.getLogger(__name__)
+SCHEMA = 1
+DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as needed
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def pack_entry(e: Entry) -> bytes:
+    if e.kind == "file":
+        t: tuple[Any, ...] = (0, e.size, e.digest, e.chunks, e.executable, e.mtime_ns)
+    elif e.kind == "symlink":
+        t = (1, e.target, e.mtime_ns)
+    elif e.kind == "ref":
+        r = e.ref
+        assert r is not None
+        t = (2, e.size, (r.uri, r.etag, r.version_id, r.sha256, r.mtime_ns, r.checksum),
+             e.mtime_ns)
+    else:
+        t = (3, e.size, e.digest, e.oid, e.count, e.mtime_ns)
+    return marshal.dumps(t)
+
+
+def unpack_entry(data: bytes) -> Entry:
+    t = marshal.loads(data)
+    k = t[0]
+    if k == 0:
+        return Entry("file", size=t[1], digest=t[2], chunks=t[3], executable=t[4], mtime_ns=t[5])
+    if k == 1:
+        return Entry("symlink", size=len(t[1].encode("utf-8", "surrogateescape")), target=t[1],
+                     mtime_ns=t[2])
+    if k == 2:
+        uri, etag, vid, sha, rm, ck = t[2]
+        info = RefInfo(uri=uri, etag=etag, version_id=vid, sha256=sha, mtime_ns=rm, checksum=ck)
+        return Entry("ref", size=t[1], digest=info.key(), ref=info, mtime_ns=t[3])
+    return Entry("dir", size=t[1], digest=t[2], oid=t[3], count=t[4], mtime_ns=t[5])
+
+
+def name_bytes(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+class ManifestCache:
+    """Entry tables of tree nodes and small expiring documents, in one LMDB environment."""
+
+    def __init__(self, directory: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.directory = directory
+        self._map_size = map_size
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._state = os.path.join(directory, "state.json")
+        self._db_dir = os.path.join(directory, "lmdb")
+        if self._needs_rebuild():
+            self._wipe("left unclean by a crash of an earlier boot")
+        try:
+            self._open()
+        except lmdb.Error as e:
+            self._wipe(f"could not be opened ({e})")
+            self._open()
+        self._write_state(clean=False)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def _needs_rebuild(self) -> bool:
+        try:
+            with open(self._state) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            return os.path.exists(self._db_dir)  # db without a state file: unknown, rebuild
+        if not isinstance(st, dict) or st.get("schema") != SCHEMA:
+            return True
+        return not st.get("clean") and st.get("boot") != _boot_id()
+
+    def _wipe(self, why: str) -> None:
+        log.warning("manifest cache %s %s: rebuilding it", self._db_dir, why)
+        shutil.rmtree(self._db_dir, ignore_errors=True)
+
+    def _open(self) -> None:
+        os.makedirs(self._db_dir, mode=0o700, exist_ok=True)
+        self.env = lmdb.open(self._db_dir, map_size=self._map_size, max_dbs=4, max_readers=1024,
+                             sync=False, metasync=False, readahead=False, lock=True)
+        self._dirs = self.env.open_db(b"dirs")
+        self._entries = self.env.open_db(b"entries")
+        self._docs = self.env.open_db(b"docs")
+        with self.env.begin() as txn:  # touch every table: a damaged file fails here
+            for db in (self._dirs, self._entries, self._docs):
+                txn.stat(db)
+
+    def _write_state(self, clean: bool) -> None:
+        tmp = self._state + f".{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"schema": SCHEMA, "boot": _boot_id(), "clean": clean}, f)
+        os.replace(tmp, self._state)
+
+    def close(self) -> None:
+        """Flush and close; marks the cache clean."""
+        try:
+            self.env.sync(True)
+            self.env.close()
+        finally:
+            self._write_state(clean=True)
+
+    # --- entry tables (reads: any thread) ---------------------------------------------------
+    def dir_info(self, oid: str) -> tuple[int, int] | None:
+        """(entries, subdirectories) of a cached node, or ``None`` when not cached."""
+        with self.env.begin(db=self._dirs) as txn:
+            v = txn.get(bytes.fromhex(oid))
+        if v is None:
+            return None
+        n, d = marshal.loads(v)
+        return int(n), int(d)
+
+    def entry(self, oid: str, name: bytes) -> Entry | None:
+        with self.env.begin(db=self._entries) as txn:
+            v = txn.get(bytes.fromhex(oid) + name)
+        return None if v is None else unpack_entry(v)
+
+    def entries(self, oid: str, after: bytes | None, limit: int) -> list[tuple[bytes, Entry]]:
+        """Up to ``limit`` (name, entry) of a node in name order, starting after ``after``."""
+        prefix = bytes.fromhex(oid)
+        plen = len(prefix)
+        out: list[tuple[bytes, Entry]] = []
+        with self.env.begin(db=self._entries) as txn:
+            cur = txn.cursor()
+            start = prefix + after + b"\0" if after is not None else prefix
+            if not cur.set_range(start):
+                return out
+            for k, v in cur:
+                if k[:plen] != prefix or len(out) >= limit:
+                    break
+                out.append((k[plen:], unpack_entry(v)))
+        return out
+
+    # --- entry tables (writes: worker threads only) ----------------------------------------
+    def put_dir(self, oid: str, entries: Mapping[str, Entry]) -> tuple[int, int]:
+        """Store a node's whole entry table atomically; returns its ``dir_info``."""
+        prefix = bytes.fromhex(oid)
+        info = (len(entries), sum(1 for e in entries.values() if e.kind == "dir"))
+        items = sorted((prefix + name_bytes(n), pack_entry(e)) for n, e in entries.items())
+        for attempt in (0, 1):
+            try:
+                with self.env.begin(write=True) as txn:
+                    if txn.get(prefix, db=self._dirs) is None:
+                        cur = txn.cursor(db=self._entries)
+                        cur.putmulti(items, overwrite=True)
+                        txn.put(prefix, marshal.dumps(info), db=self._dirs)
+                return info
+            except lmdb.MapFullError:
+                if attempt:
+                    raise
+                self.clear_trees()
+        return info
+
+    def clear_trees(self) -> None:
+        log.warning("manifest cache %s is full: dropping cached trees", self._db_dir)
+        with self.env.begin(write=True) as txn:
+            txn.drop(self._entries, delete=False)
+            txn.drop(self._dirs, delete=False)
+
+    # --- documents ---------------------------------------------------------------------------
+    def get_doc(self, key: str) -> Any:
+        with self.env.begin(db=self._docs) as txn:
+            v = txn.get(key.encode())
+        if v is None:
+            return None
+        try:
+            return json.loads(v)
+        except ValueError:
+            return None
+
+    def put_docs(self, docs: Iterable[tuple[str, Any]]) -> None:
+        """Write documents in one transaction (worker threads only)."""
+        items = [(k.encode(), json.dumps(d, separators=(",", ":")).encode()) for k, d in docs]
+        try:
+            with self.env.begin(write=True, db=self._docs) as txn:
+                for k, v in items:
+                    txn.put(k, v)
+        except lmdb.MapFullError:
+            self.clear_trees()
+
+    def stats(self) -> dict[str, int]:
+        info = self.env.info()
+        st = self.env.stat()
+        return {"map_used": int(info["last_pgno"]) * int(st["psize"]),
+                "dirs": int(self.env.begin().stat(self._dirs)["entries"])}

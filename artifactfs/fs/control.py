@@ -1,0 +1,119 @@
+"""The daemon's control channel: a unix socket speaking one JSON line each way.
+
+Requests are ``{"op": NAME, ...}``; replies ``{"ok": true, ...}`` or ``{"ok": false, "error":
+MSG, "errno": N}``.  Handlers are registered by name (``stats``, ``refresh``, ``cleanup``
+here; drafts will add ``commit``), receive the request and the caller's credentials (uid, gid,
+pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
+trio thread, so they must push blocking work to worker threads themselves.
+
+The socket is world-connectable (0666): every handler decides what a caller may do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..errors import ArtifactfsError, errno_for
+
+log = logging.getLogger(__name__)
+MAX_REQUEST = 1 << 20
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.handlers: dict[str, Handler] = {}
+
+    def register(self, op: str, handler: Handler) -> None:
+        self.handlers[op] = handler
+
+    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        await sock.bind(self.path)
+        os.chmod(self.path, 0o666)
+        sock.listen(64)
+        try:
+            await trio.serve_listeners(self._handle, [trio.SocketListener(sock)],
+                                       task_status=task_status)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                raw = struct.unpack("3i", stream.socket.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+                peer = Peer(*raw)
+                buf = b""
+                with trio.fail_after(30):
+                    while b"\n" not in buf and len(buf) < MAX_REQUEST:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            break
+                        buf += chunk
+                reply = await self._dispatch(buf.split(b"\n", 1)[0], peer)
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                pass
+            except Exception:
+                log.exception("control request failed")
+
+    async def _dispatch(self, line: bytes, peer: Peer) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+            handler = self.handlers.get(str(req.get("op"))) if isinstance(req, dict) else None
+            if handler is None:
+                return {"ok": False, "error": f"unknown request {line[:80]!r}", "errno": 22}
+            out = await handler(req, peer)
+            return {"ok": True, **out}
+        except ArtifactfsError as e:
+            return {"ok": False, "error": str(e), "errno": errno_for(e)}
+        except ValueError as e:
+            return {"ok": False, "error": f"bad request: {e}", "errno": 22}
+
+
+def request(path: str, doc: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """Send one request to a daemon (blocking); raises on transport errors and refusals."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            s.sendall(json.dumps(doc).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as e:
+            raise ArtifactfsError(f"the mount daemon did not answer on {path}: {e}") from None
+    try:
+        reply: dict[str, Any] = json.loads(buf)
+    except ValueError:
+        raise ArtifactfsError(f"bad reply from the mount daemon on {path}") from None
+    if not reply.get("ok"):
+        raise ArtifactfsError(str(reply.get("error", "request failed")))
+    return reply

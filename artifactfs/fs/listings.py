@@ -1,0 +1,270 @@
+"""What the mount knows of the catalog: name listings and per-artifact version/alias state.
+
+Everything here expires after ``refresh`` seconds and is re-read *only when used after that*:
+there is no poll, and nothing is proportional to the whole store (the root listing is read
+when the root is listed or an unknown name is looked up in it; an artifact's versions only when
+a path under that artifact is looked up).  Loads run in worker threads, one at a time per
+key (single flight); while the store is unreachable the last known state is kept and served,
+and retried after a short delay instead of on every access.
+
+An artifact's state remembers the listing etag of every version record, so a refresh costs
+one LIST plus one GET per *changed* record (a soft delete, a TTL change, a new version), not
+one per version; it is also written to the manifest cache so a remount starts warm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import trio
+
+from ..catalog import Catalog, VersionRecord, parse_iso
+from ..errors import NotFound
+from ..names import NAME_RE, RESERVED_PROJECTS, VERSION_RE
+from .cache import ManifestCache
+from .inodes import VersionInfo
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_FAILURE = 5.0
+MAX_ARTIFACTS = 2048
+MAX_LISTINGS = 1024
+T = TypeVar("T")
+
+
+@dataclass
+class ArtifactState:
+    project: str
+    name: str
+    fetched: float = 0.0
+    records: dict[int, VersionRecord] = field(default_factory=dict)  # live and dead
+    etags: dict[int, str] = field(default_factory=dict)
+    custom: dict[str, int] = field(default_factory=dict)  # custom alias -> version
+    default_ttl: float | None = None
+    live: list[int] = field(default_factory=list)
+    infos: dict[int, VersionInfo] = field(default_factory=dict)
+
+    def settle(self, now_wall: float | None = None) -> ArtifactState:
+        """Recompute which versions are live (deletion and TTL) and the alias map."""
+        from datetime import UTC, datetime
+
+        now = datetime.fromtimestamp(now_wall, UTC) if now_wall is not None else None
+        self.live = sorted(n for n, r in self.records.items() if r.is_live(self.default_ttl, now))
+        return self
+
+    @property
+    def latest(self) -> int | None:
+        return self.live[-1] if self.live else None
+
+    def aliases(self) -> dict[str, int]:
+        """Every alias with a live target, ``latest`` included."""
+        live = set(self.live)
+        out = {a: v for a, v in sorted(self.custom.items()) if v in live}
+        if self.live:
+            out["latest"] = self.live[-1]
+        return out
+
+    def info(self, n: int) -> VersionInfo:
+        vi = self.infos.get(n)
+        if vi is None:
+            r = self.records[n]
+            created = int(parse_iso(r.created_at).timestamp() * 1e9)
+            vi = VersionInfo(self.project, self.name, n, r.root, created)
+            self.infos[n] = vi
+        return vi
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"fetched": self.fetched, "ttl": self.default_ttl, "aliases": self.custom,
+                "versions": {str(n): [self.etags.get(n, ""), r.to_json()]
+                             for n, r in self.records.items()}}
+
+    @classmethod
+    def from_doc(cls, project: str, name: str, doc: Any) -> ArtifactState | None:
+        try:
+            st = cls(project, name, fetched=float(doc["fetched"]), default_ttl=doc["ttl"],
+                     custom={str(k): int(v) for k, v in doc["aliases"].items()})
+            for k, (etag, rec) in doc["versions"].items():
+                st.records[int(k)] = VersionRecord.from_json(rec)
+                st.etags[int(k)] = str(etag)
+        except Exception:  # an old or damaged document: just reload
+            return None
+        return st
+
+
+@dataclass
+class _Listing:
+    fetched: float
+    names: list[str]
+    members: frozenset[str]
+
+
+class Listings:
+    """Expiring catalog views for the namespace (trio side; loads go to worker threads)."""
+
+    def __init__(self, catalog: Catalog, manifest: ManifestCache, refresh: float,
+                 clock: Callable[[], float], limiter: trio.CapacityLimiter) -> None:
+        self.catalog = catalog
+        self.store = catalog.store
+        self.manifest = manifest
+        self.refresh = refresh
+        self.clock = clock
+        self.limiter = limiter
+        self._lists: OrderedDict[str, _Listing] = OrderedDict()
+        self._arts: OrderedDict[tuple[str, str], ArtifactState] = OrderedDict()
+        self._busy: dict[object, trio.Event] = {}
+        self.store_ok = True
+        self.last_error = ""
+
+    # --- single flight -----------------------------------------------------------------------
+    async def _once(self, key: object, load: Callable[[], Awaitable[None]]) -> None:
+        ev = self._busy.get(key)
+        if ev is not None:
+            await ev.wait()
+            return
+        ev = self._busy[key] = trio.Event()
+        try:
+            await load()
+        finally:
+            del self._busy[key]
+            ev.set()
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+
+    def _failed(self, what: str, e: Exception) -> None:
+        self.store_ok = False
+        self.last_error = f"{what}: {e}"
+        log.warning("could not refresh %s (serving the last known state): %s", what, e)
+
+    # --- name listings -------------------------------------------------------------------------
+    def _fresh(self, fetched: float) -> bool:
+        return self.clock() - fetched < self.refresh
+
+    async def names(self, key: str) -> _Listing:
+        """``projects`` or ``collections:P``: the names, refreshed if expired."""
+        cur = self._lists.get(key)
+        if cur is None or not self._fresh(cur.fetched):
+            await self._once(("list", key), lambda: self._load_names(key))
+            cur = self._lists.get(key)
+            if cur is None:
+                raise NotFound(f"could not list {key}: {self.last_error}")
+        self._lists.move_to_end(key)
+        return cur
+
+    def cached_names(self, key: str) -> _Listing | None:
+        return self._lists.get(key)
+
+    async def _load_names(self, key: str) -> None:
+        old = self._lists.get(key)
+        try:
+            if key == "projects":
+                raw = await self._thread(self.catalog.projects)
+                names = [p for p in raw if NAME_RE.fullmatch(p) and p not in RESERVED_PROJECTS]
+            else:
+                raw = await self._thread(self.catalog.collections, key.partition(":")[2])
+                names = [n for n in raw if NAME_RE.fullmatch(n)]
+            self.store_ok = True
+        except Exception as e:
+            self._failed(key, e)
+            if old is not None:
+                old.fetched = self.clock() - self.refresh + min(self.refresh, RETRY_AFTER_FAILURE)
+            return
+        self._lists[key] = _Listing(self.clock(), names, frozenset(names))
+        while len(self._lists) > MAX_LISTINGS:
+            self._lists.popitem(last=False)
+
+    def expire(self, key: str) -> None:
+        cur = self._lists.get(key)
+        if cur is not None:
+            cur.fetched = float("-inf")
+
+    # --- artifacts -----------------------------------------------------------------------------
+    def cached_artifact(self, project: str, name: str) -> ArtifactState | None:
+        return self._arts.get((project, name))
+
+    async def artifact(self, project: str, name: str, force: bool = False
+                       ) -> tuple[ArtifactState, ArtifactState | None]:
+        """(current state, the previous one if it was just replaced)."""
+        key = (project, name)
+        cur = self._arts.get(key)
+        if cur is not None and not force and self._fresh(cur.fetched):
+            self._arts.move_to_end(key)
+            return cur, None
+        await self._once(("art", key), lambda: self._load_artifact(project, name, cur, force))
+        new = self._arts.get(key)
+        if new is None:
+            raise NotFound(f"could not read {project}/{name}: {self.last_error}")
+        return new, (cur if cur is not None and new is not cur else None)
+
+    async def _load_artifact(self, project: str, name: str, prev: ArtifactState | None,
+                             force: bool) -> None:
+        try:
+            st = await self._thread(self._read_artifact, project, name, prev, force)
+            self.store_ok = True
+        except Exception as e:
+            self._failed(f"{project}/{name}", e)
+            if prev is None:
+                return
+            prev.fetched = self.clock() - self.refresh + min(self.refresh, RETRY_AFTER_FAILURE)
+            st = prev
+        self._arts[(project, name)] = st
+        self._arts.move_to_end((project, name))
+        while len(self._arts) > MAX_ARTIFACTS:
+            self._arts.popitem(last=False)
+
+    def _read_artifact(self, project: str, name: str, prev: ArtifactState | None,
+                       force: bool) -> ArtifactState:
+        """Worker thread: list version records, re-read the changed ones, read aliases."""
+        dkey = f"artifact:{project}/{name}"
+        if prev is None:
+            prev = ArtifactState.from_doc(project, name, self.manifest.get_doc(dkey))
+            if prev is not None and not force and self._fresh(prev.fetched):
+                return prev.settle(self.clock())
+        prefix = f"artifacts/{project}/{name}/versions/"
+        listed: dict[int, str] = {}
+        for item in self.store.list(prefix):
+            stem = item.key[len(prefix):]
+            if len(stem) == 15 and stem.endswith(".json") and stem[:10].isdigit():
+                listed[int(stem[:10])] = item.etag
+        st = ArtifactState(project, name, fetched=self.clock())
+        todo = []
+        for n, etag in listed.items():
+            if prev is not None and prev.etags.get(n) == etag and n in prev.records:
+                st.records[n], st.etags[n] = prev.records[n], etag
+                if n in prev.infos:
+                    st.infos[n] = prev.infos[n]
+            else:
+                todo.append(n)
+        for n, rec in self._get_records(project, name, todo):
+            st.records[n], st.etags[n] = rec, listed[n]
+        st.custom = {a: v for a, v in self.catalog.aliases(project, name).items()
+                     if not VERSION_RE.fullmatch(a) and a != "latest"}
+        st.default_ttl = self.catalog.project_ttl(project)
+        if prev is None or todo or st.custom != prev.custom or set(listed) != set(prev.etags) \
+                or st.default_ttl != prev.default_ttl:
+            self.manifest.put_docs([(dkey, st.to_doc())])
+        return st.settle(self.clock())
+
+    def _get_records(self, project: str, name: str, nums: list[int]
+                     ) -> list[tuple[int, VersionRecord]]:
+        def one(n: int) -> tuple[int, VersionRecord] | None:
+            try:
+                return n, self.catalog.get_version(project, name, n)[0]
+            except NotFound:  # removed between LIST and GET
+                return None
+
+        if len(nums) <= 2:
+            got = [one(n) for n in nums]
+        else:
+            with ThreadPoolExecutor(min(16, len(nums)), thread_name_prefix="records") as pool:
+                got = list(pool.map(one, nums))
+        return [g for g in got if g is not None]
+
+    def expire_artifact(self, project: str, name: str) -> None:
+        st = self._arts.get((project, name))
+        if st is not None:
+            st.fetched = float("-inf")

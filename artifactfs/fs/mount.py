@@ -1,0 +1,280 @@
+"""The mount daemon: wiring of store, caches, namespace and pyfuse3 under one trio loop.
+
+Life of a mount: recover a stale mount left by a killed daemon → (unless ``foreground``) fork;
+the parent waits on a pipe until the child says the mount is live or why it failed, so
+``artifactfs mount`` returns only once the mountpoint works → ``pyfuse3.init`` → one nursery
+running the FUSE loop, the control socket and a signal watcher → tune the kernel's knobs for
+the new connection (root only) → registry record, ``READY=1`` to systemd → serve.  ``SIGTERM``
+/ ``SIGINT`` end the FUSE loop, and ``pyfuse3.close(unmount=True)`` unmounts; an external
+``umount`` ends it too.  Either way the manifest cache is closed cleanly and the record removed.
+
+What is subtle: the fork happens before any thread or trio loop exists (forking a threaded
+process is unsafe), and nothing in this process may touch its own mountpoint synchronously
+before the FUSE loop runs (it would wait for itself): kernel knobs are found through
+``/proc/self/mountinfo``, never ``stat``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyfuse3
+import trio
+
+from ..catalog import Catalog
+from ..config import Config, parse_size
+from ..errors import ArtifactfsError, UsageError
+from ..store import open_store
+from . import registry
+from .blobcache import BlobCache
+from .cache import ManifestCache
+from .control import ControlServer, Peer
+from .namespace import Namespace
+from .ops import Operations
+
+log = logging.getLogger("artifactfs.mount")
+READ_AHEAD_KB = int(os.environ.get("ARTIFACTFS_READ_AHEAD_KB", "1024"))
+MAX_BACKGROUND = int(os.environ.get("ARTIFACTFS_MAX_BACKGROUND", "0"))
+
+
+@dataclass
+class MountOptions:
+    mountpoint: str
+    allow_other: bool = False
+    foreground: bool = False
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s artifactfs[%(process)d] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, stream=sys.stderr, format=fmt, force=True)
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (``Type=notify``) about our state; a no-op outside systemd."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(addr)
+            s.sendall(message.encode())
+    except OSError as e:
+        log.warning("sd_notify failed: %s", e)
+
+
+def mount(cfg: Config, opts: MountOptions) -> None:
+    """``artifactfs mount``: returns (in the caller) once the mount is live."""
+    mp = os.path.realpath(opts.mountpoint)
+    registry.recover_stale(mp)
+    if not os.path.isdir(mp):
+        raise UsageError(f"mountpoint {mp} is not a directory")
+    rec = registry.read(mp)
+    if rec is not None and rec.alive and registry.mountinfo(mp) is not None:
+        raise ArtifactfsError(f"{mp} is already mounted (daemon pid {rec.pid})")
+    opts.mountpoint = mp
+    if opts.foreground:
+        serve(cfg, opts, ready_fd=None)
+        return
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        _wait_ready(r, pid)
+        return
+    os.close(r)
+    code = 1
+    try:
+        os.setsid()
+        _detach_stdio(registry.paths(mp)["log"])
+        serve(cfg, opts, ready_fd=w)
+        code = 0
+    except BaseException as e:  # report to the waiting parent, never return into the CLI
+        with contextlib.suppress(Exception):
+            log.exception("mount failed")
+            os.write(w, f"error: {e}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _wait_ready(r: int, pid: int) -> None:
+    buf = b""
+    with os.fdopen(r, "rb") as f:
+        buf = f.read()  # EOF once the child reported (and closed) or died
+    msg = buf.decode(errors="replace").strip()
+    if msg.startswith("ok"):
+        return
+    if not msg:
+        _, status = os.waitpid(pid, os.WNOHANG)
+        msg = f"the mount daemon exited before the mount was ready (status {status})"
+    raise ArtifactfsError(msg.removeprefix("error: "))
+
+
+def _detach_stdio(log_path: str) -> None:
+    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+    null = os.open(os.devnull, os.O_RDWR)
+    logf = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(logf, 2)
+    os.close(null)
+    os.close(logf)
+    os.chdir("/")
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
+
+
+class Daemon:
+    """One mount's objects; :meth:`run` is the trio main."""
+
+    def __init__(self, cfg: Config, opts: MountOptions, ready_fd: int | None) -> None:
+        self.cfg, self.opts, self.ready_fd = cfg, opts, ready_fd
+        self.store = open_store(cfg.store)
+        sid = hashlib.sha256(self.store.uri.encode()).hexdigest()[:16]
+        self.manifest = ManifestCache(os.path.join(cfg.cache_dir, "manifest", sid))
+        self.blobs = BlobCache(self.store, os.path.join(cfg.cache_dir, "blobs"), cfg.cache_size,
+                               sidecar_get=self._sidecar_get, sidecar_put=self._sidecar_put)
+        self.ns = Namespace(Catalog(self.store), self.manifest, self.blobs, refresh=cfg.refresh,
+                            invalidate=self._invalidate)
+        self.paths = registry.paths(opts.mountpoint)
+        self.control = ControlServer(self.paths["control"])
+        self.control.register("stats", self._stats)
+        self.control.register("refresh", self._refresh)
+        self.control.register("cleanup", self._cleanup)
+        self.started = time.time()
+
+    def _sidecar_get(self, key: str) -> str | None:
+        v = self.manifest.get_doc(key)
+        return v if isinstance(v, str) else None
+
+    def _sidecar_put(self, key: str, value: str) -> None:
+        self.manifest.put_docs([(key, value)])
+
+    def _invalidate(self, parent: int, name: bytes) -> None:
+        with contextlib.suppress(Exception):
+            pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+
+    # --- control requests ------------------------------------------------------------------
+    async def _stats(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        reachable: bool | None = None
+        if req.get("probe"):
+            with trio.move_on_after(5):
+                reachable = False
+                await trio.to_thread.run_sync(self.store.list_dirs, "artifacts/",
+                                              abandon_on_cancel=True)
+                reachable = True
+        return {"mountpoint": self.opts.mountpoint, "store": self.store.uri, "pid": os.getpid(),
+                "uptime": time.time() - self.started, "cache": self.blobs.stats(),
+                "namespace": self.ns.stats(), "store_reachable": reachable,
+                "cache_dir": self.cfg.cache_dir}
+
+    async def _refresh(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        project, _, name = str(req.get("artifact", "")).partition("/")
+        if not project or not name:
+            raise UsageError("refresh needs artifact=PROJECT/NAME")
+        await self.ns.refresh_artifact(project, name)
+        return {}
+
+    async def _cleanup(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        target = parse_size(req.get("size", 0))
+        freed = await trio.to_thread.run_sync(self.blobs.cleanup, target)
+        return {"freed": freed, "cache": self.blobs.stats()}
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.control.serve)
+            nursery.start_soon(self._signals, nursery)
+            nursery.start_soon(self._after_start)
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                log.info("signal %s: unmounting", signal.Signals(sig).name)
+                sd_notify("STOPPING=1")
+                pyfuse3.terminate()
+                return
+
+    async def _after_start(self) -> None:
+        await trio.to_thread.run_sync(tune_kernel, self.opts.mountpoint)
+        registry.write(registry.MountRecord(
+            mountpoint=self.opts.mountpoint, pid=os.getpid(), store=self.store.uri,
+            cache_dir=self.cfg.cache_dir, control=self.paths["control"],
+            log="" if self.opts.foreground else self.paths["log"], started=self.started))
+        log.info("mounted %s at %s", self.store.uri, self.opts.mountpoint)
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, b"ok\n")
+            os.close(self.ready_fd)
+            self.ready_fd = None
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        if not self.blobs.in_place:
+            await trio.to_thread.run_sync(self.blobs.scan)
+
+    def close(self) -> None:
+        self.blobs.close()
+        self.manifest.close()
+        registry.remove(self.opts.mountpoint, os.getpid())
+
+
+def tune_kernel(mountpoint: str) -> dict[str, int]:
+    """As root, raise the new connection's readahead (bigger read requests) and queue depth."""
+    done: dict[str, int] = {}
+    info = registry.mountinfo(mountpoint)
+    if os.geteuid() != 0 or info is None:
+        return done
+    knobs = [(f"/sys/class/bdi/{info['dev']}/read_ahead_kb", READ_AHEAD_KB)]
+    minor = info["dev"].partition(":")[2]
+    if MAX_BACKGROUND:
+        knobs.append((f"/sys/fs/fuse/connections/{minor}/max_background", MAX_BACKGROUND))
+    for path, value in knobs:
+        if value <= 0:
+            continue
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+            done[path] = value
+        except OSError as e:
+            log.info("could not tune %s: %s", path, e)
+    return done
+
+
+def serve(cfg: Config, opts: MountOptions, ready_fd: int | None) -> None:
+    """Mount and serve until unmounted or signalled (this process)."""
+    setup_logging()
+    _raise_nofile()
+    daemon = Daemon(cfg, opts, ready_fd)
+    source = daemon.store.uri if "," not in daemon.store.uri else "artifactfs"
+    options = {f"fsname={source}", "subtype=artifactfs", "noatime"}
+    if opts.allow_other:
+        options.add("allow_other")
+    try:
+        pyfuse3.init(Operations(daemon.ns), opts.mountpoint, options)
+    except RuntimeError as e:
+        daemon.close()
+        raise ArtifactfsError(f"could not mount {opts.mountpoint}: {e}") from None
+    try:
+        trio.run(daemon.run)
+    finally:
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=True)
+        daemon.close()
+        log.info("unmounted %s", opts.mountpoint)

@@ -1,0 +1,486 @@
+"""The virtual tree of a mount, and every filesystem operation on it, with no FUSE in it.
+
+    /                       projects (from the store) + drafts/
+    PROJECT/                artifacts of the project
+    NAME/                   vN/ for each live version; aliases as symlinks (latest -> v7)
+    NAME/vN/...             the version's immutable tree (entry tables from the manifest cache)
+    drafts/                 empty and read-only until drafts land (issue 4)
+
+``fs/ops.py`` is a thin FUSE adapter over this class, and handler tests drive it directly.
+
+What is subtle:
+
+* Kernel caching follows mutability: a version's content (and a version directory's
+  attributes) is immutable, so it gets day-long entry/attr timeouts, negative lookups cached
+  as long, and ``keep_cache``; names that can change (projects, artifacts, versions, aliases)
+  get ``refresh``-long timeouts, and a refresh that sees a version vanish or an alias move
+  invalidates that kernel entry asynchronously.
+* Lookup counts: every reply that hands the kernel an entry counts once (see inodes.py);
+  readdirplus entries count only when ``readdir_reply`` accepted them.
+* readdir cookies: virtual directories reply from a snapshot taken at opendir; version
+  directories are immutable, so the cookie is the entry's index and a handle remembers where
+  the last batch stopped to resume with one B-tree seek.
+* A file handle holds the entry it opened, so a file opened through ``latest`` keeps reading
+  its version whatever ``latest`` becomes, and a deleted version's open files keep working.
+* The trio thread only does cheap work: LMDB reads and ``pread`` of verified pieces; store
+  access, node decoding, LMDB writes and hashing go to worker threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import trio
+
+from .. import model
+from ..catalog import Catalog
+from ..errors import IntegrityError, NotFound, ReadOnly
+from ..model import CHUNK_SIZE, Entry
+from ..names import VERSION_RE
+from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
+from .cache import ManifestCache
+from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, child_ident, ident
+from .listings import ArtifactState, Listings
+
+log = logging.getLogger(__name__)
+IMMUTABLE = 86400.0  # seconds the kernel may cache immutable entries and attributes
+BATCH = 128  # entries read from LMDB per readdir step
+XATTR = "user.artifactfs."
+PREFETCH_PIECES = 3
+
+Reply = Callable[[bytes, "Stat", int], bool]
+
+
+@dataclass(slots=True)
+class Stat:
+    ino: int
+    mode: int = 0
+    size: int = 0
+    mtime_ns: int = 0
+    entry_timeout: float = 0.0
+    attr_timeout: float = 0.0
+    nlink: int = 1
+
+
+class DirHandle:
+    __slots__ = ("node", "resume", "snapshot")
+
+    def __init__(self, node: Inode, snapshot: list[bytes] | None) -> None:
+        self.node = node
+        self.snapshot = snapshot
+        self.resume: tuple[int, bytes] | None = None  # (cookie, name) after the last batch
+
+
+class FileHandle:
+    __slots__ = ("entry", "keys", "last_piece", "next_off", "pi", "piece")
+
+    def __init__(self, entry: Entry, keys: list[str]) -> None:
+        self.entry = entry
+        self.keys = keys
+        self.next_off = 0
+        self.last_piece = -1
+        self.pi = -1
+        self.piece: Piece | None = None
+
+
+class Namespace:
+    def __init__(self, catalog: Catalog, manifest: ManifestCache, blobs: BlobCache, *,
+                 refresh: float = 10.0, clock: Callable[[], float] = time.time,
+                 invalidate: Callable[[int, bytes], None] | None = None,
+                 uid: int | None = None, gid: int | None = None, threads: int = 8) -> None:
+        self.catalog = catalog
+        self.store = catalog.store
+        self.manifest = manifest
+        self.blobs = blobs
+        self.refresh = refresh
+        self.inodes = InodeTable()
+        self.limiter = trio.CapacityLimiter(threads)
+        self.lists = Listings(catalog, manifest, refresh, clock, self.limiter)
+        self.invalidate = invalidate or (lambda parent, name: None)
+        self.uid = os.geteuid() if uid is None else uid
+        self.gid = os.getegid() if gid is None else gid
+        self.started_ns = time.time_ns()
+        self._fh = itertools.count(1)
+        self.dirs: dict[int, DirHandle] = {}
+        self.files: dict[int, FileHandle] = {}
+        self._tables: dict[str, trio.Event] = {}
+
+    # --- helpers ---------------------------------------------------------------------------
+    def node(self, ino: int) -> Inode:
+        n = self.inodes.get(ino)
+        if n is None:
+            raise NotFound(f"stale inode {ino}")
+        return n
+
+    def stat(self, n: Inode) -> Stat:
+        k = n.kind
+        if k in (Kind.FILE, Kind.SYMLINK, Kind.DIR):
+            e = n.entry
+            assert e is not None and n.ver is not None
+            mtime = e.mtime_ns or n.ver.created_ns
+            if k == Kind.FILE:
+                mode = stat.S_IFREG | (0o555 if e.executable else 0o444)
+                return Stat(n.ino, mode, e.size, mtime, IMMUTABLE, IMMUTABLE)
+            if k == Kind.SYMLINK:
+                return Stat(n.ino, stat.S_IFLNK | 0o777, e.size, mtime, IMMUTABLE, IMMUTABLE)
+            return Stat(n.ino, stat.S_IFDIR | 0o555, 0, mtime, IMMUTABLE, IMMUTABLE)
+        if k == Kind.VERSION:
+            assert n.ver is not None
+            return Stat(n.ino, stat.S_IFDIR | 0o555, 0, n.ver.created_ns, self.refresh, IMMUTABLE)
+        if k == Kind.ALIAS:
+            return Stat(n.ino, stat.S_IFLNK | 0o777, len(n.target), self.started_ns,
+                        self.refresh, IMMUTABLE)
+        return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, self.refresh, self.refresh)
+
+    def _hand_out(self, n: Inode) -> Stat:
+        n.lookups += 1
+        return self.stat(n)
+
+    # --- lookup ----------------------------------------------------------------------------
+    async def lookup(self, parent: int, name: bytes) -> Stat:
+        """The child's attributes, counted as one kernel lookup; ``ino == 0``: cached absence."""
+        p = self.node(parent)
+        k = p.kind
+        if k in (Kind.VERSION, Kind.DIR):
+            e = await self._entry(p.oid, name)
+            if e is None:
+                return Stat(0, entry_timeout=IMMUTABLE)
+            return self._hand_out(self._content(p, name, e))
+        child = await self._virtual_child(p, name)
+        if child is None:
+            raise NotFound(f"no such entry {name!r}")
+        return self._hand_out(child)
+
+    async def _virtual_child(self, p: Inode, name: bytes) -> Inode | None:
+        try:
+            s = name.decode()
+        except UnicodeDecodeError:
+            return None
+        if p.kind == Kind.ROOT:
+            if s == "drafts":
+                return self.inodes.get(DRAFTS_INO)
+            listing = await self.lists.names("projects")
+            return self._project(s) if s in listing.members else None
+        if p.kind == Kind.PROJECT:
+            listing = await self.lists.names(f"collections:{p.project}")
+            return self._artifact_node(p.project, s) if s in listing.members else None
+        if p.kind == Kind.ARTIFACT:
+            st = await self._state(p.project, p.name)
+            return self._version_child(st, s)
+        return None  # drafts/ is empty for now; files have no children
+
+    def _project(self, project: str) -> Inode:
+        n, new = self.inodes.intern(ident("p", project), Kind.PROJECT)
+        if new:
+            n.project = project
+        return n
+
+    def _artifact_node(self, project: str, name: str) -> Inode:
+        n, new = self.inodes.intern(ident("a", project, name), Kind.ARTIFACT)
+        if new:
+            n.project, n.name = project, name
+        return n
+
+    def _version_child(self, st: ArtifactState, s: str) -> Inode | None:
+        if VERSION_RE.fullmatch(s):
+            v = int(s[1:])
+            if v not in st.live:
+                return None
+            n, new = self.inodes.intern(ident("v", st.project, st.name, s), Kind.VERSION)
+            if new:
+                n.project, n.name, n.ver = st.project, st.name, st.info(v)
+            return n
+        target = st.aliases().get(s)
+        if target is None:
+            return None
+        n, new = self.inodes.intern(ident("l", st.project, st.name, s, str(target)), Kind.ALIAS)
+        if new:
+            n.project, n.name, n.target = st.project, st.name, f"v{target}"
+        return n
+
+    def _content(self, p: Inode, name: bytes, e: Entry) -> Inode:
+        kind = Kind.DIR if e.kind == "dir" else Kind.SYMLINK if e.kind == "symlink" else Kind.FILE
+        n, new = self.inodes.intern(child_ident(p.ident, name), kind)
+        if new:
+            n.entry, n.ver = e, p.ver
+        return n
+
+    async def _state(self, project: str, name: str) -> ArtifactState:
+        st, old = await self.lists.artifact(project, name)
+        if old is not None:
+            self._invalidate_changes(old, st)
+        return st
+
+    def _invalidate_changes(self, old: ArtifactState, new: ArtifactState) -> None:
+        art = self.inodes.find(ident("a", new.project, new.name))
+        if art is None:
+            return
+        for v in set(old.live) - set(new.live):
+            self.invalidate(art.ino, f"v{v}".encode())
+        now = new.aliases()
+        for a, v in old.aliases().items():
+            if now.get(a) != v:
+                self.invalidate(art.ino, a.encode())
+
+    async def refresh_artifact(self, project: str, name: str) -> None:
+        """Re-read an artifact now (a local commit, delete or alias change)."""
+        self.lists.expire("projects")
+        self.lists.expire(f"collections:{project}")
+        await self._state_forced(project, name)
+
+    async def _state_forced(self, project: str, name: str) -> None:
+        st, old = await self.lists.artifact(project, name, force=True)
+        if old is not None:
+            self._invalidate_changes(old, st)
+
+    # --- version trees ---------------------------------------------------------------------
+    async def _entry(self, oid: str, name: bytes) -> Entry | None:
+        if self.manifest.dir_info(oid) is None:
+            await self._load_table(oid)
+        return self.manifest.entry(oid, name)
+
+    async def _load_table(self, oid: str) -> None:
+        ev = self._tables.get(oid)
+        if ev is not None:
+            await ev.wait()
+            if self.manifest.dir_info(oid) is None:
+                raise IntegrityError(f"tree node {oid} could not be loaded")
+            return
+        ev = self._tables[oid] = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self._fetch_table, oid, limiter=self.limiter)
+        finally:
+            del self._tables[oid]
+            ev.set()
+
+    def _fetch_table(self, oid: str) -> None:
+        """Worker thread: fetch, verify and decode a tree node into the manifest cache."""
+        if self.manifest.dir_info(oid) is not None:
+            return
+        try:
+            data = self.store.get(model.object_key(oid))
+        except NotFound:
+            raise IntegrityError(f"tree node {oid} is missing from the store") from None
+        try:
+            entries = model.decode_node(data, oid)
+        except IntegrityError as e:
+            log.error("refusing tree node %s: %s", oid, e)
+            raise
+        self.manifest.put_dir(oid, entries)
+
+    # --- attributes, links, xattrs ---------------------------------------------------------
+    def getattr(self, ino: int) -> Stat:
+        return self.stat(self.node(ino))
+
+    def readlink(self, ino: int) -> bytes:
+        n = self.node(ino)
+        if n.kind == Kind.ALIAS:
+            return n.target.encode()
+        if n.kind == Kind.SYMLINK:
+            assert n.entry is not None
+            return n.entry.target.encode("utf-8", "surrogateescape")
+        raise NotFound("not a symbolic link")
+
+    async def _version_xattrs(self, n: Inode) -> dict[str, str]:
+        assert n.ver is not None
+        st = await self._state(n.project, n.name)
+        rec = st.records.get(n.ver.version)
+        if rec is None:
+            raise NotFound(f"version {n.project}/{n.name}:v{n.ver.version} is gone")
+        aliases = [a for a, v in st.aliases().items() if v == rec.version]
+        aliases.sort(key=lambda a: (a != "latest", a))
+        return {"version": rec.label, "type": rec.type, "aliases": ",".join(aliases),
+                "description": rec.description,
+                "metadata": json.dumps(rec.metadata, sort_keys=True, ensure_ascii=False),
+                "digest": rec.digest}
+
+    async def xattrs(self, ino: int) -> dict[str, str]:
+        n = self.node(ino)
+        if n.kind == Kind.VERSION:
+            return await self._version_xattrs(n)
+        if n.kind == Kind.FILE:
+            e = n.entry
+            assert e is not None
+            if e.kind == "ref" and e.ref is not None:
+                return {"digest": e.ref.sha256 or e.ref.etag or e.digest, "ref": e.ref.uri}
+            return {"digest": e.digest}
+        return {}
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes | None:
+        s = name.decode("utf-8", "surrogateescape")
+        if not s.startswith(XATTR):
+            return None
+        v = (await self.xattrs(ino)).get(s[len(XATTR):])
+        return None if v is None else v.encode("utf-8", "surrogateescape")
+
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return [(XATTR + k).encode() for k in await self.xattrs(ino)]
+
+    # --- directories -----------------------------------------------------------------------
+    async def opendir(self, ino: int) -> int:
+        n = self.node(ino)
+        snap: list[bytes] | None = None
+        if n.kind == Kind.ROOT:
+            snap = [p.encode() for p in (await self.lists.names("projects")).names]
+            snap.append(b"drafts")
+        elif n.kind == Kind.PROJECT:
+            snap = [a.encode() for a in (await self.lists.names(f"collections:{n.project}")).names]
+        elif n.kind == Kind.ARTIFACT:
+            st = await self._state(n.project, n.name)
+            snap = [f"v{v}".encode() for v in st.live] + [a.encode() for a in st.aliases()]
+        elif n.kind == Kind.DRAFTS:
+            snap = []
+        elif n.kind in (Kind.VERSION, Kind.DIR):
+            if self.manifest.dir_info(n.oid) is None:
+                await self._load_table(n.oid)
+        else:
+            raise NotADirectoryError("not a directory")
+        fh = next(self._fh)
+        self.dirs[fh] = DirHandle(n, snap)
+        return fh
+
+    async def readdir(self, fh: int, start: int, reply: Reply) -> None:
+        h = self.dirs[fh]
+        if h.snapshot is not None:
+            await self._readdir_virtual(h, start, reply)
+        else:
+            self._readdir_tree(h, start, reply)
+
+    async def _readdir_virtual(self, h: DirHandle, start: int, reply: Reply) -> None:
+        p = h.node
+        assert h.snapshot is not None
+        for i in range(start, len(h.snapshot)):
+            name = h.snapshot[i]
+            child = await self._virtual_child(p, name)
+            if child is None:  # vanished since opendir
+                continue
+            if not self._offer(reply, name, child, i + 1):
+                return
+
+    def _offer(self, reply: Reply, name: bytes, child: Inode, cookie: int) -> bool:
+        if reply(name, self.stat(child), cookie):
+            child.lookups += 1
+            return True
+        self.inodes.drop_if_unused(child)
+        return False
+
+    def _readdir_tree(self, h: DirHandle, start: int, reply: Reply) -> None:
+        oid = h.node.oid
+        if start == 0:
+            after, cookie = None, 0
+        elif h.resume is not None and h.resume[0] == start:
+            cookie, after = h.resume
+        else:  # a seek elsewhere: count from the beginning
+            after, cookie = None, 0
+            while cookie < start:
+                batch = self.manifest.entries(oid, after, min(BATCH * 8, start - cookie))
+                if not batch:
+                    return
+                after, cookie = batch[-1][0], cookie + len(batch)
+        while True:
+            batch = self.manifest.entries(oid, after, BATCH)
+            if not batch:
+                return
+            for name, e in batch:
+                if not self._offer(reply, name, self._content(h.node, name, e), cookie + 1):
+                    return
+                cookie += 1
+                h.resume = (cookie, name)
+                after = name
+
+    def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    # --- files -----------------------------------------------------------------------------
+    async def open(self, ino: int, flags: int) -> int:
+        n = self.node(ino)
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise ReadOnly("read-only: versions can not be changed")
+        if n.kind != Kind.FILE:
+            if n.kind in (Kind.SYMLINK, Kind.ALIAS):
+                raise NotFound("not a regular file")
+            raise IsADirectoryError("is a directory")
+        e = n.entry
+        assert e is not None
+        keys = piece_keys(e)
+        if keys and (e.kind == "ref" or not self.blobs.in_place):
+            self.blobs.pin(keys)
+        else:
+            keys = []
+        fh = next(self._fh)
+        self.files[fh] = FileHandle(e, keys)
+        return fh
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.files[fh]
+        e = h.entry
+        end = min(off + size, e.size)
+        if off >= end:
+            return b""
+        i = off // CHUNK_SIZE
+        if (end - 1) // CHUNK_SIZE == i:
+            data = await self._read_piece(h, i, off, end - off)
+        else:
+            parts = []
+            pos = off
+            while pos < end:
+                j = pos // CHUNK_SIZE
+                n = min(end, (j + 1) * CHUNK_SIZE) - pos
+                parts.append(await self._read_piece(h, j, pos, n))
+                pos += n
+            data = b"".join(parts)
+        sequential = off == h.next_off
+        h.next_off = end
+        last = (end - 1) // CHUNK_SIZE
+        if last != h.last_piece:
+            h.last_piece = last
+            if sequential or off == 0:
+                top = min(piece_count(e), last + 1 + PREFETCH_PIECES)
+                self.blobs.prefetch(piece_at(e, j) for j in range(last + 1, top))
+        return data
+
+    async def _read_piece(self, h: FileHandle, i: int, off: int, n: int) -> bytes:
+        if h.pi != i:
+            h.pi, h.piece = i, piece_at(h.entry, i)
+        p = h.piece
+        assert p is not None
+        for _ in range(4):
+            data = self.blobs.read(p, off - p.offset, n)
+            if data is not None:
+                return data
+            await self.blobs.get(p)
+        raise IntegrityError(f"object {p.key} could not be kept ready")
+
+    def release(self, fh: int) -> None:
+        h = self.files.pop(fh, None)
+        if h is not None and h.keys:
+            self.blobs.unpin(h.keys)
+
+    # --- the rest --------------------------------------------------------------------------
+    def forget(self, pairs: list[tuple[int, int]]) -> None:
+        for ino, n in pairs:
+            self.inodes.forget(ino, n)
+
+    def check_write(self, ino: int, what: str) -> NoReturn:
+        """Every modifying operation asks here; outside drafts the answer is EROFS."""
+        n = self.node(ino)
+        where = "drafts are not writable yet" if n.kind == Kind.DRAFTS else \
+            "versions are read-only"
+        raise ReadOnly(f"{what}: {where}")
+
+    def access(self, ino: int, mode: int) -> None:
+        self.node(ino)
+        if mode & os.W_OK:
+            self.check_write(ino, "access")
+
+    def stats(self) -> dict[str, object]:
+        return {"inodes": len(self.inodes), "open_files": len(self.files),
+                "store_ok": self.lists.store_ok, "last_error": self.lists.last_error}

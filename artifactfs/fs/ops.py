@@ -1,0 +1,215 @@
+"""pyfuse3 glue: each handler decodes its arguments, makes one call into the Namespace and
+translates the result.
+
+What is subtle: pyfuse3 turns only ``FUSEError`` into an errno; any other exception escaping a
+handler would take the whole mount down.  So every handler goes through :func:`_errno`, the
+one place that maps exceptions (via ``errors.errno_for``): known errors become their errno, an
+unknown exception becomes EIO with its traceback logged.  ``forget`` never raises.  Files are
+opened with ``keep_cache`` (version content is immutable) and never ``direct_io`` (shared mmap
+needs the page cache).
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+
+from ..errors import ArtifactfsError, IntegrityError, StoreUnavailable, errno_for
+from .namespace import Namespace, Stat
+
+log = logging.getLogger(__name__)
+BLKSIZE = 128 * 1024
+P = ParamSpec("P")
+R = TypeVar("R")
+Ctx = pyfuse3.RequestContext
+Attrs = pyfuse3.EntryAttributes
+
+
+def _errno(exc: BaseException) -> pyfuse3.FUSEError:
+    if isinstance(exc, pyfuse3.FUSEError):
+        return exc
+    code = errno_for(exc)
+    if isinstance(exc, IntegrityError | StoreUnavailable):
+        log.error("EIO: %s", exc)
+    elif not isinstance(exc, ArtifactfsError | OSError):
+        log.exception("internal error, answering EIO")
+        code = errno.EIO
+    return pyfuse3.FUSEError(code)
+
+
+def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as e:
+            raise _errno(e) from None
+
+    return wrapper
+
+
+def attributes(s: Stat, uid: int, gid: int) -> pyfuse3.EntryAttributes:
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = s.ino
+    a.entry_timeout = s.entry_timeout
+    a.attr_timeout = s.attr_timeout
+    a.st_mode = s.mode
+    a.st_nlink = s.nlink
+    a.st_uid = uid
+    a.st_gid = gid
+    a.st_size = s.size
+    a.st_blksize = BLKSIZE
+    a.st_blocks = (s.size + 511) // 512
+    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = s.mtime_ns
+    return a
+
+
+class Operations(pyfuse3.Operations):  # type: ignore[misc]
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, ns: Namespace) -> None:
+        super().__init__()
+        self.ns = ns
+
+    def _attrs(self, s: Stat) -> pyfuse3.EntryAttributes:
+        return attributes(s, self.ns.uid, self.ns.gid)
+
+    # --- reading the tree ------------------------------------------------------------------
+    @_guard
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Ctx) -> Attrs:
+        return self._attrs(await self.ns.lookup(parent_inode, name))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            self.ns.forget(list(inode_list))
+        except Exception:
+            log.exception("forget failed (ignored)")
+
+    @_guard
+    async def getattr(self, inode: int, ctx: Ctx) -> Attrs:
+        return self._attrs(self.ns.getattr(inode))
+
+    @_guard
+    async def readlink(self, inode: int, ctx: Ctx) -> bytes:
+        return self.ns.readlink(inode)
+
+    @_guard
+    async def opendir(self, inode: int, ctx: Ctx) -> int:
+        return await self.ns.opendir(inode)
+
+    @_guard
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        uid, gid = self.ns.uid, self.ns.gid
+
+        def reply(name: bytes, s: Stat, cookie: int) -> bool:
+            return bool(pyfuse3.readdir_reply(token, name, attributes(s, uid, gid), cookie))
+
+        await self.ns.readdir(fh, start_id, reply)
+
+    @_guard
+    async def releasedir(self, fh: int) -> None:
+        self.ns.releasedir(fh)
+
+    @_guard
+    async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
+        fh = await self.ns.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        try:
+            return await self.ns.read(fh, off, size)
+        except Exception as e:
+            raise _errno(e) from None
+
+    @_guard
+    async def release(self, fh: int) -> None:
+        self.ns.release(fh)
+
+    @_guard
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @_guard
+    async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
+        v = await self.ns.getxattr(inode, name)
+        if v is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return v
+
+    @_guard
+    async def listxattr(self, inode: int, ctx: Ctx) -> Sequence[bytes]:
+        return await self.ns.listxattr(inode)
+
+    @_guard
+    async def access(self, inode: int, mode: int, ctx: Ctx) -> bool:
+        self.ns.access(inode, mode)
+        return True
+
+    @_guard
+    async def statfs(self, ctx: Ctx) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = BLKSIZE
+        s.f_namemax = 255
+        return s
+
+    # --- every write: the namespace decides (EROFS outside drafts) --------------------------
+    @_guard
+    async def setattr(self, inode: int, attr: Attrs, fields: pyfuse3.SetattrFields,
+                      fh: int | None, ctx: Ctx) -> Attrs:
+        self.ns.check_write(inode, "setattr")
+
+    @_guard
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Ctx) -> Attrs:
+        self.ns.check_write(parent_inode, "mknod")
+
+    @_guard
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Ctx) -> Attrs:
+        self.ns.check_write(parent_inode, "mkdir")
+
+    @_guard
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
+        self.ns.check_write(parent_inode, "unlink")
+
+    @_guard
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
+        self.ns.check_write(parent_inode, "rmdir")
+
+    @_guard
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: Ctx) -> Attrs:
+        self.ns.check_write(parent_inode, "symlink")
+
+    @_guard
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Ctx) -> None:
+        self.ns.check_write(parent_inode_old, "rename")
+
+    @_guard
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: Ctx) -> Attrs:
+        self.ns.check_write(new_parent_inode, "link")
+
+    @_guard
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Ctx) -> tuple[pyfuse3.FileInfo, Attrs]:
+        self.ns.check_write(parent_inode, "create")
+
+    @_guard
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        raise pyfuse3.FUSEError(errno.EROFS)  # no handle is ever opened for writing
+
+    @_guard
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Ctx) -> None:
+        self.ns.check_write(inode, "setxattr")
+
+    @_guard
+    async def removexattr(self, inode: int, name: bytes, ctx: Ctx) -> None:
+        self.ns.check_write(inode, "removexattr")
