@@ -100,6 +100,7 @@ class ManifestCache:
             self._wipe(f"could not be opened ({e})")
             self._open()
         self._write_state(clean=False)
+        self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------
     def _needs_rebuild(self) -> bool:
@@ -134,7 +135,10 @@ class ManifestCache:
         os.replace(tmp, self._state)
 
     def close(self) -> None:
-        """Flush and close; marks the cache clean."""
+        """Flush and close; marks the cache clean.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.env.sync(True)
             self.env.close()

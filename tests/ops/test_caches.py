@@ -1,0 +1,168 @@
+"""The mount's caches without a mount: blob cache (single flight, LRU, pins, ENOSPC, an
+unreachable store) and the LMDB manifest cache (crash and corruption recovery)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+import pyfuse3
+import pytest
+import trio
+from opshelp import CTX, Kernel, put, read_bytes
+
+from artifactfs.fs.cache import ManifestCache
+from artifactfs.model import Entry, RefInfo, file_entry, ref_entry, symlink_entry
+
+
+async def _open_all(fs, k, paths):
+    out = []
+    for p in paths:
+        ino = (await k.walk(p)).st_ino
+        out.append((await fs.ops.open(ino, os.O_RDONLY, CTX)).fh)
+    return out
+
+
+async def test_many_readers_of_one_chunk_cause_one_fetch(make_fs, repo, source):
+    put(repo, source)
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    ino = (await k.walk("vision/cats/v0/big.bin")).st_ino
+    want = read_bytes(os.path.join(source, "big.bin"))[:1 << 20]
+    fhs = [(await fs.ops.open(ino, os.O_RDONLY, CTX)).fh for _ in range(16)]
+    got: list[bytes] = []
+
+    async def reader(fh: int) -> None:
+        got.append(await fs.ops.read(fh, 12345, 4096))
+
+    async with trio.open_nursery() as n:
+        for fh in fhs:
+            n.start_soon(reader, fh)
+    assert got == [want[12345:12345 + 4096]] * 16
+    chunk_gets = {k_: v for k_, v in fs.store.gets.items() if k_.startswith("objects/")}
+    assert max(chunk_gets.values()) == 1
+    assert fs.blobs.misses == 1
+    for fh in fhs:
+        await fs.ops.release(fh)
+
+
+async def test_lru_eviction_never_takes_pieces_of_open_files(make_fs, repo, source):
+    put(repo, source)
+    fs = make_fs(remote=True, cache_size=20)  # bytes: room for about one small file
+    k = Kernel(fs.ops)
+    files = [f"vision/cats/v0/many/f{i:04d}" for i in range(10)]
+    held = await _open_all(fs, k, files[:3])
+    for fh, i in zip(held, range(3), strict=True):
+        assert await fs.ops.read(fh, 0, 100) == f"{i}\n".encode()
+    for p in files[3:]:  # read and close: these are evictable
+        ino = (await k.walk(p)).st_ino
+        await k.read_file(ino)
+    s = fs.blobs.stats()
+    assert s["cache_bytes"] <= 20 + 6 * 3  # the bound, plus what open files pin
+    for fh in held:  # pinned pieces are still there
+        assert fs.blobs.ready(fs.ns.files[fh].keys[0]) is not None
+        await fs.ops.release(fh)
+    await trio.to_thread.run_sync(fs.blobs.cleanup, 0)
+    assert fs.blobs.stats()["cache_bytes"] == 0
+
+
+async def test_full_disk_evicts_and_retries(make_fs, repo, source, monkeypatch):
+    put(repo, source)
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    await k.read_file((await k.walk("vision/cats/v0/README")).st_ino)
+    real = fs.blobs._write_atomic
+    failures = [2]
+
+    def flaky(path: str, data: bytes) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(fs.blobs, "_write_atomic", flaky)
+    ino = (await k.walk("vision/cats/v0/data/train.csv")).st_ino
+    assert await k.read_file(ino) == b"a,b\n1,2\n"
+    assert failures == [0]
+    failures[0] = 100  # a disk that stays full: still served (from memory), not an error
+    ino = (await k.walk("vision/cats/v0/data/deep/x.txt")).st_ino
+    assert await k.read_file(ino) == b"deep\n"
+
+
+async def test_unreachable_store(make_fs, repo, source):
+    put(repo, source)
+    fs = make_fs(remote=True, timeout=0.5)
+    k = Kernel(fs.ops)
+    readme = (await k.walk("vision/cats/v0/README")).st_ino
+    assert await k.read_file(readme) == b"hello\n"
+    art = (await k.walk("vision/cats")).st_ino
+    train = (await k.walk("vision/cats/v0/data/train.csv")).st_ino
+    fs.store.down = True
+    fs.clock.advance(60)
+    assert await k.read_file(readme) == b"hello\n"  # cached content keeps being served
+    names = [n for n, _, _ in await k.readdir(art)]  # listings keep their last known state
+    assert names == [b"v0", b"latest"]
+    assert [n for n, _, _ in await k.readdir(pyfuse3.ROOT_INODE)] == [b"vision", b"drafts"]
+    with pytest.raises(pyfuse3.FUSEError) as ei:  # an uncached read: EIO, at once
+        await k.read_file(train)
+    assert ei.value.errno == errno.EIO
+    fs.store.down = False
+    fs.store.hang.set()  # a store that hangs: EIO within the bounded time
+    t0 = time.monotonic()
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        await k.read_file(train)
+    assert ei.value.errno == errno.EIO and time.monotonic() - t0 < 3
+    fs.store.hang.clear()
+    assert fs.ns.stats()["store_ok"] is False
+    fs.clock.advance(60)
+    await k.readdir(art)
+    assert fs.ns.stats()["store_ok"] is True
+
+
+def test_manifest_cache_round_trip_and_recovery(tmp_path):
+    d = str(tmp_path / "m")
+    oid = "ab" * 32
+    entries = {
+        "a.txt": file_entry(3, "cd" * 32, mtime_ns=5),
+        "big": file_entry(9 << 20, "ef" * 32, chunks=("01" * 32, "02" * 32), executable=True),
+        "l": symlink_entry("a.txt"),
+        "r": ref_entry(RefInfo(uri="s3://b/k", etag="e", version_id="v"), 10),
+        "sub": Entry("dir", size=3, digest="11" * 32, oid="22" * 32, count=1),
+        "é": file_entry(0, "33" * 32),
+    }
+    m = ManifestCache(d)
+    assert m.dir_info(oid) is None
+    assert m.put_dir(oid, entries) == (6, 1)
+    assert m.dir_info(oid) == (6, 1)
+    for name, e in entries.items():
+        assert m.entry(oid, name.encode()) == e
+    names = [n for n, _ in m.entries(oid, None, 100)]
+    assert names == sorted(n.encode() for n in entries)
+    assert [n for n, _ in m.entries(oid, b"big", 2)] == [b"l", b"r"]
+    m.put_docs([("k", {"x": 1})])
+    assert m.get_doc("k") == {"x": 1}
+    m.close()
+    # a clean close reopens with everything
+    m = ManifestCache(d)
+    assert m.dir_info(oid) == (6, 1)
+    m.env.close()  # a crash: no clean close.  Same boot: LMDB is intact, kept.
+    m = ManifestCache(d)
+    assert m.dir_info(oid) == (6, 1)
+    m.env.close()
+    state = os.path.join(d, "state.json")
+    with open(state) as f:  # unclean, from another boot (power loss): rebuilt
+        doc = json.load(f)
+    doc["boot"] = "another-boot"
+    with open(state, "w") as f:
+        json.dump(doc, f)
+    m = ManifestCache(d)
+    assert m.dir_info(oid) is None
+    m.put_dir(oid, entries)
+    m.close()
+    with open(os.path.join(d, "lmdb", "data.mdb"), "r+b") as f:  # a damaged file: rebuilt
+        f.write(os.urandom(16384))
+    m = ManifestCache(d)
+    assert m.dir_info(oid) is None
+    m.close()
