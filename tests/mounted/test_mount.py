@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from mounthelp import BIG, mounted, pid_alive, sha256_file, wait_for
@@ -59,7 +58,7 @@ def test_layout_and_every_byte(cli, mounter, source, tmp_path):
     assert files > 200
     out = subprocess.run(["sha256sum", "big.bin", "README"], cwd=v0, capture_output=True,
                          text=True, check=True).stdout
-    assert hashlib.sha256(open(os.path.join(source, "big.bin"), "rb").read()).hexdigest() in out
+    assert sha256_file(os.path.join(source, "big.bin")) in out
     st = os.stat(v0)
     assert stat.S_IMODE(st.st_mode) == 0o555
     created = json.loads(cli("info", "vision/cats:v0", "--json").stdout)["created_at"]
@@ -77,10 +76,11 @@ def test_every_write_is_erofs(cli, mounter, source):
     v0 = m.path("vision", "cats", "v0")
     f = os.path.join(v0, "README")
     ops = {
-        "open-w": lambda: open(f, "w"),
-        "open-a": lambda: open(f, "a"),
+        "open-w": lambda: os.open(f, os.O_WRONLY),
+        "open-a": lambda: os.open(f, os.O_WRONLY | os.O_APPEND),
         "open-rw": lambda: os.open(f, os.O_RDWR),
-        "create": lambda: open(os.path.join(v0, "new"), "w"),
+        "create": lambda: os.open(os.path.join(v0, "new"), os.O_WRONLY | os.O_CREAT, 0o644),
+        "create-excl": lambda: os.open(os.path.join(v0, "n2"), os.O_RDWR | os.O_CREAT | os.O_EXCL),
         "truncate": lambda: os.truncate(f, 0),
         "unlink": lambda: os.unlink(f),
         "rename": lambda: os.rename(f, os.path.join(v0, "R2")),
@@ -229,8 +229,8 @@ def test_corrupt_object_is_eio_and_good_files_still_read(cli, mounter, source, e
     assert ei.value.errno == errno.EIO
     with open(m.path("vision", "cats", "v0", "data", "train.csv")) as f:
         assert f.read() == "a,b\n1,2\n"
-    log = open(os.path.join(_registry_log(m.mp))).read()
-    assert digest in log
+    with open(_registry_log(m.mp)) as f:
+        assert digest in f.read()  # the log line names the object
 
 
 def _registry_log(mp: str) -> str:
@@ -293,4 +293,3 @@ def test_fstab_helper_and_systemd_notify(mounter, source, cli, env, tmp_path):
             proc.kill()
         assert proc.stderr is not None
         proc.stderr.close()
-    _ = time
