@@ -1,0 +1,298 @@
+"""Draft → version (the commit engine), and the daemon's side of the draft control channel.
+
+:func:`commit_draft` freezes the draft, refuses (or waits for) files still open for writing,
+ingests only the staged files, builds only the tree nodes on changed paths (unchanged base
+entries are reused: neither read nor re-hashed), creates the version record, applies aliases
+and drops the draft.  :func:`handle_request` serves one JSON request of the control channel
+(wire format in docs/drafts.md); the daemon's control server (``fs/control.py``) calls it in a
+worker thread with the caller's uid from ``SO_PEERCRED``.
+
+Subtle parts:
+
+* Crash safety follows the store's write order: objects → trees → version record → aliases,
+  and the draft is removed only after the record exists.  Just before the record is created,
+  ``intent.json`` in the draft names the number it is about to take; a re-run after a crash
+  finds that version (same root) and finishes (aliases, run output, drop) instead of creating a
+  second one.  A crash before it leaves only unreferenced objects, for gc.
+* "Content equal to the base creates no version" compares with the *base*, not only with the
+  latest version (which :meth:`Catalog.commit_version` does), so the tree is built here rather
+  than through :meth:`Repo.commit_entries`; that also keeps a 50 000-entry directory from
+  being encoded twice.
+* The draft stays frozen for the whole commit; on any failure it is thawed and left intact.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import secrets
+import string
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .. import errors, ingest
+from ..catalog import RunRecord, VersionRecord
+from ..config import ProjectAccess
+from ..errors import ArtifactfsError, Busy, NotFound, UsageError
+from ..names import Ref, check_alias, check_name, check_project, parse_ref
+from ..repo import Repo
+from .drafts import Draft, DraftArea
+
+PROTOCOL = 1
+MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
+
+
+def _checkpoint(step: str) -> None:
+    """A named point between commit steps (tests inject crashes here)."""
+
+
+# --- the commit engine ---------------------------------------------------------------------
+
+def artifact_type(repo: Repo, project: str, name: str, type_: str | None) -> str:
+    """``--type``: required for a new artifact; for an existing one it must match."""
+    try:
+        have = repo.catalog.get_collection(project, name).type
+    except NotFound:
+        if not type_:
+            raise UsageError(f"artifact {project}/{name} does not exist yet: give its type "
+                             "with --type") from None
+        return check_name(type_, "artifact type")
+    if type_ and type_ != have:
+        raise errors.TypeConflict(
+            f"artifact {project}/{name} already exists with type {have!r}, not {type_!r}")
+    return have
+
+
+def find_or_create_run(repo: Repo, run: str, project: str) -> RunRecord:
+    """``--run ID`` or ``--run PROJECT/ID``: the run, created (in the draft's project) if new."""
+    p, _, rid = run.rpartition("/")
+    p = check_project(p) if p else project
+    check_name(rid, "run id")
+    try:
+        return repo.catalog.find_run(run)
+    except NotFound:
+        return repo.catalog.create_run(p, run_id=rid)
+
+
+def commit_draft(
+    area: DraftArea, draft: Draft, repo: Repo, *, type_: str | None = None,
+    aliases: Iterable[str] = (), description: str | None = None,
+    metadata: Mapping[str, Any] | None = None, run: str | None = None,
+    inputs: Iterable[str] = (), open_paths: Iterable[str] = (), wait: float = 0.0,
+    progress: ingest.Progress | None = None,
+) -> tuple[VersionRecord, bool]:
+    """Turn ``draft`` into the next version; returns ``(record, created)``.
+
+    ``created`` is False when the content equals the base (the base is returned) or the latest
+    version.  ``open_paths``: files the caller knows are open for writing (besides those the
+    draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
+    Description and metadata default to the base's.  ``description``/``metadata`` ``None``
+    keep the base's.
+    """
+    m, base = draft.meta, draft.base
+    alias_list = [check_alias(a) for a in aliases]
+    type_ = artifact_type(repo, m.project, m.name, type_)
+    input_refs = [parse_ref(r) for r in inputs]
+    if input_refs and not run:
+        raise UsageError("--input needs --run: inputs are recorded on a run")
+    input_recs = [repo.resolve(r) for r in input_refs]
+    run_rec = find_or_create_run(repo, run, m.project) if run else None
+    if description is None:
+        description = base.description if base else ""
+    meta = dict(metadata) if metadata is not None else dict(base.metadata) if base else {}
+    draft.freeze()
+    try:
+        busy = sorted(set(draft.open_writers(wait)) | set(open_paths))
+        if busy:
+            raise Busy(f"draft {draft.label} has files open for writing: {', '.join(busy)}")
+        for r in input_recs:
+            assert run_rec is not None
+            repo.catalog.mark_input(run_rec, r)
+        recovered = _recover(draft, repo, alias_list)
+        if recovered is not None:
+            rec, created = recovered, True
+        else:
+            rec, created = _build(draft, repo, type_, alias_list, description, meta, run_rec,
+                                  progress)
+        _checkpoint("version-created")
+        area.discard(draft)
+        return rec, created
+    finally:
+        draft.thaw()
+
+
+def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description: str,
+           metadata: dict[str, Any], run: RunRecord | None,
+           progress: ingest.Progress | None) -> tuple[VersionRecord, bool]:
+    m, base, cat = draft.meta, draft.base, repo.catalog
+    plan = draft.plan()
+    changes = dict(plan.changes)
+    changes.update(ingest.store_files(repo.store, plan.sources, progress))
+    _checkpoint("ingested")
+    root = ingest.build_tree(cat.save_node, cat.load_node, base.root if base else None, changes)
+    _checkpoint("trees-built")
+    if base is not None and root.digest == base.digest:
+        current = cat.get_version(m.project, m.name, base.version)[0]
+        if current.is_live(cat.project_ttl(m.project)):
+            for a in aliases:
+                cat.set_alias(m.project, m.name, base.version, a)
+            return current, False
+
+    def intent(n: int) -> None:
+        draft.save_intent({"version": n, "root": root.oid, "digest": root.digest})
+        _checkpoint("intent-saved")
+
+    return cat.commit_version(
+        m.project, m.name, type_, root, description=description, metadata=metadata,
+        aliases=aliases, run=f"{run.project}/{run.id}" if run else None,
+        base=base.version if base else None, before_create=intent)
+
+
+def _recover(draft: Draft, repo: Repo, aliases: list[str]) -> VersionRecord | None:
+    """The version an earlier, interrupted commit of this draft created, finished; or None."""
+    it = draft.intent()
+    if not it or not isinstance(it.get("version"), int):
+        return None
+    m, cat = draft.meta, repo.catalog
+    try:
+        rec = cat.get_version(m.project, m.name, it["version"])[0]
+    except NotFound:
+        return None
+    if rec.root != it.get("root") or rec.deleted_at is not None:
+        return None
+    for a in aliases:
+        cat.set_alias(m.project, m.name, rec.version, a)
+    if rec.run:
+        cat._mark_output(rec.run, rec)  # idempotent; the crash may have come before it
+    return rec
+
+
+# --- the control channel: server side --------------------------------------------------------
+
+def error_reply(e: BaseException) -> dict[str, Any]:
+    msg = str(e)
+    if isinstance(e, OSError) and e.strerror:
+        msg = e.strerror + (f": {e.filename}" if e.filename else "")
+    return {"ok": False, "error": msg, "kind": type(e).__name__, "errno": errors.errno_for(e)}
+
+
+def writers_policy(projects: Mapping[str, ProjectAccess]) -> MayWrite:
+    """SPEC §9 from the config: only ``writers`` (unix groups) may draft and commit; a project
+    with no ``writers`` list allows its ``readers`` (everyone when that is empty too)."""
+    def may_write(uid: int, project: str) -> bool:
+        acl = projects.get(project)
+        if uid == 0 or acl is None:
+            return True
+        allowed = acl.writers or acl.readers
+        return not allowed or bool(_groups(uid) & set(allowed))
+    return may_write
+
+
+def _groups(uid: int) -> set[str]:
+    try:
+        pw = pwd.getpwuid(uid)
+        gids = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    except KeyError:
+        return set()
+    out = set()
+    for g in gids:
+        try:
+            out.add(grp.getgrgid(g).gr_name)
+        except KeyError:
+            continue
+    return out
+
+
+def new_draft_id() -> str:
+    return "d" + "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(7))
+
+
+def _field(req: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           default: Any = None) -> Any:
+    v = req.get(key, default)
+    if v is not None and (not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool)):
+        raise UsageError(f"request field {key!r} has the wrong type")
+    return v
+
+
+def _draft_of(req: Mapping[str, Any], uid: int, area: DraftArea) -> Draft:
+    d = area.get(_field(req, "project", str, ""), _field(req, "name", str, ""),
+                 _field(req, "id", str, ""))
+    d.check_access(uid)
+    return d
+
+
+def _draft_json(d: Draft) -> dict[str, Any]:
+    m = d.meta
+    return {"path": d.rel_path, "project": m.project, "name": m.name, "id": m.id,
+            "owner": m.owner, "created_at": m.created_at, "base": d.base.label if d.base else None}
+
+
+def handle_request(
+    request: Mapping[str, Any], peer_uid: int, area: DraftArea, repo: Repo, *, mount: str = "",
+    may_write: MayWrite | None = None,
+    on_commit: Callable[[VersionRecord, bool], None] | None = None,
+    open_paths: Callable[[Draft], Iterable[str]] | None = None,
+) -> dict[str, Any]:
+    """Serve one control request for the caller ``peer_uid``; never raises for user errors.
+
+    Blocking (store I/O, hashing): the daemon runs it in a worker thread.  ``on_commit`` lets
+    the daemon show a new version at once; ``open_paths`` reports the draft's files the mount
+    has open for writing that the draft does not track itself.
+    """
+    try:
+        op = request.get("op")
+        if op == "ping":
+            return {"ok": True, "mount": mount, "pid": os.getpid(), "protocol": PROTOCOL}
+        if op == "draft.list":
+            mine = area.list(None if peer_uid == 0 else peer_uid)
+            return {"ok": True, "drafts": [_draft_json(d) for d in mine]}
+        if op == "draft.create":
+            return {"ok": True, **_draft_json(_create(request, peer_uid, area, repo, may_write))}
+        if op == "draft.discard":
+            d = _draft_of(request, peer_uid, area)
+            if d.frozen:
+                raise Busy(f"draft {d.label} is being committed")
+            area.discard(d)
+            return {"ok": True}
+        if op == "commit":
+            d = _draft_of(request, peer_uid, area)
+            if may_write is not None and not may_write(peer_uid, d.meta.project):
+                raise errors.PermissionDenied(f"you may not commit to project {d.meta.project}")
+            rec, created = commit_draft(
+                area, d, repo, type_=_field(request, "type", str),
+                aliases=_field(request, "aliases", list, []),
+                description=_field(request, "description", str),
+                metadata=_field(request, "metadata", dict), run=_field(request, "run", str),
+                inputs=_field(request, "inputs", list, []),
+                open_paths=open_paths(d) if open_paths else (),
+                wait=float(_field(request, "wait", (int, float), 0)))
+            if on_commit is not None:
+                on_commit(rec, created)
+            return {"ok": True, "label": rec.label, "version": rec.version, "created": created,
+                    "digest": rec.digest}
+        raise UsageError(f"unknown request {op!r}")
+    except (ArtifactfsError, OSError) as e:
+        return error_reply(e)
+    except (TypeError, ValueError) as e:
+        return error_reply(UsageError(f"malformed request: {e}"))
+
+
+def _create(req: Mapping[str, Any], uid: int, area: DraftArea, repo: Repo,
+            may_write: MayWrite | None) -> Draft:
+    project = check_project(_field(req, "project", str, ""))
+    name = check_name(_field(req, "name", str, ""), "artifact name")
+    if may_write is not None and not may_write(uid, project):
+        raise errors.PermissionDenied(f"you may not create drafts in project {project}")
+    ref = _field(req, "ref", str)
+    base = repo.resolve(Ref(project, name, ref)) if ref and ref != "latest" \
+        else repo.catalog.latest(project, name)
+    draft_id = _field(req, "id", str)
+    for _ in range(10):
+        try:
+            return area.create(project, name, draft_id or new_draft_id(), uid, base)
+        except errors.AlreadyExists:
+            if draft_id:
+                raise
+    raise ArtifactfsError("could not pick a free draft id")

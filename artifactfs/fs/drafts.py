@@ -1,0 +1,947 @@
+"""Copy-on-write draft trees on local disk: the writable side of the mount, with no FUSE in it.
+
+A draft is a base version (or nothing) plus an *overlay*: directory nodes whose ``over`` maps
+names to replacement nodes or to ``None`` (a whiteout).  A name absent from ``over`` falls
+through to the base directory, so unchanged files and whole unchanged subtrees are served from
+the base version without being copied or even listed.  Renaming a base directory moves its
+node, which still points at the base subtree: no byte is copied and the commit reuses the base
+entries (:meth:`Draft.plan`).  Paths are relative to the draft root (``""`` is the root).
+
+Subtle parts:
+
+* Persistence: a snapshot (``tree.json``, temp + fsync + rename) plus an append-only journal of
+  tree-level ops.  Each op is written (one ``write``) before the call returns, so a killed
+  daemon loses nothing; :meth:`Draft.sync` fsyncs journal and staging directory (call it on
+  fsync) so power loss loses nothing fsync'ed.  Before an op touches a path, each base
+  directory on it is *materialized* by its own journal record, so replay never reads the base.
+* File bytes live in ``files/<random>`` staging files that the caller reads and writes with
+  ``os.pread``/``os.pwrite``.  Their names never change: rename and unlink of open files work.
+* A base file opened for writing is copied up with no lock held (it may be big; call that from
+  a worker thread, see :meth:`Draft.needs_copy_up`).  The copy keeps the base mtime; while its
+  size and mtime are untouched the commit reuses the base entry instead of re-hashing it.
+* Errors are ``OSError`` with the errno Linux gives for the same call on a local disk, checked
+  in the kernel's order; a frozen draft (being committed) refuses changes with ``Busy``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from .. import fetch, model
+from ..catalog import VersionRecord, now_iso
+from ..errors import AlreadyExists, Busy, IntegrityError, NotFound, PermissionDenied
+from ..ingest import Source
+from ..names import check_name, check_project
+from ..store.base import Store
+
+log = logging.getLogger(__name__)
+CopyBase = Callable[[model.Entry, str], None]  # write an entry's verified bytes to a path
+FORMAT = 1
+MIN_COMPACT = 4096
+
+
+def oserror(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)  # OSError() picks the subclass (ENOENT → …)
+
+
+def write_json_atomic(path: str, doc: Any) -> None:
+    """temp + fsync + rename + fsync(dir): the file holds the old or the new document."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogateescape"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str) -> Any:
+    with open(path, "rb") as f:
+        return json.loads(f.read().decode("utf-8", "surrogateescape"))
+
+
+def store_copier(store: Store) -> CopyBase:
+    """Copy-up from the store itself (verified); the mount passes a blob-cache backed one."""
+    def copy(entry: model.Entry, dest: str) -> None:
+        fetch.download_file(store, entry, dest)
+    return copy
+
+
+# --- overlay nodes and their JSON form ----------------------------------------------------
+
+def new_ident() -> bytes:
+    return os.urandom(16)
+
+
+def child_ident(parent: bytes, name: str) -> bytes:
+    """The identity of an unchanged base entry: its parent's identity and its name."""
+    return hashlib.blake2b(parent + b"/" + name.encode("utf-8", "surrogateescape"),
+                           digest_size=16).digest()
+
+
+class _File:
+    __slots__ = ("entry", "executable", "ident", "mtime_ns", "pristine", "staged")
+
+    def __init__(self, ident: bytes, entry: model.Entry | None, staged: str | None = None,
+                 executable: bool = False, mtime_ns: int = 0,
+                 pristine: tuple[int, int] | None = None) -> None:
+        self.ident = ident  # stable for the node's life, across renames and copy-up (st_ino)
+        self.entry = entry  # base content (or, when staged and pristine, what it was copied from)
+        self.staged = staged  # staging file name under files/
+        self.executable = executable
+        self.mtime_ns = mtime_ns  # of base content; a staged file's mtime is its staging file's
+        self.pristine = pristine  # (size, mtime_ns) of the staging file right after copy-up
+
+
+class _Link:
+    __slots__ = ("ident", "mtime_ns", "target")
+
+    def __init__(self, ident: bytes, target: str, mtime_ns: int = 0) -> None:
+        self.ident, self.target, self.mtime_ns = ident, target, mtime_ns
+
+
+class _Dir:
+    __slots__ = ("base", "ident", "mtime_ns", "over")
+
+    def __init__(self, ident: bytes, base: model.Entry | None, mtime_ns: int = 0,
+                 over: dict[str, _Node | None] | None = None) -> None:
+        self.ident = ident
+        self.base = base  # base directory entry underneath (None: a new or opaque directory)
+        self.mtime_ns = mtime_ns
+        self.over: dict[str, _Node | None] = over if over is not None else {}
+
+
+_Node = _File | _Link | _Dir
+
+
+def _entry_json(e: model.Entry | None) -> dict[str, Any] | None:
+    return None if e is None else asdict(e)
+
+
+def _entry_from(d: dict[str, Any] | None) -> model.Entry | None:
+    if d is None:
+        return None
+    ref = model.RefInfo(**d["ref"]) if d.get("ref") else None
+    return model.Entry(**{**d, "chunks": tuple(d["chunks"]), "ref": ref})
+
+
+def _node_json(n: _Node | None) -> dict[str, Any] | None:
+    if n is None:
+        return None
+    if isinstance(n, _File):
+        return {"k": "f", "i": n.ident.hex(), "e": _entry_json(n.entry), "s": n.staged,
+                "x": n.executable, "m": n.mtime_ns, "p": n.pristine}
+    if isinstance(n, _Link):
+        return {"k": "l", "i": n.ident.hex(), "t": n.target, "m": n.mtime_ns}
+    return {"k": "d", "i": n.ident.hex(), "b": _entry_json(n.base), "m": n.mtime_ns,
+            "o": {k: _node_json(v) for k, v in n.over.items()}}
+
+
+def _node_from(d: dict[str, Any] | None) -> _Node | None:
+    if d is None:
+        return None
+    i = bytes.fromhex(d["i"])
+    if d["k"] == "f":
+        p = d.get("p")
+        return _File(i, _entry_from(d["e"]), d["s"], d["x"], d["m"], (p[0], p[1]) if p else None)
+    if d["k"] == "l":
+        return _Link(i, d["t"], d["m"])
+    return _Dir(i, _entry_from(d["b"]), d["m"], {k: _node_from(v) for k, v in d["o"].items()})
+
+
+def _wrap(e: model.Entry, ident: bytes) -> _Node:
+    """A transient node for an unchanged base entry (never mutated, never persisted)."""
+    if e.kind == "dir":
+        return _Dir(ident, e, e.mtime_ns)
+    if e.kind == "symlink":
+        return _Link(ident, e.target, e.mtime_ns)
+    return _File(ident, e, None, e.executable, e.mtime_ns)
+
+
+def root_entry(rec: VersionRecord) -> model.Entry:
+    return model.Entry("dir", size=rec.size, digest=rec.digest, oid=rec.root,
+                       count=rec.file_count)
+
+
+# --- what the caller sees ------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """One draft path.  Read a file from ``local`` (a staging file) or else from ``entry``."""
+
+    kind: Literal["file", "dir", "symlink"]
+    ident: bytes  # stable while the node lives, across renames and copy-up: key st_ino on it
+    size: int
+    mtime_ns: int
+    executable: bool = False
+    entry: model.Entry | None = None  # unchanged base content (file or ref): read it like a version
+    local: str | None = None  # staging file: os.pread/os.pwrite it
+    target: str = ""
+
+
+@dataclass
+class Plan:
+    """What a commit must do: entries to set (``None``: remove) and staged files to ingest."""
+
+    changes: dict[str, model.Entry | None] = field(default_factory=dict)
+    sources: list[Source] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DraftMeta:
+    project: str
+    name: str
+    id: str
+    owner: int
+    created_at: str
+    base: VersionRecord | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.project}/{self.name}/{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "project": self.project, "name": self.name, "id": self.id,
+                "owner": self.owner, "created_at": self.created_at,
+                "base": self.base.to_json() if self.base else None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DraftMeta:
+        base = VersionRecord.from_json(d["base"]) if d.get("base") else None
+        return cls(d["project"], d["name"], d["id"], int(d["owner"]), d["created_at"], base)
+
+
+def _norm(path: str) -> str:
+    return "/".join(_split(path))
+
+
+def _split(path: str) -> list[str]:
+    if path in ("", "/"):
+        return []
+    parts = path.strip("/").split("/")
+    for p in parts:
+        if p in ("", ".", "..") or "\0" in p:
+            raise oserror(errno.EINVAL, path)
+        if len(p.encode("utf-8", "surrogateescape")) > 255:
+            raise oserror(errno.ENAMETOOLONG, path)
+    return parts
+
+
+class Draft:
+    """One draft: its metadata, overlay tree, journal and staging files.  Thread-safe."""
+
+    def __init__(self, directory: str, meta: DraftMeta, load: model.Loader,
+                 copy_base: CopyBase) -> None:
+        self.dir, self.meta = directory, meta
+        self._load, self._copy_base = load, copy_base
+        self._files = os.path.join(directory, "files")
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._root: _Dir | None = None
+        self._jfd = -1
+        self._seq = self._nops = self._snap_size = 0
+        self._frozen = self._gone = False
+        self._writers: Counter[str] = Counter()
+
+    # --- identity and access ---------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return self.meta.label
+
+    @property
+    def rel_path(self) -> str:
+        """Its path below the mount point."""
+        return f"drafts/{self.meta.label}"
+
+    @property
+    def base(self) -> VersionRecord | None:
+        return self.meta.base
+
+    def check_access(self, uid: int) -> None:
+        """Only the creator (and root) may see, change or commit a draft (SPEC §9)."""
+        if uid != 0 and uid != self.meta.owner:
+            raise PermissionDenied(f"draft {self.label} belongs to another user")
+
+    # --- loading, journal, snapshot --------------------------------------------------------
+    def _tree(self) -> _Dir:
+        if self._gone:
+            raise NotFound(f"draft {self.label} was committed or discarded")
+        if self._root is None:
+            self._root = self._replay()
+        return self._root
+
+    def _replay(self) -> _Dir:
+        snap = os.path.join(self.dir, "tree.json")
+        ident = hashlib.blake2b(f"draft:{self.label}".encode(), digest_size=16).digest()
+        seq, root = 0, _Dir(ident, root_entry(self.base) if self.base else None)
+        if os.path.exists(snap):
+            doc = read_json(snap)
+            seq, node = doc["seq"], _node_from(doc["root"])
+            assert isinstance(node, _Dir)
+            root = node
+        self._root, jpath = root, os.path.join(self.dir, "journal")
+        self._jfd = os.open(jpath, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        data, good = os.pread(self._jfd, os.fstat(self._jfd).st_size, 0), 0
+        for line in data.split(b"\n")[:-1]:
+            try:
+                op = json.loads(line.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                break  # a torn last record: everything before it stands
+            if op["q"] > seq:
+                try:
+                    self._apply(op)
+                except (KeyError, AssertionError, TypeError) as e:
+                    raise IntegrityError(f"draft {self.label}: bad journal record {line!r}") from e
+                seq = op["q"]
+            good += len(line) + 1
+        if good < len(data):
+            os.ftruncate(self._jfd, good)
+        self._seq = seq
+        self._clean_orphans(root)
+        return root
+
+    def _clean_orphans(self, root: _Dir) -> None:
+        used = {n.staged for _, n in _staged(root, "")}
+        for name in os.listdir(self._files):
+            if name not in used:
+                os.unlink(os.path.join(self._files, name))
+
+    def _op(self, op: dict[str, Any]) -> None:
+        """Journal one tree op, then apply it (the caller validated it: it cannot fail)."""
+        self._seq += 1
+        op["q"] = self._seq
+        line = json.dumps(op, separators=(",", ":")) + "\n"
+        os.write(self._jfd, line.encode("utf-8", "surrogateescape"))
+        self._apply(op)
+        self._nops += 1
+        if self._nops > max(MIN_COMPACT, self._snap_size):
+            self.compact()
+
+    def compact(self) -> None:
+        """Write the whole overlay as a snapshot and empty the journal."""
+        with self._lock:
+            doc = {"seq": self._seq, "root": _node_json(self._tree())}
+            write_json_atomic(os.path.join(self.dir, "tree.json"), doc)
+            os.ftruncate(self._jfd, 0)
+            self._nops, self._snap_size = 0, sum(1 for _ in _over_nodes(self._tree()))
+
+    def sync(self) -> None:
+        """Make every change so far durable (call on fsync/fsyncdir of anything in the draft)."""
+        with self._lock:
+            self._tree()
+            os.fsync(self._jfd)
+            _fsync_dir(self._files)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._jfd >= 0:
+                os.close(self._jfd)
+                self._jfd = -1
+            self._root = None
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind, t = op["o"], op.get("t", 0)
+        if kind == "attr":
+            n = self._over_node(op["p"])
+            if "x" in op and isinstance(n, _File):
+                n.executable = op["x"]
+            if "m" in op:
+                n.mtime_ns = op["m"]
+            if op.get("np") and isinstance(n, _File):
+                n.pristine = None
+            return
+        parent, name = self._over_parent(op["a"] if kind in ("mv", "xchg") else op["p"])
+        if kind == "set":
+            parent.over[name] = _node_from(op["n"])
+        elif kind == "del":
+            if parent.base is None:
+                parent.over.pop(name, None)
+            else:
+                parent.over[name] = None
+        elif kind == "mv":
+            node = parent.over[name]
+            self._apply({"o": "del", "p": op["a"], "t": t})
+            dparent, dname = self._over_parent(op["b"])
+            dparent.over[dname] = node
+            dparent.mtime_ns = t or dparent.mtime_ns
+        elif kind == "xchg":
+            dparent, dname = self._over_parent(op["b"])
+            parent.over[name], dparent.over[dname] = dparent.over[dname], parent.over[name]
+            dparent.mtime_ns = t or dparent.mtime_ns
+        else:
+            raise KeyError(kind)
+        parent.mtime_ns = t or parent.mtime_ns
+
+    def _over_node(self, path: str) -> _Node:
+        node: _Node | None = self._tree()
+        for part in _split(path):
+            assert isinstance(node, _Dir)
+            node = node.over[part]
+        assert node is not None
+        return node
+
+    def _over_parent(self, path: str) -> tuple[_Dir, str]:
+        head, _, name = path.rpartition("/")
+        parent = self._over_node(head)
+        assert isinstance(parent, _Dir) and name
+        return parent, name
+
+    # --- path resolution over base + overlay -----------------------------------------------
+    def _child(self, d: _Dir, name: str) -> _Node | None:
+        if name in d.over:
+            return d.over[name]
+        if d.base is not None:
+            e = self._load(d.base.oid).get(name)
+            if e is not None:
+                return _wrap(e, child_ident(d.ident, name))
+        return None
+
+    def _parent(self, path: str, write: bool) -> tuple[_Dir, str, list[str]]:
+        """The directory holding ``path`` (materialized when ``write``), the name, the parts."""
+        parts = _split(path)
+        if not parts:
+            raise oserror(errno.EBUSY if write else errno.EINVAL, path)
+        d = self._tree()
+        for i, part in enumerate(parts[:-1]):
+            n = self._child(d, part)
+            if n is None:
+                raise oserror(errno.ENOENT, path)
+            if not isinstance(n, _Dir):
+                raise oserror(errno.ENOTDIR, path)
+            if write and part not in d.over:
+                self._op({"o": "set", "p": "/".join(parts[:i + 1]), "n": _node_json(n)})
+                n = d.over[part]
+                assert isinstance(n, _Dir)
+            d = n
+        return d, parts[-1], parts
+
+    def _get(self, path: str) -> _Node:
+        parts = _split(path)
+        if not parts:
+            return self._tree()
+        d, name, _ = self._parent(path, False)
+        n = self._child(d, name)
+        if n is None:
+            raise oserror(errno.ENOENT, path)
+        return n
+
+    def _materialize(self, path: str) -> _Node:
+        """The node at ``path``, put into its parent's overlay (journalled) if it was base."""
+        if not _split(path):
+            return self._tree()
+        d, name, parts = self._parent(path, True)
+        n = self._child(d, name)
+        if n is None:
+            raise oserror(errno.ENOENT, path)
+        if name not in d.over:
+            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(n)})
+            n = d.over[name]
+            assert n is not None
+        return n
+
+    def _local(self, n: _File) -> str:
+        assert n.staged is not None
+        return os.path.join(self._files, n.staged)
+
+    def _info(self, n: _Node) -> Info:
+        if isinstance(n, _Dir):
+            return Info("dir", n.ident, 0, n.mtime_ns)
+        if isinstance(n, _Link):
+            return Info("symlink", n.ident, len(n.target.encode("utf-8", "surrogateescape")),
+                        n.mtime_ns, target=n.target)
+        if n.staged is not None:
+            local = self._local(n)
+            st = os.stat(local)
+            return Info("file", n.ident, st.st_size, st.st_mtime_ns, n.executable, local=local)
+        assert n.entry is not None
+        return Info("file", n.ident, n.entry.size, n.mtime_ns, n.executable, entry=n.entry)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        with self._lock:
+            if self._frozen:
+                raise Busy(f"draft {self.label} is being committed")
+            self._tree()
+            yield
+
+    # --- reading ---------------------------------------------------------------------------
+    def stat(self, path: str) -> Info:
+        """Merged attributes of ``path``; FileNotFoundError/NotADirectoryError otherwise."""
+        with self._lock:
+            return self._info(self._get(path))
+
+    def lookup(self, path: str) -> Info | None:
+        try:
+            return self.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def listdir(self, path: str = "") -> list[tuple[str, Info]]:
+        """Base entries, minus whiteouts, plus overlay entries; sorted by name."""
+        with self._lock:
+            d = self._get(path)
+            if not isinstance(d, _Dir):
+                raise oserror(errno.ENOTDIR, path)
+            names = dict(self._load(d.base.oid)) if d.base is not None else {}
+            out = {k: self._info(_wrap(e, child_ident(d.ident, k)))
+                   for k, e in names.items() if k not in d.over}
+            out.update({k: self._info(n) for k, n in d.over.items() if n is not None})
+            return sorted(out.items())
+
+    def readlink(self, path: str) -> str:
+        with self._lock:
+            n = self._get(path)
+            if not isinstance(n, _Link):
+                raise oserror(errno.EINVAL, path)
+            return n.target
+
+    def is_empty(self, path: str = "") -> bool:
+        with self._lock:
+            n = self._get(path)
+            if not isinstance(n, _Dir):
+                raise oserror(errno.ENOTDIR, path)
+            return not self._nonempty(n)
+
+    def _nonempty(self, d: _Dir) -> bool:
+        if any(v is not None for v in d.over.values()):
+            return True
+        return d.base is not None and any(k not in d.over for k in self._load(d.base.oid))
+
+    # --- writing files ---------------------------------------------------------------------
+    def needs_copy_up(self, path: str, truncate: bool = False) -> bool:
+        """True when :meth:`open_for_write` would copy base bytes (run it in a worker thread)."""
+        with self._lock:
+            n = self._get(path)
+            return isinstance(n, _File) and n.staged is None and not truncate and n.entry is not None \
+                and n.entry.size > 0
+
+    def _new_staging(self) -> tuple[str, str]:
+        name = os.urandom(12).hex()
+        local = os.path.join(self._files, name)
+        os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return name, local
+
+    def create(self, path: str, executable: bool = False) -> str:
+        """A new empty file, open for writing: returns its staging path (``release`` it)."""
+        with self._changing():
+            d, name, parts = self._parent(path, True)
+            if self._child(d, name) is not None:
+                raise oserror(errno.EEXIST, path)
+            staged, local = self._new_staging()
+            node = _File(new_ident(), None, staged, executable)
+            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": time.time_ns()})
+            self._writers[staged] += 1
+            return local
+
+    def open_for_write(self, path: str, truncate: bool = False) -> str:
+        """The staging path to write ``path`` through; a base file is copied up first unless
+        ``truncate`` (O_TRUNC).  Every call must be paired with :meth:`release`."""
+        while True:
+            with self._changing():
+                n = self._get(path)
+                if isinstance(n, _Dir):
+                    raise oserror(errno.EISDIR, path)
+                if isinstance(n, _Link):
+                    raise oserror(errno.ELOOP, path)
+                if n.staged is not None or truncate or n.entry is None or n.entry.size == 0:
+                    return self._stage(path, n, truncate)
+                entry = n.entry
+            staged, local = self._new_staging()  # copy with no lock held: may be gigabytes
+            try:
+                self._copy_base(entry, local)
+                os.utime(local, ns=(entry.mtime_ns, entry.mtime_ns))
+                st = os.stat(local)
+                with self._changing():
+                    cur = self._get(path)
+                    if isinstance(cur, _File) and cur.staged is None and cur.entry == entry:
+                        self._parent(path, True)
+                        node = _File(cur.ident, entry, staged, cur.executable, 0,
+                                     (st.st_size, st.st_mtime_ns))
+                        self._op({"o": "set", "p": _norm(path), "n": _node_json(node)})
+                        self._writers[staged] += 1
+                        return local
+            except BaseException:
+                os.unlink(local)
+                raise
+            os.unlink(local)  # it changed while we copied: start again
+
+    def _stage(self, path: str, n: _File, truncate: bool) -> str:
+        """Under the lock: a staged file for ``n`` with no base bytes to copy."""
+        if n.staged is None:  # O_TRUNC, or an empty base file
+            staged, local = self._new_staging()
+            pristine = None
+            if not truncate and n.entry is not None:
+                os.utime(local, ns=(n.entry.mtime_ns, n.entry.mtime_ns))
+                st = os.stat(local)
+                pristine = (st.st_size, st.st_mtime_ns)
+            self._parent(path, True)
+            node = _File(n.ident, n.entry if pristine else None, staged, n.executable, 0,
+                         pristine)
+            self._op({"o": "set", "p": _norm(path), "n": _node_json(node)})
+        else:  # staged nodes are always in the overlay already
+            staged = n.staged
+            if truncate:
+                os.truncate(self._local(n), 0)
+                if n.pristine is not None:
+                    self._op({"o": "attr", "p": _norm(path), "np": True})
+        self._writers[staged] += 1
+        return os.path.join(self._files, staged)
+
+    def release(self, local: str) -> None:
+        """A handle from :meth:`create`/:meth:`open_for_write` was closed."""
+        with self._lock:
+            name = os.path.basename(local)
+            self._writers[name] -= 1
+            if self._writers[name] <= 0:
+                del self._writers[name]
+                self._idle.notify_all()
+
+    def truncate(self, path: str, size: int) -> None:
+        if size < 0:
+            raise oserror(errno.EINVAL, path)
+        local = self.open_for_write(path, truncate=size == 0)
+        try:
+            os.truncate(local, size)
+        finally:
+            self.release(local)
+
+    def chmod(self, path: str, executable: bool) -> None:
+        """Only the executable bit of files is kept; other modes are accepted and ignored."""
+        with self._changing():
+            n = self._get(path)
+            if isinstance(n, _File) and n.executable != executable:
+                self._materialize(path)
+                self._op({"o": "attr", "p": _norm(path), "x": executable})
+
+    def utimes(self, path: str, mtime_ns: int) -> None:
+        with self._changing():
+            n = self._materialize(path)
+            if isinstance(n, _File) and n.staged is not None:
+                os.utime(self._local(n), ns=(mtime_ns, mtime_ns))
+                if n.pristine is not None:
+                    self._op({"o": "attr", "p": _norm(path), "np": True})
+            else:
+                self._op({"o": "attr", "p": _norm(path), "m": mtime_ns})
+
+    # --- namespace changes -----------------------------------------------------------------
+    def mkdir(self, path: str) -> None:
+        with self._changing():
+            d, name, parts = self._parent(path, True)
+            if self._child(d, name) is not None:
+                raise oserror(errno.EEXIST, path)
+            now = time.time_ns()
+            node = _Dir(new_ident(), None, now)
+            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": now})
+
+    def symlink(self, path: str, target: str) -> None:
+        with self._changing():
+            d, name, parts = self._parent(path, True)
+            if self._child(d, name) is not None:
+                raise oserror(errno.EEXIST, path)
+            now = time.time_ns()
+            node = _Link(new_ident(), target, now)
+            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": now})
+
+    def unlink(self, path: str) -> None:
+        with self._changing():
+            d, name, parts = self._parent(path, True)
+            n = self._child(d, name)
+            if n is None:
+                raise oserror(errno.ENOENT, path)
+            if isinstance(n, _Dir):
+                raise oserror(errno.EISDIR, path)
+            self._remove(d, parts, n)
+
+    def rmdir(self, path: str) -> None:
+        with self._changing():
+            d, name, parts = self._parent(path, True)
+            n = self._child(d, name)
+            if n is None:
+                raise oserror(errno.ENOENT, path)
+            if not isinstance(n, _Dir):
+                raise oserror(errno.ENOTDIR, path)
+            if self._nonempty(n):
+                raise oserror(errno.ENOTEMPTY, path)
+            self._remove(d, parts, n)
+
+    def _remove(self, d: _Dir, parts: list[str], n: _Node) -> None:
+        self._op({"o": "del", "p": "/".join(parts), "t": time.time_ns()})
+        if isinstance(n, _File) and n.staged is not None:
+            os.unlink(self._local(n))  # open handles keep working on the unlinked file
+
+    def rename(self, src: str, dst: str, noreplace: bool = False, exchange: bool = False) -> None:
+        """POSIX rename(2)/renameat2 of files and directories, over existing targets too."""
+        with self._changing():
+            sd, sname, sparts = self._parent(src, True)
+            dd, dname, dparts = self._parent(dst, True)
+            s = self._child(sd, sname)
+            if s is None:
+                raise oserror(errno.ENOENT, src)
+            t = self._child(dd, dname)
+            if noreplace and t is not None:
+                raise oserror(errno.EEXIST, dst)
+            if exchange and t is None:
+                raise oserror(errno.ENOENT, dst)
+            if sparts == dparts:
+                return
+            if dparts[:len(sparts)] == sparts:
+                raise oserror(errno.EINVAL, dst)  # into its own subtree
+            if sparts[:len(dparts)] == dparts:
+                raise oserror(errno.EINVAL if exchange else errno.ENOTEMPTY, dst)
+            if t is not None and not exchange:
+                if isinstance(s, _Dir) and not isinstance(t, _Dir):
+                    raise oserror(errno.ENOTDIR, dst)
+                if not isinstance(s, _Dir) and isinstance(t, _Dir):
+                    raise oserror(errno.EISDIR, dst)
+                if isinstance(t, _Dir) and self._nonempty(t):
+                    raise oserror(errno.ENOTEMPTY, dst)
+            a, b = "/".join(sparts), "/".join(dparts)
+            self._materialize(a)
+            now = time.time_ns()
+            if exchange:
+                self._materialize(b)
+                self._op({"o": "xchg", "a": a, "b": b, "t": now})
+                return
+            self._op({"o": "mv", "a": a, "b": b, "t": now})
+            if isinstance(t, _File) and t.staged is not None:
+                os.unlink(self._local(t))
+
+    # --- commit support --------------------------------------------------------------------
+    def freeze(self) -> None:
+        """Refuse every change until :meth:`thaw` (a commit is reading the draft)."""
+        with self._lock:
+            if self._frozen:
+                raise Busy(f"draft {self.label} is already being committed")
+            self._tree()
+            self._frozen = True
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen = False
+
+    def open_writers(self, timeout: float = 0.0) -> list[str]:
+        """Paths still open for writing, after waiting up to ``timeout`` s for them to close."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                busy = sorted(p for p, n in _staged(self._tree(), "") if n.staged in self._writers)
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    return busy
+                self._idle.wait(left)
+
+    def plan(self) -> Plan:
+        """The changes from the base: cost follows the overlay, never the base's size."""
+        with self._lock:
+            out = Plan()
+            self._plan_dir(self._tree(), "", out)
+            return out
+
+    def _plan_dir(self, d: _Dir, prefix: str, out: Plan) -> None:
+        under = self._load(d.base.oid) if d.base is not None else {}
+        for name, n in d.over.items():
+            p, u = prefix + name, under.get(name)
+            want: model.Entry | None
+            if n is None:
+                if u is not None:
+                    out.changes[p] = None
+                continue
+            if isinstance(n, _Dir):
+                want = n.base or model.EMPTY_NODE.as_entry()
+                if u is None or u.kind != "dir" or u.oid != want.oid or n.base is None:
+                    out.changes[p] = want
+                self._plan_dir(n, p + "/", out)
+                continue
+            if isinstance(n, _Link):
+                want = model.symlink_entry(n.target, n.mtime_ns)
+            elif n.staged is None:
+                assert n.entry is not None
+                want = replace(n.entry, executable=n.executable and n.entry.kind == "file",
+                               mtime_ns=n.mtime_ns)
+            else:
+                st = os.stat(self._local(n))
+                if n.entry is not None and n.pristine == (st.st_size, st.st_mtime_ns):
+                    want = replace(n.entry, executable=n.executable and n.entry.kind == "file")
+                else:
+                    out.sources.append(Source(p, self._local(n), "file", st.st_size,
+                                              st.st_mtime_ns, n.executable))
+                    continue
+            if want != u:
+                out.changes[p] = want
+
+    def save_intent(self, doc: dict[str, Any]) -> None:
+        write_json_atomic(os.path.join(self.dir, "intent.json"), doc)
+
+    def intent(self) -> dict[str, Any] | None:
+        try:
+            doc = read_json(os.path.join(self.dir, "intent.json"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+
+def _staged(d: _Dir, prefix: str) -> Iterator[tuple[str, _File]]:
+    for name, n in d.over.items():
+        if isinstance(n, _File) and n.staged is not None:
+            yield prefix + name, n
+        elif isinstance(n, _Dir):
+            yield from _staged(n, f"{prefix}{name}/")
+
+
+def _over_nodes(d: _Dir) -> Iterator[_Node]:
+    for n in d.over.values():
+        if n is not None:
+            yield n
+            if isinstance(n, _Dir):
+                yield from _over_nodes(n)
+
+
+class DraftArea:
+    """All drafts of one node, under ``root`` (mode 0700): ``root/PROJECT/NAME/ID/``.
+
+    One process at a time (an flock on ``root/.lock``).  Creation builds the draft in a temp
+    directory and renames it into place; discarding renames it into ``.trash`` first, so a
+    crash leaves a whole draft or none.  Empty ``PROJECT``/``NAME`` directories may exist
+    (``mkdir -p``) and hold only drafts.
+    """
+
+    def __init__(self, root: str, load: model.Loader, copy_base: CopyBase) -> None:
+        self.root = os.path.abspath(root)
+        self._load, self._copy_base = load, copy_base
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self._lockfd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lockfd)
+            raise Busy(f"drafts area {self.root} is in use by another process") from None
+        self._lock = threading.Lock()
+        self._trash = os.path.join(self.root, ".trash")
+        shutil.rmtree(self._trash, ignore_errors=True)
+        for e in os.scandir(self.root):
+            if e.name.startswith(".tmp-"):
+                shutil.rmtree(e.path, ignore_errors=True)
+        os.makedirs(self._trash, mode=0o700, exist_ok=True)
+        self._drafts: dict[tuple[str, str, str], Draft] = {}
+        for p in self._scan_dirs(self.root):
+            for n in self._scan_dirs(os.path.join(self.root, p)):
+                for i in self._scan_dirs(os.path.join(self.root, p, n)):
+                    d = os.path.join(self.root, p, n, i)
+                    try:
+                        meta = DraftMeta.from_json(read_json(os.path.join(d, "meta.json")))
+                    except (OSError, ValueError, KeyError, IntegrityError) as e:
+                        log.error("ignoring unreadable draft %s: %s", d, e)
+                        continue
+                    self._drafts[(p, n, i)] = Draft(d, meta, load, copy_base)
+
+    @staticmethod
+    def _scan_dirs(path: str) -> builtins.list[str]:
+        return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+    def close(self) -> None:
+        with self._lock:
+            for d in self._drafts.values():
+                d.close()
+            os.close(self._lockfd)
+
+    def create(self, project: str, name: str, draft_id: str, owner: int,
+               base: VersionRecord | None) -> Draft:
+        """A new draft of ``project/name`` based on ``base`` (None: empty)."""
+        check_project(project)
+        check_name(name, "artifact name")
+        check_name(draft_id, "draft id")
+        meta = DraftMeta(project, name, draft_id, owner, now_iso(), base)
+        with self._lock:
+            if (project, name, draft_id) in self._drafts:
+                raise AlreadyExists(f"draft {meta.label} already exists")
+            tmp = os.path.join(self.root, f".tmp-{os.urandom(8).hex()}")
+            os.mkdir(tmp, 0o700)
+            os.mkdir(os.path.join(tmp, "files"), 0o700)
+            write_json_atomic(os.path.join(tmp, "meta.json"), meta.to_json())
+            parent = os.path.join(self.root, project, name)
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            final = os.path.join(parent, draft_id)
+            os.rename(tmp, final)
+            _fsync_dir(parent)
+            d = self._drafts[(project, name, draft_id)] = Draft(
+                final, meta, self._load, self._copy_base)
+            return d
+
+    def get(self, project: str, name: str, draft_id: str) -> Draft:
+        with self._lock:
+            d = self._drafts.get((project, name, draft_id))
+        if d is None:
+            raise NotFound(f"no draft {project}/{name}/{draft_id}")
+        return d
+
+    def list(self, owner: int | None = None) -> builtins.list[Draft]:
+        """Every draft (of ``owner`` when given), sorted by label."""
+        with self._lock:
+            ds = sorted(self._drafts.values(), key=lambda d: d.label)
+        return [d for d in ds if owner is None or d.meta.owner == owner]
+
+    def children(self, project: str | None = None, name: str | None = None) -> builtins.list[str]:
+        """Names in ``drafts/``, ``drafts/PROJECT/`` or ``drafts/PROJECT/NAME/``."""
+        path = os.path.join(self.root, *(x for x in (project, name) if x is not None))
+        try:
+            return self._scan_dirs(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise oserror(errno.ENOENT, path) from None
+
+    def make_dir(self, project: str, name: str | None = None) -> None:
+        """``mkdir drafts/PROJECT`` or ``drafts/PROJECT/NAME`` (a place for drafts only)."""
+        check_project(project)
+        if name is not None:
+            check_name(name, "artifact name")
+        path = os.path.join(self.root, project, *(() if name is None else (name,)))
+        if os.path.isdir(path):
+            raise oserror(errno.EEXIST, path)
+        os.makedirs(path, mode=0o700)
+
+    def remove_dir(self, project: str, name: str | None = None) -> None:
+        """``rmdir`` of an intermediate directory: ENOTEMPTY while it holds drafts."""
+        path = os.path.join(self.root, project, *(() if name is None else (name,)))
+        os.rmdir(path)
+
+    def discard(self, draft: Draft) -> None:
+        """Remove a draft and its staging files (open handles keep working)."""
+        m = draft.meta
+        with self._lock:
+            if self._drafts.get((m.project, m.name, m.id)) is not draft:
+                raise NotFound(f"no draft {draft.label}")
+            with draft._lock:
+                trash = os.path.join(self._trash, os.urandom(8).hex())
+                os.rename(draft.dir, trash)
+                _fsync_dir(os.path.dirname(draft.dir))
+                draft.close()
+                draft._gone = True
+                del self._drafts[(m.project, m.name, m.id)]
+        shutil.rmtree(trash, ignore_errors=True)
