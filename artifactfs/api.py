@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import IO, Any
 
@@ -280,7 +281,6 @@ class Artifact:
     # --- mutable fields ----------------------------------------------------------------------
     def save(self) -> None:
         """Store description, metadata, aliases and ttl edits of a logged version."""
-        from dataclasses import replace
         repo, rec = self._logged()
         cat = repo.catalog
         ttl = self.ttl.total_seconds() / 86400 if self.ttl is not None else None

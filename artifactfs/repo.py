@@ -13,7 +13,7 @@ from typing import Any
 
 from . import fetch, ingest, model
 from .catalog import Catalog, VersionRecord
-from .errors import UsageError
+from .errors import NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
 from .store import Store, open_store
 
@@ -69,7 +69,6 @@ class Repo:
 
     def check_type(self, project: str, name: str, type_: str) -> None:
         """Fail early (before uploading anything) on a type clash."""
-        from .errors import NotFound, TypeConflict
         try:
             col = self.catalog.get_collection(project, name)
         except NotFound:
