@@ -40,6 +40,7 @@ from ..repo import Repo
 from .drafts import Draft, DraftArea
 
 PROTOCOL = 1
+DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit")  # ops handle_request serves
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 import time
@@ -12,12 +15,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from artifactfs import fetch, model
+from artifactfs import drafts_cli, fetch, model
+from artifactfs import errors as errors_mod
 from artifactfs.catalog import VersionRecord
+from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
 from artifactfs.fs import commit as commit_mod
 from artifactfs.fs.commit import commit_draft, handle_request, writers_policy
@@ -517,3 +523,86 @@ test_draft_behaves_like_a_directory = DraftVsDirectory.TestCase
 def test_resolve_of_unknown_ref_is_clear(env: Env) -> None:
     with pytest.raises(NotFound):
         env.repo.resolve(Ref("vision", "nope"))
+
+
+# --- the CLI against a stand-in daemon (handle_request behind a real unix socket) ------------
+
+class FakeDaemon:
+    """What the mount's control server does for draft requests, minus FUSE."""
+
+    def __init__(self, env: Env, mountpoint: str, sock_dir: str) -> None:
+        self.env, self.mountpoint = env, mountpoint
+        self.path = os.path.join(sock_dir, "ctl.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                uid = struct.unpack("3i", creds)[1]
+                line = conn.makefile("rb").readline()
+                reply = handle_request(json.loads(line), uid, self.env.area, self.env.repo,
+                                       mount=self.mountpoint)
+                conn.sendall(json.dumps({"ok": True, **reply}).encode() + b"\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def daemon(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
+    run = tempfile.mkdtemp(prefix="afs")
+    mnt = os.path.join(env.tmp, "mnt")
+    os.makedirs(os.path.join(run, "mounts"))
+    d = FakeDaemon(env, mnt, run)
+    with open(os.path.join(run, "mounts", drafts_cli._mount_id(mnt) + ".json"), "w") as f:
+        json.dump({"mountpoint": mnt, "pid": os.getpid(), "control": d.path}, f)
+    monkeypatch.setattr(drafts_cli, "_runtime_dirs", lambda: [run])
+    yield d
+    d.close()
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def test_cli_draft_commit_list_discard(env: Env, daemon: FakeDaemon) -> None:
+    cli = CliRunner()
+    env.put(BASE)
+    r = cli.invoke(draft, ["vision/cats:v0", "--id", "work"])
+    assert r.exit_code == 0, r.output
+    path = r.output.strip()
+    assert path == os.path.join(daemon.mountpoint, "drafts/vision/cats/work")
+    d = env.area.get("vision", "cats", "work")
+    write(d, "new.txt", b"new", create=True)
+    r = cli.invoke(draft, ["list"])
+    assert r.exit_code == 0 and r.output.startswith(path + "  base=vision/cats:v0")
+    r = cli.invoke(commit, [path, "--alias", "best", "--metadata", '{"k": 2}'])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[-1] == "vision/cats:v1"
+    assert env.repo.resolve("vision/cats:best").metadata == {"k": 2}
+    r = cli.invoke(commit, [path])
+    assert isinstance(r.exception, NotFound)  # the draft is gone
+    r = cli.invoke(draft, ["vision/new-art", "--mount", daemon.mountpoint])
+    assert r.exit_code == 0, r.output
+    empty = r.output.strip()
+    r = cli.invoke(commit, [empty])
+    assert isinstance(r.exception, UsageError) and "--type" in str(r.exception)
+    r = cli.invoke(commit, [empty, "--type", "model"])
+    assert r.output.splitlines()[-1] == "vision/new-art:v0"
+    r = cli.invoke(draft, ["vision/cats"])
+    r = cli.invoke(draft, ["discard", r.output.strip()])
+    assert r.exit_code == 0 and env.area.list() == []
+    r = cli.invoke(commit, [os.path.join(env.tmp, "not-a-draft")])
+    assert isinstance(r.exception, UsageError) and "not a draft directory" in str(r.exception)
+    r = cli.invoke(commit, [path, "--input", "vision/cats"])
+    assert isinstance(r.exception, UsageError) and "--run" in str(r.exception)
+    r = cli.invoke(draft, ["vision/cats", "--mount", "/elsewhere"])
+    assert isinstance(r.exception, errors_mod.ArtifactfsError) and "/elsewhere" in str(r.exception)
+

@@ -1,0 +1,233 @@
+"""``artifactfs draft …`` and ``artifactfs commit …``: thin clients of a mount's daemon.
+
+Drafts live in the daemon that serves ``MOUNT`` (SPEC §4), so these commands only find that
+daemon and send it one JSON request over its control socket (``fs/control.py``; wire format in
+docs/drafts.md).  The daemon checks the caller's uid itself (``SO_PEERCRED``): nothing here is
+trusted.  ``cli.py`` registers :data:`draft` and :data:`commit`.
+
+What is subtle: a daemon is found through the mount registry (``RUNTIME/mounts/<id>.json``),
+looked up in the caller's runtime directory and then in root's (``/run/artifactfs``), because a
+root daemon mounted with ``allow_other`` serves other users too.  This module imports neither
+trio nor pyfuse3, so a commit costs a small process start plus the daemon's work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from typing import Any
+
+import click
+
+from . import config as config_mod
+from . import errors
+from .errors import ArtifactfsError, UsageError
+from .names import check_name, check_project, parse_ref
+from .repo import parse_metadata
+
+ROOT_RUNTIME = "/run/artifactfs"
+CONNECT_TIMEOUT = 10.0
+
+
+def _runtime_dirs() -> list[str]:
+    return list(dict.fromkeys([config_mod.runtime_dir(), ROOT_RUNTIME]))
+
+
+def _mount_id(mountpoint: str) -> str:  # the same key as fs/registry.py
+    return hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _record(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(doc, dict) and isinstance(doc.get("control"), str) \
+        and isinstance(doc.get("pid"), int) and _alive(doc["pid"])
+    return doc if ok else None
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mountpoint, control socket) of every live mount this user can see."""
+    out: dict[str, tuple[str, str]] = {}
+    for d in _runtime_dirs():
+        try:
+            names = sorted(os.listdir(os.path.join(d, "mounts")))
+        except OSError:
+            continue
+        for n in names:
+            rec = _record(os.path.join(d, "mounts", n)) if n.endswith(".json") else None
+            if rec is not None:
+                out.setdefault(rec["mountpoint"], (rec["mountpoint"], rec["control"]))
+    return sorted(out.values())
+
+
+def find_mount(mount: str | None) -> tuple[str, str]:
+    """(mountpoint, control socket) for ``--mount`` (or the only mount there is)."""
+    if mount is None:
+        found = mounts()
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ArtifactfsError("no artifactfs mount is running: mount one first, or pass "
+                                  "--mount")
+        raise UsageError("several artifactfs mounts are running ("
+                         + ", ".join(m for m, _ in found) + "): pass --mount")
+    for mp in dict.fromkeys([os.path.abspath(mount), os.path.realpath(mount)]):
+        for d in _runtime_dirs():
+            rec = _record(os.path.join(d, "mounts", f"{_mount_id(mp)}.json"))
+            if rec is not None:
+                return str(rec["mountpoint"]), str(rec["control"])
+    raise ArtifactfsError(f"no artifactfs daemon is serving {mount} (is it mounted?)")
+
+
+def parse_draft_path(path: str) -> tuple[str, str, str, str]:
+    """``MOUNT/drafts/PROJECT/NAME/ID`` → (MOUNT, PROJECT, NAME, ID)."""
+    parts = os.path.abspath(path).split("/")
+    if len(parts) < 5 or parts[-4] != "drafts":
+        raise UsageError(f"{path} is not a draft directory (MOUNT/drafts/PROJECT/NAME/DRAFT)")
+    project, name, draft_id = parts[-3:]
+    try:
+        check_project(project)
+        check_name(name, "artifact name")
+        check_name(draft_id, "draft id")
+    except errors.InvalidName as e:
+        raise UsageError(f"{path} is not a draft directory: {e}") from None
+    return "/".join(parts[:-4]) or "/", project, name, draft_id
+
+
+def call(control: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    """One request, one reply; a refusal becomes the matching :class:`ArtifactfsError`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect(control)
+            s.settimeout(timeout)  # a commit takes as long as its changed bytes need
+            s.sendall(json.dumps(request).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        except OSError as e:
+            raise ArtifactfsError(f"the mount daemon did not answer on {control}: "
+                                  f"{e.strerror or e}") from None
+    try:
+        reply = json.loads(buf)
+    except ValueError:
+        raise ArtifactfsError(f"bad reply from the mount daemon on {control}") from None
+    if not isinstance(reply, dict):
+        raise ArtifactfsError(f"bad reply from the mount daemon on {control}")
+    if not reply.get("ok"):
+        cls = getattr(errors, str(reply.get("kind")), None)
+        if not (isinstance(cls, type) and issubclass(cls, ArtifactfsError)):
+            cls = ArtifactfsError
+        raise cls(str(reply.get("error", "request failed")))
+    return reply
+
+
+def _send(path: str, doc: dict[str, Any], timeout: float | None = None
+          ) -> tuple[str, dict[str, Any]]:
+    mount, project, name, draft_id = parse_draft_path(path)
+    mp, control = find_mount(mount)
+    req = {**doc, "project": project, "name": name, "id": draft_id}
+    return mp, call(control, req, timeout)
+
+
+class _DraftGroup(click.Group):
+    """``draft PROJECT/NAME[:REF]`` is ``draft create …``; ``draft list``/``discard`` too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["create", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DraftGroup, options_metavar="",
+             subcommand_metavar="PROJECT/NAME[:REF] [--id ID] [--mount MOUNT] | COMMAND …")
+def draft() -> None:
+    """Writable drafts in MOUNT/drafts/: create one on any version, list, discard."""
+
+
+@draft.command("create")
+@click.argument("ref", metavar="PROJECT/NAME[:REF]")
+@click.option("--id", "draft_id", metavar="ID", help="Draft id (default: a new random one).")
+@click.option("--mount", metavar="MOUNT", help="The mount to use (default: the only one).")
+def draft_create(ref: str, draft_id: str | None, mount: str | None) -> None:
+    """Create a draft based on REF (default latest; empty for a new artifact); print its path."""
+    r = parse_ref(ref)
+    if draft_id is not None:
+        check_name(draft_id, "draft id")
+    mp, control = find_mount(mount)
+    reply = call(control, {"op": "draft.create", "project": r.project, "name": r.name,
+                           "ref": r.ref if ":" in ref else None, "id": draft_id})
+    click.echo(os.path.join(mp, str(reply["path"])))
+
+
+@draft.command("list")
+@click.option("--mount", metavar="MOUNT", help="Only this mount (default: every mount).")
+@click.option("--json", "as_json", is_flag=True)
+def draft_list(mount: str | None, as_json: bool) -> None:
+    """Your drafts (all drafts, for root)."""
+    targets = [find_mount(mount)] if mount else mounts()
+    rows = []
+    for mp, control in targets:
+        for d in call(control, {"op": "draft.list"})["drafts"]:
+            rows.append({**d, "path": os.path.join(mp, d["path"])})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for d in rows:
+        click.echo(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}")
+
+
+@draft.command("discard")
+@click.argument("path", metavar="DRAFT_PATH")
+def draft_discard(path: str) -> None:
+    """Throw a draft away (like rm -r of its directory)."""
+    _send(path, {"op": "draft.discard"})
+    click.echo(f"discarded {path}")
+
+
+@click.command("commit")
+@click.argument("path", metavar="DRAFT_PATH")
+@click.option("--type", "type_", metavar="TYPE", help="Needed for a new artifact.")
+@click.option("--alias", "aliases", multiple=True, metavar="ALIAS")
+@click.option("--description", default=None, help="Default: the base version's.")
+@click.option("--metadata", metavar="JSON", help="A JSON object (default: the base's).")
+@click.option("--run", "run", metavar="RUN_ID", help="The run logging this version.")
+@click.option("--input", "inputs", multiple=True, metavar="REF",
+              help="A version the run used (needs --run).")
+@click.option("--wait", default=0.0, metavar="SEC",
+              help="Wait this long for files still open for writing (default: fail at once).")
+def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: str | None,
+           metadata: str | None, run: str | None, inputs: tuple[str, ...], wait: float) -> None:
+    """Turn a draft into the next version; the last line printed is PROJECT/NAME:vN."""
+    meta = parse_metadata(metadata) if metadata is not None else None
+    for ref in inputs:
+        parse_ref(ref)
+    if inputs and not run:
+        raise UsageError("--input needs --run: inputs are recorded on a run")
+    _, reply = _send(path, {"op": "commit", "type": type_, "aliases": list(aliases),
+                            "description": description, "metadata": meta, "run": run,
+                            "inputs": list(inputs), "wait": wait})
+    if not reply.get("created"):
+        click.echo(f"unchanged: content equals {reply['label']}", err=True)
+    click.echo(str(reply["label"]))
+
+
+__all__ = ["commit", "draft"]
