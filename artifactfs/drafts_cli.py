@@ -157,50 +157,56 @@ class _DraftGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-@click.group(cls=_DraftGroup, options_metavar="",
-             subcommand_metavar="PROJECT/NAME[:REF] [--id ID] [--mount MOUNT] | COMMAND …")
-def draft() -> None:
-    """Writable drafts in MOUNT/drafts/: create one on any version, list, discard."""
+def _draft_group() -> click.Group:
+    """Built in a function: ``cli.py`` registers every module-level command it finds here."""
+
+    @click.group(cls=_DraftGroup, options_metavar="",
+                 subcommand_metavar="PROJECT/NAME[:REF] [--id ID] [--mount M] | COMMAND")
+    def draft() -> None:
+        """Writable drafts in MOUNT/drafts/: create one on any version, list, discard."""
+
+    @draft.command("create")
+    @click.argument("ref", metavar="PROJECT/NAME[:REF]")
+    @click.option("--id", "draft_id", metavar="ID", help="Draft id (default: a new random one).")
+    @click.option("--mount", metavar="MOUNT", help="The mount to use (default: the only one).")
+    def create(ref: str, draft_id: str | None, mount: str | None) -> None:
+        """Create a draft based on REF (default latest; empty for a new artifact); print its
+        path."""
+        r = parse_ref(ref)
+        if draft_id is not None:
+            check_name(draft_id, "draft id")
+        mp, control = find_mount(mount)
+        reply = call(control, {"op": "draft.create", "project": r.project, "name": r.name,
+                               "ref": r.ref if ":" in ref else None, "id": draft_id})
+        click.echo(os.path.join(mp, str(reply["path"])))
+
+    @draft.command("list")
+    @click.option("--mount", metavar="MOUNT", help="Only this mount (default: every mount).")
+    @click.option("--json", "as_json", is_flag=True)
+    def list_(mount: str | None, as_json: bool) -> None:
+        """Your drafts (all drafts, for root)."""
+        targets = [find_mount(mount)] if mount else mounts()
+        rows = []
+        for mp, control in targets:
+            for d in call(control, {"op": "draft.list"})["drafts"]:
+                rows.append({**d, "path": os.path.join(mp, d["path"])})
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        for d in rows:
+            click.echo(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}")
+
+    @draft.command("discard")
+    @click.argument("path", metavar="DRAFT_PATH")
+    def discard(path: str) -> None:
+        """Throw a draft away (like rm -r of its directory)."""
+        _send(path, {"op": "draft.discard"})
+        click.echo(f"discarded {path}")
+
+    return draft
 
 
-@draft.command("create")
-@click.argument("ref", metavar="PROJECT/NAME[:REF]")
-@click.option("--id", "draft_id", metavar="ID", help="Draft id (default: a new random one).")
-@click.option("--mount", metavar="MOUNT", help="The mount to use (default: the only one).")
-def draft_create(ref: str, draft_id: str | None, mount: str | None) -> None:
-    """Create a draft based on REF (default latest; empty for a new artifact); print its path."""
-    r = parse_ref(ref)
-    if draft_id is not None:
-        check_name(draft_id, "draft id")
-    mp, control = find_mount(mount)
-    reply = call(control, {"op": "draft.create", "project": r.project, "name": r.name,
-                           "ref": r.ref if ":" in ref else None, "id": draft_id})
-    click.echo(os.path.join(mp, str(reply["path"])))
-
-
-@draft.command("list")
-@click.option("--mount", metavar="MOUNT", help="Only this mount (default: every mount).")
-@click.option("--json", "as_json", is_flag=True)
-def draft_list(mount: str | None, as_json: bool) -> None:
-    """Your drafts (all drafts, for root)."""
-    targets = [find_mount(mount)] if mount else mounts()
-    rows = []
-    for mp, control in targets:
-        for d in call(control, {"op": "draft.list"})["drafts"]:
-            rows.append({**d, "path": os.path.join(mp, d["path"])})
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for d in rows:
-        click.echo(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}")
-
-
-@draft.command("discard")
-@click.argument("path", metavar="DRAFT_PATH")
-def draft_discard(path: str) -> None:
-    """Throw a draft away (like rm -r of its directory)."""
-    _send(path, {"op": "draft.discard"})
-    click.echo(f"discarded {path}")
+draft = _draft_group()
 
 
 @click.command("commit")

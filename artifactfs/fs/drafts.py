@@ -295,34 +295,42 @@ class Draft:
         return self._root
 
     def _replay(self) -> _Dir:
-        snap = os.path.join(self.dir, "tree.json")
         ident = hashlib.blake2b(f"draft:{self.label}".encode(), digest_size=16).digest()
-        seq, root = 0, _Dir(ident, root_entry(self.base) if self.base else None)
+        self._root = _Dir(ident, root_entry(self.base) if self.base else None)
+        self._jfd = os.open(os.path.join(self.dir, "journal"),
+                            os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self._seq = self._replay_into()
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            self.close()
+            raise IntegrityError(f"draft {self.label} is damaged: {e!r}") from None
+        except BaseException:
+            self.close()
+            raise
+        self._clean_orphans(self._root)
+        return self._root
+
+    def _replay_into(self) -> int:
+        seq, snap = 0, os.path.join(self.dir, "tree.json")
         if os.path.exists(snap):
             doc = read_json(snap)
             seq, node = doc["seq"], _node_from(doc["root"])
-            assert isinstance(node, _Dir)
-            root = node
-        self._root, jpath = root, os.path.join(self.dir, "journal")
-        self._jfd = os.open(jpath, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            if not isinstance(node, _Dir):
+                raise TypeError("snapshot root is not a directory")
+            self._root = node
         data, good = os.pread(self._jfd, os.fstat(self._jfd).st_size, 0), 0
         for line in data.split(b"\n")[:-1]:
             try:
-                op = json.loads(line.decode("utf-8", "surrogateescape"))
+                op = json.loads(line)
             except ValueError:
-                break  # a torn last record: everything before it stands
+                break  # a torn last record (power loss): everything before it stands
             if op["q"] > seq:
-                try:
-                    self._apply(op)
-                except (KeyError, AssertionError, TypeError) as e:
-                    raise IntegrityError(f"draft {self.label}: bad journal record {line!r}") from e
+                self._apply(op)
                 seq = op["q"]
             good += len(line) + 1
         if good < len(data):
             os.ftruncate(self._jfd, good)
-        self._seq = seq
-        self._clean_orphans(root)
-        return root
+        return seq
 
     def _clean_orphans(self, root: _Dir) -> None:
         used = {n.staged for _, n in _staged(root, "")}
@@ -334,8 +342,11 @@ class Draft:
         """Journal one tree op, then apply it (the caller validated it: it cannot fail)."""
         self._seq += 1
         op["q"] = self._seq
-        line = json.dumps(op, separators=(",", ":")) + "\n"
-        os.write(self._jfd, line.encode("utf-8", "surrogateescape"))
+        data = json.dumps(op, separators=(",", ":")).encode() + b"\n"
+        n = os.write(self._jfd, data)
+        if n < len(data):  # a full disk: take the piece back so later records stay readable
+            os.ftruncate(self._jfd, os.fstat(self._jfd).st_size - n)
+            raise oserror(errno.ENOSPC, self.dir)
         self._apply(op)
         self._nops += 1
         if self._nops > max(MIN_COMPACT, self._snap_size):
@@ -397,17 +408,21 @@ class Draft:
         parent.mtime_ns = t or parent.mtime_ns
 
     def _over_node(self, path: str) -> _Node:
+        """A node that is in the overlay (journal records only ever name those)."""
         node: _Node | None = self._tree()
         for part in _split(path):
-            assert isinstance(node, _Dir)
+            if not isinstance(node, _Dir):
+                raise KeyError(path)
             node = node.over[part]
-        assert node is not None
+        if node is None:
+            raise KeyError(path)
         return node
 
     def _over_parent(self, path: str) -> tuple[_Dir, str]:
         head, _, name = path.rpartition("/")
         parent = self._over_node(head)
-        assert isinstance(parent, _Dir) and name
+        if not isinstance(parent, _Dir) or not name:
+            raise KeyError(path)
         return parent, name
 
     # --- path resolution over base + overlay -----------------------------------------------

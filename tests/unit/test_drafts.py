@@ -12,7 +12,7 @@ import pytest
 
 from artifactfs import fetch, model
 from artifactfs.catalog import VersionRecord
-from artifactfs.errors import Busy, NotFound, PermissionDenied
+from artifactfs.errors import Busy, IntegrityError, NotFound, PermissionDenied
 from artifactfs.fs import drafts as drafts_mod
 from artifactfs.fs.drafts import Draft, DraftArea, store_copier
 from artifactfs.repo import Repo
@@ -303,6 +303,23 @@ def test_snapshot_compaction_and_a_torn_journal_tail(env: Env, draft: Draft,
     d2.mkdir("works")  # the journal was cut back to its last whole record
     env.reopen()
     assert "works" in names(env.area.get("vision", "cats", "d1"))
+
+
+def test_a_damaged_journal_is_an_integrity_error(env: Env, draft: Draft) -> None:
+    draft.mkdir("x")
+    with open(os.path.join(draft.dir, "journal"), "ab") as f:
+        f.write(b'{"o":"mv","a":"nope","b":"x/y","q":99}\n')
+    env.reopen()
+    with pytest.raises(IntegrityError, match="damaged"):
+        env.area.get("vision", "cats", "d1").listdir()
+
+
+def test_odd_names_survive_the_journal(env: Env, draft: Draft) -> None:
+    odd = "sp ace\nnew\udcffline-é"
+    write(draft, odd, b"odd", create=True)
+    env.reopen()
+    d2 = env.area.get("vision", "cats", "d1")
+    assert odd in names(d2) and env.read(d2, odd) == b"odd"
 
 
 def test_orphan_staging_files_are_removed_on_load(env: Env, draft: Draft) -> None:
