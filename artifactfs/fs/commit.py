@@ -39,7 +39,6 @@ from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
 from .drafts import Draft, DraftArea
 
-PROTOCOL = 1
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit")  # ops handle_request serves
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
 
@@ -88,8 +87,7 @@ def commit_draft(
     ``created`` is False when the content equals the base (the base is returned) or the latest
     version.  ``open_paths``: files the caller knows are open for writing (besides those the
     draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
-    Description and metadata default to the base's.  ``description``/``metadata`` ``None``
-    keep the base's.
+    ``description``/``metadata`` left as ``None`` keep the base's.
     """
     m, base = draft.meta, draft.base
     alias_list = [check_alias(a) for a in aliases]
@@ -98,7 +96,6 @@ def commit_draft(
     if input_refs and not run:
         raise UsageError("--input needs --run: inputs are recorded on a run")
     input_recs = [repo.resolve(r) for r in input_refs]
-    run_rec = find_or_create_run(repo, run, m.project) if run else None
     if description is None:
         description = base.description if base else ""
     meta = dict(metadata) if metadata is not None else dict(base.metadata) if base else {}
@@ -107,6 +104,7 @@ def commit_draft(
         busy = sorted(set(draft.open_writers(wait)) | set(open_paths))
         if busy:
             raise Busy(f"draft {draft.label} has files open for writing: {', '.join(busy)}")
+        run_rec = find_or_create_run(repo, run, m.project) if run else None
         for r in input_recs:
             assert run_rec is not None
             repo.catalog.mark_input(run_rec, r)
@@ -231,7 +229,7 @@ def _draft_json(d: Draft) -> dict[str, Any]:
 
 
 def handle_request(
-    request: Mapping[str, Any], peer_uid: int, area: DraftArea, repo: Repo, *, mount: str = "",
+    request: Mapping[str, Any], peer_uid: int, area: DraftArea, repo: Repo, *,
     may_write: MayWrite | None = None,
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
@@ -244,8 +242,6 @@ def handle_request(
     """
     try:
         op = request.get("op")
-        if op == "ping":
-            return {"ok": True, "mount": mount, "pid": os.getpid(), "protocol": PROTOCOL}
         if op == "draft.list":
             mine = area.list(None if peer_uid == 0 else peer_uid)
             return {"ok": True, "drafts": [_draft_json(d) for d in mine]}

@@ -338,11 +338,10 @@ def test_one_file_changed_in_a_50000_file_artifact_commits_in_under_a_second(env
 # --- the control-request handler -----------------------------------------------------------
 
 def req(env: Env, uid: int = UID, **doc: object) -> dict[str, object]:
-    return handle_request(doc, uid, env.area, env.repo, mount="/mnt/a")
+    return handle_request(doc, uid, env.area, env.repo)
 
 
 def test_handler_creates_lists_commits_and_discards(env: Env) -> None:
-    assert req(env, op="ping")["mount"] == "/mnt/a"
     env.put(BASE)
     env.put({**BASE, "v1": b"1"})
     r = req(env, op="draft.create", project="vision", name="cats", ref="v0", id="mine")
@@ -550,8 +549,7 @@ class FakeDaemon:
                                         struct.calcsize("3i"))
                 uid = struct.unpack("3i", creds)[1]
                 line = conn.makefile("rb").readline()
-                reply = handle_request(json.loads(line), uid, self.env.area, self.env.repo,
-                                       mount=self.mountpoint)
+                reply = handle_request(json.loads(line), uid, self.env.area, self.env.repo)
                 conn.sendall(json.dumps({"ok": True, **reply}).encode() + b"\n")
 
     def close(self) -> None:
