@@ -673,6 +673,8 @@ class Draft:
             self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": now})
 
     def symlink(self, path: str, target: str) -> None:
+        if not target or "\0" in target:
+            raise oserror(errno.ENOENT if not target else errno.EINVAL, path)
         with self._changing():
             d, name, parts = self._parent(path, True)
             if self._child(d, name) is not None:

@@ -128,6 +128,24 @@ def test_copy_up_only_on_write_and_o_trunc_skips_it(env: Env, draft: Draft) -> N
     assert env.read(draft, "dir/b.txt") == b"bravo"
 
 
+def test_concurrent_copy_ups_of_one_file_agree(env: Env, draft: Draft) -> None:
+    import threading
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: got.append(draft.open_for_write("big.bin")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 1 and len(got) == 4
+    assert sorted(os.listdir(os.path.join(draft.dir, "files"))) == [os.path.basename(got[0])]
+    assert draft.open_writers() == ["big.bin"]
+    for local in got:
+        draft.release(local)
+    assert draft.open_writers() == []
+    assert env.read(draft, "big.bin") == BASE["big.bin"]
+
+
 def test_copy_up_keeps_identity_mode_and_mtime(env: Env, draft: Draft) -> None:
     before = draft.stat("dir/b.txt")
     draft.chmod("dir/b.txt", True)
@@ -208,6 +226,7 @@ def test_posix_errors(draft: Draft) -> None:
 
 def test_symlinks_chmod_truncate_utimes(env: Env, draft: Draft) -> None:
     draft.symlink("link", "dir/b.txt")
+    assert errno_of(lambda: draft.symlink("link2", "")) == errno.ENOENT
     assert draft.readlink("link") == "dir/b.txt"
     assert draft.stat("link").kind == "symlink"
     draft.chmod("a.txt", True)
