@@ -107,3 +107,32 @@ def test_digest_depends_only_on_content(files: dict[str, bytes]) -> None:
                             {p: f(d, mtime=7) for p, d in reversed(list(keep.items()))})
     assert a.digest == b.digest
     assert {p for p, e in model.walk(m1.load, a.oid) if e.kind == "file"} == set(keep)
+
+
+def _slow_encode(entries: dict[str, model.Entry]) -> tuple[bytes, bytes]:
+    names = sorted(entries, key=lambda n: n.encode("utf-8", "surrogateescape"))
+    full = [[n, model._entry_dict(entries[n], False)] for n in names]
+    content = [[n, model._entry_dict(entries[n], True)] for n in names]
+    return model._canon({"v": 1, "e": full}), model._canon({"v": 1, "e": content})
+
+
+entries_st = st.dictionaries(names, st.one_of(
+    st.builds(lambda d, m, x: f(d, m, x), st.binary(max_size=4), st.integers(0, 2**62),
+              st.booleans()),
+    st.builds(lambda t: model.symlink_entry(t), names),
+    st.builds(lambda m: model.EMPTY_NODE.as_entry(m), st.integers(0, 2**62)),
+    st.builds(lambda u, e: model.ref_entry(model.RefInfo(u, etag=e), 3), names,
+              st.none() | names),
+    st.just(model.file_entry(model.CHUNK_SIZE + 1, model.chunked_digest(
+        [EMPTY := model.EMPTY_DIGEST, EMPTY]), [EMPTY, EMPTY], True, 5)),
+), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries_st)
+def test_fast_encoder_equals_the_canonical_json(entries: dict[str, model.Entry]) -> None:
+    node = model.encode_node(entries)
+    data, cdata = _slow_encode(entries)
+    assert node.data == data
+    assert node.digest == model.sha256_hex(cdata)
+    assert model.decode_node(node.data, node.oid) == entries
