@@ -46,7 +46,7 @@ from ..store.base import Store
 
 log = logging.getLogger(__name__)
 MAX_FDS = 2048
-MEMORY_FALLBACK = 4  # verified pieces kept in memory when the disk cannot take them
+BUFFER_BYTES = 64 << 20  # verified pieces the full disk could not take, served from memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +85,27 @@ class _Flight:
     error: BaseException | None = None
 
 
-def _hash_file(fd: int, length: int) -> str:
-    data = os.pread(fd, length + 1, 0)
-    if len(data) != length:
-        return ""
-    return hashlib.sha256(data).hexdigest()
+_tls = threading.local()
+
+
+def _hash_fd(fd: int) -> tuple[str, int]:
+    """(SHA-256, length) of a file, read through a reused per-thread buffer.
+
+    Reading in 1 MiB steps into one buffer (not the whole piece into a new object) avoids
+    faulting in fresh memory for every piece, and leaves the bytes in the page cache, where
+    the reads that follow find them.
+    """
+    buf = getattr(_tls, "buf", None)
+    if buf is None:
+        buf = _tls.buf = memoryview(bytearray(1 << 20))
+    h = hashlib.sha256()
+    pos = 0
+    while True:
+        n = os.preadv(fd, [buf], pos)
+        if not n:
+            return h.hexdigest(), pos
+        h.update(buf[:n])
+        pos += n
 
 
 class BlobCache:
@@ -98,7 +114,8 @@ class BlobCache:
     def __init__(self, store: Store, directory: str, max_bytes: int, *,
                  min_free: int | None = None, timeout: float = 30.0, threads: int = 0,
                  sidecar_get: Callable[[str], str | None] | None = None,
-                 sidecar_put: Callable[[str, str], None] | None = None) -> None:
+                 sidecar_put: Callable[[str, str], None] | None = None,
+                 buffer_bytes: int = BUFFER_BYTES) -> None:
         self.store = store
         self.dir = directory
         self.max_bytes = max_bytes
@@ -116,8 +133,13 @@ class BlobCache:
         self.min_free = min_free
         cpus = os.cpu_count() or 2
         self.limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 8))
+        self.prefetch_limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 4))
+        self.buffer_bytes = buffer_bytes
         self._fds: OrderedDict[str, int] = OrderedDict()  # trio thread only
-        self._mem: OrderedDict[str, bytes] = OrderedDict()
+        self._bufs: OrderedDict[str, memoryview] = OrderedDict()  # verified bytes, LRU
+        self._buf_bytes = 0
+        self._scratch = memoryview(bytearray(1 << 20))
+        self._orphans: set[str] = set()  # evicted while in use: fd closed at the last unpin
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()  # guards everything below
         self._files: OrderedDict[str, int] = OrderedDict()  # cache files: key -> size, LRU
@@ -130,54 +152,71 @@ class BlobCache:
         self.errors = 0
 
     # --- the read fast path (trio thread) ---------------------------------------------------
-    def ready(self, key: str) -> int | None:
-        return self._fds.get(key)
+    def ready(self, key: str) -> bool:
+        return key in self._fds or key in self._bufs
 
-    def read(self, piece: Piece, offset: int, size: int) -> bytes | None:
-        """Bytes of a ready piece (``offset`` within the piece), or ``None`` if not ready."""
+    async def read(self, piece: Piece, offset: int, size: int) -> bytes | memoryview | None:
+        """Bytes of a ready piece (``offset`` within the piece), or ``None`` if not ready.
+
+        The common case copies from the page cache into one reused buffer and returns a view
+        of it: valid until the next read, which is enough because pyfuse3 replies before any
+        other handler runs.  ``RWF_NOWAIT`` keeps the trio thread from ever waiting on the
+        disk: what is not in the page cache is read in a worker thread.
+        """
+        view = self._bufs.get(piece.key)
+        if view is not None:
+            self.hits += 1
+            return view[offset:offset + size]
         fd = self._fds.get(piece.key)
-        if fd is not None:
-            self.hits += 1
-            return os.pread(fd, size, offset)
-        mem = self._mem.get(piece.key)
-        if mem is not None:
-            self.hits += 1
-            return mem[offset:offset + size]
-        return None
+        if fd is None:
+            return None
+        self.hits += 1
+        size = max(0, min(size, piece.length - offset))
+        if len(self._scratch) < size:
+            self._scratch = memoryview(bytearray(size))
+        out = self._scratch[:size]
+        try:
+            n = os.preadv(fd, [out], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            n = 0
+        if n == size:
+            return out
+        head = bytes(out[:n])
+        rest = await trio.to_thread.run_sync(os.pread, fd, size - n, offset + n)
+        return head + rest
 
     async def get(self, piece: Piece) -> None:
         """Make ``piece`` ready (or raise: IntegrityError, StoreUnavailable, OSError)."""
-        if piece.key in self._fds or piece.key in self._mem:
+        if piece.key in self._fds or piece.key in self._bufs:
             return
-        fl = self._flights.get(piece.key) or self._start(piece)
+        fl = self._flights.get(piece.key) or self._start(piece, self.limiter)
         with trio.move_on_after(self.timeout) as cs:
             await fl.event.wait()
         if cs.cancelled_caught:
             raise StoreUnavailable(f"timed out after {self.timeout:g}s fetching object {piece.key}")
         if fl.error is not None:
             raise fl.error
-        if fl.data is not None:
-            self._remember(piece.key, fl.data)
 
     def prefetch(self, pieces: Iterable[Piece]) -> None:
+        """Start making pieces ready ahead of a sequential reader (no waiting)."""
         for p in pieces:
-            if p.key not in self._fds and p.key not in self._flights and p.key not in self._mem:
-                self._start(p)
+            if p.key not in self._fds and p.key not in self._flights and p.key not in self._bufs:
+                self._start(p, self.prefetch_limiter)
 
-    def _start(self, piece: Piece) -> _Flight:
+    def _start(self, piece: Piece, limiter: trio.CapacityLimiter) -> _Flight:
         fl = _Flight()
         self._flights[piece.key] = fl
-        trio.lowlevel.spawn_system_task(self._run, piece, fl, name=f"fetch {piece.key[:12]}")
+        trio.lowlevel.spawn_system_task(self._run, piece, fl, limiter,
+                                        name=f"fetch {piece.key[:12]}")
         return fl
 
-    async def _run(self, piece: Piece, fl: _Flight) -> None:
+    async def _run(self, piece: Piece, fl: _Flight, limiter: trio.CapacityLimiter) -> None:
         try:
-            res = await trio.to_thread.run_sync(self._materialize, piece, limiter=self.limiter,
-                                                abandon_on_cancel=True)
-            if isinstance(res, int):
-                self._install(piece.key, res)
-            else:
-                fl.data = res
+            if self.in_place and piece.entry is None:  # start the disk read now, verify later
+                await trio.to_thread.run_sync(self._advise, piece, abandon_on_cancel=True)
+            fd, data = await trio.to_thread.run_sync(self._materialize, piece, limiter=limiter,
+                                                     abandon_on_cancel=True)
+            self._install(piece.key, fd, data)
         except trio.Cancelled:
             fl.error = StoreUnavailable("shutting down")
             raise
@@ -193,29 +232,41 @@ class BlobCache:
             fl.event.set()
             self._close_evicted()
 
-    def _install(self, key: str, fd: int) -> None:
-        old = self._fds.pop(key, None)
-        if old is not None:
-            os.close(old)
-        self._fds[key] = fd
-        if len(self._fds) > MAX_FDS:
-            with self._lock:
-                victims = [k for k in self._fds if not self._pins[k]][:len(self._fds) - MAX_FDS]
-            for k in victims:
-                os.close(self._fds.pop(k))
-
-    def _remember(self, key: str, data: bytes) -> None:
-        self._mem[key] = data
-        while len(self._mem) > MEMORY_FALLBACK:
-            self._mem.popitem(last=False)
+    def _install(self, key: str, fd: int | None, data: bytes | None) -> None:
+        if fd is not None:
+            old = self._fds.pop(key, None)
+            if old is not None:
+                os.close(old)
+            self._fds[key] = fd
+            if len(self._fds) > MAX_FDS:
+                with self._lock:
+                    extra = len(self._fds) - MAX_FDS
+                    victims = [k for k in self._fds if not self._pins[k]][:extra]
+                for k in victims:
+                    os.close(self._fds.pop(k))
+        if data is not None and self._pins.get(key):  # only while a file uses it
+            old_view = self._bufs.pop(key, None)
+            if old_view is not None:
+                self._buf_bytes -= len(old_view)
+            self._bufs[key] = memoryview(data)
+            self._buf_bytes += len(data)
+            while self._buf_bytes > self.buffer_bytes and len(self._bufs) > 1:
+                _, old_view = self._bufs.popitem(last=False)
+                self._buf_bytes -= len(old_view)
 
     def _close_evicted(self) -> None:
         with self._lock:
             evicted, self._evicted = self._evicted, []
         for k in evicted:
+            if self._pins.get(k):  # a reader may be using the fd: the unlinked file lives on
+                self._orphans.add(k)
+                continue
             fd = self._fds.pop(k, None)
             if fd is not None:
                 os.close(fd)
+            view = self._bufs.pop(k, None)
+            if view is not None:
+                self._buf_bytes -= len(view)
 
     # --- pins (trio thread) ------------------------------------------------------------------
     def pin(self, keys: Iterable[str]) -> None:
@@ -226,28 +277,53 @@ class BlobCache:
                     self._files.move_to_end(k)
 
     def unpin(self, keys: Iterable[str]) -> None:
+        """The last close of a piece also frees its in-memory copy (the fd stays)."""
         with self._lock:
             for k in keys:
                 self._pins[k] -= 1
                 if self._pins[k] <= 0:
                     del self._pins[k]
+                    view = self._bufs.pop(k, None)
+                    if view is not None:
+                        self._buf_bytes -= len(view)
+                    if k in self._orphans:
+                        self._orphans.discard(k)
+                        fd = self._fds.pop(k, None)
+                        if fd is not None:
+                            os.close(fd)
 
     # --- worker threads -----------------------------------------------------------------------
-    def _materialize(self, piece: Piece) -> int | bytes:
-        """Verified fd for a piece (worker thread); bytes when the disk cannot keep it."""
+    def _advise(self, piece: Piece) -> None:
+        """Ask the kernel to start reading a local piece file (async), before verifying it."""
+        path = self.store.local_path(object_key(piece.digest))
+        if path is None:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+    def _materialize(self, piece: Piece) -> tuple[int | None, bytes | None]:
+        """Worker thread: a verified fd for a piece, or its verified bytes when the disk
+        cannot keep them."""
         if piece.entry is None and self.in_place:
             path = self.store.local_path(object_key(piece.digest))
             assert path is not None
-            return self._open_verified(path, piece, missing_ok=False)  # type: ignore[return-value]
+            return self._open_verified(path, piece, missing_ok=False), None
         path = self._path(piece.key)
         fd = self._open_verified(path, piece, missing_ok=True)
         if fd is not None:
             self.hits += 1
-            return fd
+            return fd, None
         self.misses += 1
         data = self._fetch(piece)
         self.fetched_bytes += len(data)
-        return self._store_file(path, piece, data)
+        fd = self._store_file(path, piece, data)
+        return fd, (data if fd is None else None)
 
     def _expected(self, piece: Piece) -> str | None:
         return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")
@@ -261,7 +337,7 @@ class BlobCache:
             raise IntegrityError(f"object {piece.digest} is missing from the store") from None
         try:
             expected = self._expected(piece)
-            if expected and _hash_file(fd, piece.length) == expected:
+            if expected and _hash_fd(fd) == (expected, piece.length):
                 return fd
         except BaseException:
             os.close(fd)
@@ -284,7 +360,7 @@ class BlobCache:
                                  f"returned {len(data)} bytes instead of {piece.length}")
         return data
 
-    def _store_file(self, path: str, piece: Piece, data: bytes) -> int | bytes:
+    def _store_file(self, path: str, piece: Piece, data: bytes) -> int | None:
         for attempt in range(4):
             self._make_room(len(data) * (attempt + 1))
             try:
@@ -302,7 +378,7 @@ class BlobCache:
                     self._bytes += len(data)
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         log.error("cache disk full: serving %s from memory, uncached", piece.key)
-        return data
+        return None
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
@@ -396,9 +472,11 @@ class BlobCache:
                 "hit_rate": round(self.hits / total, 4) if total else 1.0,
                 "fetched_bytes": self.fetched_bytes, "errors": self.errors,
                 "in_place": self.in_place, "open_fds": len(self._fds),
+                "buffered_bytes": self._buf_bytes,
                 "pinned": len(self._pins), "time": time.time()}
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._bufs.clear()

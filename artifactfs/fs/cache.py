@@ -18,23 +18,28 @@ What is subtle:
   can.  ``state.json`` records the boot id while the cache is open; finding it unclean from an
   earlier boot, or an environment that fails to open, wipes and rebuilds the cache (it is only a
   cache).  A full map drops the entry tables and starts over instead of failing.
-* Values are our own ``marshal`` tuples: the store's bytes were verified and parsed once, on
-  the way in (``model.decode_node``), never again.
+* Values are our own ``marshal`` tuples ("raw" entries): the store's bytes were verified and
+  parsed once, on the way in (``model.decode_node``), never again.  The namespace works on the
+  raw tuples (no ``Entry`` object per readdir entry) and builds an ``Entry`` only to open a
+  file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import marshal
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lmdb
 
-from ..model import Entry, RefInfo
+from ..errors import IntegrityError
+from ..model import CHUNK_SIZE, Entry, RefInfo, decode_node
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -64,8 +69,15 @@ def pack_entry(e: Entry) -> bytes:
     return marshal.dumps(t)
 
 
+RAW_FILE, RAW_SYMLINK, RAW_REF, RAW_DIR = 0, 1, 2, 3
+Raw = tuple[Any, ...]  # a packed entry: (kind, ...) as written by pack_entry
+
+
 def unpack_entry(data: bytes) -> Entry:
-    t = marshal.loads(data)
+    return entry_from_raw(marshal.loads(data))
+
+
+def entry_from_raw(t: Raw) -> Entry:
     k = t[0]
     if k == 0:
         return Entry("file", size=t[1], digest=t[2], chunks=t[3], executable=t[4], mtime_ns=t[5])
@@ -81,6 +93,57 @@ def unpack_entry(data: bytes) -> Entry:
 
 def name_bytes(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _plain(name: Any, d: Any) -> Raw | None:
+    """The packed entry of a plain small file or a directory, validated exactly as
+    ``model.decode_node`` would accept it; ``None`` for anything else (or anything doubtful),
+    which sends the whole node through ``model.decode_node``."""
+    if type(name) is not str or name in ("", ".", "..") or "/" in name or "\0" in name \
+            or (len(name) > 63 and len(name.encode("utf-8", "surrogateescape")) > 255) \
+            or type(d) is not dict:
+        return None
+    k, s, dg, m = d.get("k"), d.get("s"), d.get("d"), d.get("m", 0)
+    if type(s) is not int or s < 0 or type(m) is not int or m < 0 or type(dg) is not str \
+            or not _DIGEST.fullmatch(dg):
+        return None
+    if k == "f" and "c" not in d and s <= CHUNK_SIZE:
+        return (RAW_FILE, s, dg, (), bool(d.get("x")), m)
+    if k == "d":
+        o, n = d.get("o"), d.get("n")
+        if type(o) is str and _DIGEST.fullmatch(o) and type(n) is int and n >= 0:
+            return (RAW_DIR, s, dg, o, n, m)
+    return None
+
+
+def decode_raw(data: bytes, oid: str) -> list[tuple[bytes, Raw]]:
+    """Verify and decode an untrusted tree node into sorted (name, packed entry) pairs.
+
+    Nodes of plain files and directories (nearly all of a big dataset) take a fast path with
+    the same checks; any other node goes through ``model.decode_node``, the reference.
+    """
+    if hashlib.sha256(data).hexdigest() != oid:
+        raise IntegrityError(f"tree node {oid} does not match its digest")
+    try:
+        doc = json.loads(data.decode("utf-8", "surrogateescape"))
+        items = doc["e"] if type(doc) is dict and doc.get("v") == 1 else None
+        out = []
+        for item in items:  # type: ignore[union-attr]
+            raw = _plain(item[0], item[1]) if type(item) is list and len(item) == 2 else None
+            if raw is None:
+                break
+            out.append((name_bytes(item[0]), raw))
+        else:
+            out.sort()
+            if all(out[i][0] != out[i + 1][0] for i in range(len(out) - 1)):
+                return out
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError):
+        pass
+    entries = decode_node(data, oid)  # raises IntegrityError naming the problem
+    return sorted((name_bytes(n), marshal.loads(pack_entry(e))) for n, e in entries.items())
 
 
 class ManifestCache:
@@ -155,16 +218,18 @@ class ManifestCache:
         n, d = marshal.loads(v)
         return int(n), int(d)
 
-    def entry(self, oid: str, name: bytes) -> Entry | None:
+    def entry(self, oid: str, name: bytes) -> Raw | None:
+        """The packed entry ``name`` of a cached node (see :func:`entry_from_raw`)."""
         with self.env.begin(db=self._entries) as txn:
             v = txn.get(bytes.fromhex(oid) + name)
-        return None if v is None else unpack_entry(v)
+        return None if v is None else marshal.loads(v)  # type: ignore[no-any-return]
 
-    def entries(self, oid: str, after: bytes | None, limit: int) -> list[tuple[bytes, Entry]]:
-        """Up to ``limit`` (name, entry) of a node in name order, starting after ``after``."""
+    def entries(self, oid: str, after: bytes | None, limit: int) -> list[tuple[bytes, Raw]]:
+        """Up to ``limit`` (name, packed entry) of a node in name order, after ``after``."""
         prefix = bytes.fromhex(oid)
         plen = len(prefix)
-        out: list[tuple[bytes, Entry]] = []
+        loads = marshal.loads
+        out: list[tuple[bytes, Raw]] = []
         with self.env.begin(db=self._entries) as txn:
             cur = txn.cursor()
             start = prefix + after + b"\0" if after is not None else prefix
@@ -173,15 +238,24 @@ class ManifestCache:
             for k, v in cur:
                 if k[:plen] != prefix or len(out) >= limit:
                     break
-                out.append((k[plen:], unpack_entry(v)))
+                out.append((k[plen:], loads(v)))
         return out
 
     # --- entry tables (writes: worker threads only) ----------------------------------------
     def put_dir(self, oid: str, entries: Mapping[str, Entry]) -> tuple[int, int]:
         """Store a node's whole entry table atomically; returns its ``dir_info``."""
+        return self.put_raw(oid, sorted((name_bytes(n), marshal.loads(pack_entry(e)))
+                                        for n, e in entries.items()))
+
+    def put_node(self, oid: str, data: bytes) -> tuple[int, int]:
+        """Verify, decode and store an untrusted tree node (worker threads only)."""
+        return self.put_raw(oid, decode_raw(data, oid))
+
+    def put_raw(self, oid: str, pairs: list[tuple[bytes, Raw]]) -> tuple[int, int]:
         prefix = bytes.fromhex(oid)
-        info = (len(entries), sum(1 for e in entries.values() if e.kind == "dir"))
-        items = sorted((prefix + name_bytes(n), pack_entry(e)) for n, e in entries.items())
+        info = (len(pairs), sum(1 for _, r in pairs if r[0] == RAW_DIR))
+        dumps = marshal.dumps
+        items = [(prefix + n, dumps(r)) for n, r in pairs]
         for attempt in (0, 1):
             try:
                 with self.env.begin(write=True) as txn:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from hashlib import blake2b
 
 from ..model import Entry
+from .cache import RAW_DIR, Raw, entry_from_raw
 
 ROOT_INO = 1
 DRAFTS_INO = 2
@@ -52,7 +54,8 @@ class VersionInfo:
 
 
 class Inode:
-    __slots__ = ("entry", "ident", "ino", "kind", "lookups", "name", "project", "target", "ver")
+    __slots__ = ("_entry", "attrs", "ident", "ino", "kind", "lookups", "name", "project", "raw",
+                 "target", "ver")
 
     def __init__(self, ino: int, kind: Kind, ident: bytes) -> None:
         self.ino = ino
@@ -62,8 +65,18 @@ class Inode:
         self.project = ""
         self.name = ""
         self.ver: VersionInfo | None = None
-        self.entry: Entry | None = None
+        self.raw: Raw | None = None  # content inodes: the packed entry (see cache.py)
+        self._entry: Entry | None = None
         self.target = ""  # alias symlinks: "vN"
+        self.attrs: object = None  # the kernel attributes, cached for immutable inodes
+
+    @property
+    def entry(self) -> Entry:
+        """The entry of a content inode (built from ``raw`` on first use)."""
+        if self._entry is None:
+            assert self.raw is not None
+            self._entry = entry_from_raw(self.raw)
+        return self._entry
 
     @property
     def oid(self) -> str:
@@ -71,8 +84,8 @@ class Inode:
         if self.kind == Kind.VERSION:
             assert self.ver is not None
             return self.ver.root
-        assert self.entry is not None
-        return self.entry.oid
+        assert self.raw is not None and self.raw[0] == RAW_DIR
+        return str(self.raw[3])
 
     def __repr__(self) -> str:
         return f"<Inode {self.ino} {self.kind.name} n={self.lookups}>"
@@ -87,7 +100,7 @@ def ident(*parts: str) -> bytes:
 
 
 def child_ident(parent: bytes, name: bytes) -> bytes:
-    return hashlib.blake2b(parent + name, digest_size=16).digest()
+    return blake2b(parent + name, digest_size=16).digest()
 
 
 def number_of(idt: bytes) -> int:
@@ -113,24 +126,33 @@ class InodeTable:
 
     def find(self, idt: bytes) -> Inode | None:
         """The live inode with this identity, if any (no count change)."""
-        ino = self._probed.get(idt, 0) or number_of(idt)
+        ino = self._probed.get(idt) or number_of(idt)
         node = self._by_ino.get(ino)
         return node if node is not None and node.ident == idt else None
 
     def intern(self, idt: bytes, kind: Kind) -> tuple[Inode, bool]:
         """The inode for an identity, created (with zero lookups) if needed; (node, created)."""
-        ino = self._probed.get(idt, 0) or number_of(idt)
-        while True:
+        base = FIRST_HASHED + int.from_bytes(idt[:8], "little") % _SPACE
+        ino = self._probed.get(idt, base) if self._probed else base
+        node = self._by_ino.get(ino)
+        if node is None:
+            node = self._by_ino[ino] = Inode(ino, kind, idt)
+            return node, True
+        if node.ident == idt:
+            return node, False
+        while True:  # a collision of two live identities: probe for a free number
+            ino = FIRST_HASHED + (ino - FIRST_HASHED + 1) % _SPACE
             node = self._by_ino.get(ino)
             if node is None:
-                node = Inode(ino, kind, idt)
-                self._by_ino[ino] = node
-                if ino != number_of(idt):
-                    self._probed[idt] = ino
+                node = self._by_ino[ino] = Inode(ino, kind, idt)
+                self._probed[idt] = ino
                 return node, True
             if node.ident == idt:
                 return node, False
-            ino = FIRST_HASHED + (ino - FIRST_HASHED + 1) % _SPACE
+
+    def child(self, parent_ident: bytes, name: bytes, kind: Kind) -> tuple[Inode, bool]:
+        """:meth:`intern` for the entry ``name`` of a directory inside a version."""
+        return self.intern(blake2b(parent_ident + name, digest_size=16).digest(), kind)
 
     def drop_if_unused(self, node: Inode) -> None:
         """Undo an :meth:`intern` whose entry never reached the kernel."""

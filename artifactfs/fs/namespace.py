@@ -36,7 +36,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import trio
 
@@ -46,17 +46,22 @@ from ..errors import IntegrityError, NotFound, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
-from .cache import ManifestCache
-from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, child_ident, ident
+from .cache import RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
+from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, ident
 from .listings import ArtifactState, Listings
 
 log = logging.getLogger(__name__)
 IMMUTABLE = 86400.0  # seconds the kernel may cache immutable entries and attributes
-BATCH = 128  # entries read from LMDB per readdir step
+BATCH = 256  # entries read from LMDB per readdir step
 XATTR = "user.artifactfs."
-PREFETCH_PIECES = 3
+PREFETCH_PIECES = 8  # 64 MiB ahead of a sequential reader
 
-Reply = Callable[[bytes, "Stat", int], bool]
+Reply = Callable[[bytes, Any, int], bool]  # (name, attributes, cookie) -> accepted
+_FILE = stat.S_IFREG | 0o444
+_FILE_X = stat.S_IFREG | 0o555
+_LINK = stat.S_IFLNK | 0o777
+_DIR = stat.S_IFDIR | 0o555
+_KIND = (Kind.FILE, Kind.SYMLINK, Kind.FILE, Kind.DIR)  # by raw entry kind
 
 
 @dataclass(slots=True)
@@ -80,7 +85,7 @@ class DirHandle:
 
 
 class FileHandle:
-    __slots__ = ("entry", "keys", "last_piece", "next_off", "pi", "piece")
+    __slots__ = ("entry", "keys", "last_piece", "next_off", "pi", "piece", "window")
 
     def __init__(self, entry: Entry, keys: list[str]) -> None:
         self.entry = entry
@@ -89,6 +94,7 @@ class FileHandle:
         self.last_piece = -1
         self.pi = -1
         self.piece: Piece | None = None
+        self.window = 0  # read-ahead pieces, doubled per sequential piece
 
 
 class Namespace:
@@ -112,6 +118,11 @@ class Namespace:
         self.dirs: dict[int, DirHandle] = {}
         self.files: dict[int, FileHandle] = {}
         self._tables: dict[str, trio.Event] = {}
+        # ops.py installs its builders of kernel attributes; these defaults serve tests
+        self.make_attrs: Callable[[Stat], Any] = lambda s: s
+        self.make_content_attrs: Callable[[int, int, int, int], Any] = \
+            lambda ino, mode, size, mtime: Stat(ino, mode, size, mtime, IMMUTABLE, IMMUTABLE)
+        self._negative: Any = None
 
     # --- helpers ---------------------------------------------------------------------------
     def node(self, ino: int) -> Inode:
@@ -123,15 +134,18 @@ class Namespace:
     def stat(self, n: Inode) -> Stat:
         k = n.kind
         if k in (Kind.FILE, Kind.SYMLINK, Kind.DIR):
-            e = n.entry
-            assert e is not None and n.ver is not None
-            mtime = e.mtime_ns or n.ver.created_ns
-            if k == Kind.FILE:
-                mode = stat.S_IFREG | (0o555 if e.executable else 0o444)
-                return Stat(n.ino, mode, e.size, mtime, IMMUTABLE, IMMUTABLE)
-            if k == Kind.SYMLINK:
-                return Stat(n.ino, stat.S_IFLNK | 0o777, e.size, mtime, IMMUTABLE, IMMUTABLE)
-            return Stat(n.ino, stat.S_IFDIR | 0o555, 0, mtime, IMMUTABLE, IMMUTABLE)
+            raw = n.raw
+            assert raw is not None and n.ver is not None
+            rk = raw[0]
+            if rk == RAW_FILE:
+                mode = _FILE_X if raw[4] else _FILE
+                return Stat(n.ino, mode, raw[1], raw[5] or n.ver.created_ns, IMMUTABLE, IMMUTABLE)
+            if rk == RAW_REF:
+                return Stat(n.ino, _FILE, raw[1], raw[3] or n.ver.created_ns, IMMUTABLE, IMMUTABLE)
+            if rk == RAW_SYMLINK:
+                return Stat(n.ino, _LINK, len(raw[1].encode("utf-8", "surrogateescape")),
+                             raw[2] or n.ver.created_ns, IMMUTABLE, IMMUTABLE)
+            return Stat(n.ino, _DIR, 0, raw[5] or n.ver.created_ns, IMMUTABLE, IMMUTABLE)
         if k == Kind.VERSION:
             assert n.ver is not None
             return Stat(n.ino, stat.S_IFDIR | 0o555, 0, n.ver.created_ns, self.refresh, IMMUTABLE)
@@ -140,20 +154,53 @@ class Namespace:
                         self.refresh, IMMUTABLE)
         return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, self.refresh, self.refresh)
 
-    def _hand_out(self, n: Inode) -> Stat:
+    def attrs(self, n: Inode) -> Any:
+        """The kernel attributes of an inode (``make_attrs`` of its Stat), cached where they
+        can not change, so listing a big directory twice builds them once."""
+        a = n.attrs
+        if a is None:
+            a = self._content_attrs(n) if n.raw is not None else self.make_attrs(self.stat(n))
+            if n.kind >= Kind.VERSION:
+                n.attrs = a
+        return a
+
+    def _content_attrs(self, n: Inode) -> Any:
+        """``attrs`` of an entry inside a version, straight from its packed entry (this runs
+        once per entry of every directory listed, so no Stat in between)."""
+        raw, created = n.raw, n.ver.created_ns  # type: ignore[union-attr]
+        assert raw is not None
+        rk = raw[0]
+        if rk == RAW_FILE:
+            a = self.make_content_attrs(n.ino, _FILE_X if raw[4] else _FILE, raw[1],
+                                        raw[5] or created)
+        elif rk == RAW_REF:
+            a = self.make_content_attrs(n.ino, _FILE, raw[1], raw[3] or created)
+        elif rk == RAW_SYMLINK:
+            a = self.make_content_attrs(n.ino, _LINK,
+                                        len(raw[1].encode("utf-8", "surrogateescape")),
+                                        raw[2] or created)
+        else:
+            a = self.make_content_attrs(n.ino, _DIR, 0, raw[5] or created)
+        n.attrs = a
+        return a
+
+    def _hand_out(self, n: Inode) -> Any:
         n.lookups += 1
-        return self.stat(n)
+        return self.attrs(n)
 
     # --- lookup ----------------------------------------------------------------------------
-    async def lookup(self, parent: int, name: bytes) -> Stat:
-        """The child's attributes, counted as one kernel lookup; ``ino == 0``: cached absence."""
+    async def lookup(self, parent: int, name: bytes) -> Any:
+        """The child's attributes, counted as one kernel lookup; ``st_ino == 0``: a cached
+        absence."""
         p = self.node(parent)
         k = p.kind
         if k in (Kind.VERSION, Kind.DIR):
-            e = await self._entry(p.oid, name)
-            if e is None:
-                return Stat(0, entry_timeout=IMMUTABLE)
-            return self._hand_out(self._content(p, name, e))
+            raw = await self._entry(p.oid, name)
+            if raw is None:
+                if self._negative is None:
+                    self._negative = self.make_attrs(Stat(0, entry_timeout=IMMUTABLE))
+                return self._negative
+            return self._hand_out(self._content(p, name, raw))
         child = await self._virtual_child(p, name)
         if child is None:
             raise NotFound(f"no such entry {name!r}")
@@ -206,11 +253,10 @@ class Namespace:
             n.project, n.name, n.target = st.project, st.name, f"v{target}"
         return n
 
-    def _content(self, p: Inode, name: bytes, e: Entry) -> Inode:
-        kind = Kind.DIR if e.kind == "dir" else Kind.SYMLINK if e.kind == "symlink" else Kind.FILE
-        n, new = self.inodes.intern(child_ident(p.ident, name), kind)
+    def _content(self, p: Inode, name: bytes, raw: Raw) -> Inode:
+        n, new = self.inodes.child(p.ident, name, _KIND[raw[0]])
         if new:
-            n.entry, n.ver = e, p.ver
+            n.raw, n.ver = raw, p.ver
         return n
 
     async def _state(self, project: str, name: str) -> ArtifactState:
@@ -242,7 +288,7 @@ class Namespace:
             self._invalidate_changes(old, st)
 
     # --- version trees ---------------------------------------------------------------------
-    async def _entry(self, oid: str, name: bytes) -> Entry | None:
+    async def _entry(self, oid: str, name: bytes) -> Raw | None:
         if self.manifest.dir_info(oid) is None:
             await self._load_table(oid)
         return self.manifest.entry(oid, name)
@@ -270,22 +316,20 @@ class Namespace:
         except NotFound:
             raise IntegrityError(f"tree node {oid} is missing from the store") from None
         try:
-            entries = model.decode_node(data, oid)
+            self.manifest.put_node(oid, data)
         except IntegrityError as e:
             log.error("refusing tree node %s: %s", oid, e)
             raise
-        self.manifest.put_dir(oid, entries)
 
     # --- attributes, links, xattrs ---------------------------------------------------------
-    def getattr(self, ino: int) -> Stat:
-        return self.stat(self.node(ino))
+    def getattr(self, ino: int) -> Any:
+        return self.attrs(self.node(ino))
 
     def readlink(self, ino: int) -> bytes:
         n = self.node(ino)
         if n.kind == Kind.ALIAS:
             return n.target.encode()
         if n.kind == Kind.SYMLINK:
-            assert n.entry is not None
             return n.entry.target.encode("utf-8", "surrogateescape")
         raise NotFound("not a symbolic link")
 
@@ -308,7 +352,6 @@ class Namespace:
             return await self._version_xattrs(n)
         if n.kind == Kind.FILE:
             e = n.entry
-            assert e is not None
             if e.kind == "ref" and e.ref is not None:
                 return {"digest": e.ref.sha256 or e.ref.etag or e.digest, "ref": e.ref.uri}
             return {"digest": e.digest}
@@ -366,14 +409,17 @@ class Namespace:
                 return
 
     def _offer(self, reply: Reply, name: bytes, child: Inode, cookie: int) -> bool:
-        if reply(name, self.stat(child), cookie):
+        if reply(name, self.attrs(child), cookie):
             child.lookups += 1
             return True
         self.inodes.drop_if_unused(child)
         return False
 
     def _readdir_tree(self, h: DirHandle, start: int, reply: Reply) -> None:
-        oid = h.node.oid
+        """The hot loop of ``ls -l`` on big versions: kept free of per-entry objects
+        beyond the inode itself (its attributes are built once and cached on it)."""
+        p = h.node
+        oid = p.oid
         if start == 0:
             after, cookie = None, 0
         elif h.resume is not None and h.resume[0] == start:
@@ -385,16 +431,22 @@ class Namespace:
                 if not batch:
                     return
                 after, cookie = batch[-1][0], cookie + len(batch)
+        table, pident, ver, content_attrs = self.inodes, p.ident, p.ver, self._content_attrs
         while True:
             batch = self.manifest.entries(oid, after, BATCH)
             if not batch:
                 return
-            for name, e in batch:
-                if not self._offer(reply, name, self._content(h.node, name, e), cookie + 1):
-                    return
+            for name, raw in batch:
+                child, new = table.child(pident, name, _KIND[raw[0]])
+                if new:
+                    child.raw, child.ver = raw, ver
                 cookie += 1
+                if not reply(name, child.attrs or content_attrs(child), cookie):
+                    self.inodes.drop_if_unused(child)
+                    return
+                child.lookups += 1
                 h.resume = (cookie, name)
-                after = name
+            after = batch[-1][0]
 
     def releasedir(self, fh: int) -> None:
         self.dirs.pop(fh, None)
@@ -409,51 +461,50 @@ class Namespace:
                 raise NotFound("not a regular file")
             raise IsADirectoryError("is a directory")
         e = n.entry
-        assert e is not None
         keys = piece_keys(e)
-        if keys and (e.kind == "ref" or not self.blobs.in_place):
-            self.blobs.pin(keys)
-        else:
-            keys = []
+        self.blobs.pin(keys)
         fh = next(self._fh)
         self.files[fh] = FileHandle(e, keys)
         return fh
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         h = self.files[fh]
         e = h.entry
         end = min(off + size, e.size)
         if off >= end:
             return b""
-        i = off // CHUNK_SIZE
-        if (end - 1) // CHUNK_SIZE == i:
-            data = await self._read_piece(h, i, off, end - off)
-        else:
-            parts = []
-            pos = off
-            while pos < end:
-                j = pos // CHUNK_SIZE
-                n = min(end, (j + 1) * CHUNK_SIZE) - pos
-                parts.append(await self._read_piece(h, j, pos, n))
-                pos += n
-            data = b"".join(parts)
-        sequential = off == h.next_off
-        h.next_off = end
         last = (end - 1) // CHUNK_SIZE
         if last != h.last_piece:
-            h.last_piece = last
-            if sequential or off == 0:
-                top = min(piece_count(e), last + 1 + PREFETCH_PIECES)
-                self.blobs.prefetch(piece_at(e, j) for j in range(last + 1, top))
-        return data
+            self._read_ahead(h, off == h.next_off, last)
+        h.next_off = end
+        i = off // CHUNK_SIZE
+        if last == i:
+            return await self._read_piece(h, i, off, end - off)
+        parts: list[bytes | memoryview] = []
+        pos = off
+        while pos < end:
+            j = pos // CHUNK_SIZE
+            n = min(end, (j + 1) * CHUNK_SIZE) - pos
+            parts.append(bytes(await self._read_piece(h, j, pos, n)))  # views get reused
+            pos += n
+        return b"".join(parts)
 
-    async def _read_piece(self, h: FileHandle, i: int, off: int, n: int) -> bytes:
+    def _read_ahead(self, h: FileHandle, sequential: bool, last: int) -> None:
+        """Like the kernel's readahead: a window of pieces that doubles while reads stay
+        sequential, so ``head`` costs one piece and ``cat`` runs PREFETCH_PIECES ahead."""
+        h.last_piece = last
+        h.window = min(PREFETCH_PIECES, max(1, h.window * 2)) if sequential else 0
+        top = min(piece_count(h.entry), last + 1 + h.window)
+        if top > last + 1:
+            self.blobs.prefetch(piece_at(h.entry, j) for j in range(last + 1, top))
+
+    async def _read_piece(self, h: FileHandle, i: int, off: int, n: int) -> bytes | memoryview:
         if h.pi != i:
             h.pi, h.piece = i, piece_at(h.entry, i)
         p = h.piece
         assert p is not None
         for _ in range(4):
-            data = self.blobs.read(p, off - p.offset, n)
+            data = await self.blobs.read(p, off - p.offset, n)
             if data is not None:
                 return data
             await self.blobs.get(p)

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from ..errors import ArtifactfsError, IntegrityError, StoreUnavailable, errno_for
-from .namespace import Namespace, Stat
+from .namespace import IMMUTABLE, Namespace, Stat
 
 log = logging.getLogger(__name__)
 BLKSIZE = 128 * 1024
@@ -69,6 +69,23 @@ def attributes(s: Stat, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     return a
 
 
+def content_attributes(ino: int, mode: int, size: int, mtime_ns: int, uid: int, gid: int
+                       ) -> pyfuse3.EntryAttributes:
+    """:func:`attributes` of an immutable entry inside a version (the readdir hot path)."""
+    a = pyfuse3.EntryAttributes()
+    a.st_ino = ino
+    a.entry_timeout = a.attr_timeout = IMMUTABLE
+    a.st_mode = mode
+    a.st_nlink = 1
+    a.st_uid = uid
+    a.st_gid = gid
+    a.st_size = size
+    a.st_blksize = BLKSIZE
+    a.st_blocks = (size + 511) >> 9
+    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
+    return a
+
+
 class Operations(pyfuse3.Operations):  # type: ignore[misc]
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -77,14 +94,14 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     def __init__(self, ns: Namespace) -> None:
         super().__init__()
         self.ns = ns
-
-    def _attrs(self, s: Stat) -> pyfuse3.EntryAttributes:
-        return attributes(s, self.ns.uid, self.ns.gid)
+        ns.make_attrs = functools.partial(attributes, uid=ns.uid, gid=ns.gid)
+        ns.make_content_attrs = functools.partial(content_attributes, uid=ns.uid, gid=ns.gid)
 
     # --- reading the tree ------------------------------------------------------------------
     @_guard
     async def lookup(self, parent_inode: int, name: bytes, ctx: Ctx) -> Attrs:
-        return self._attrs(await self.ns.lookup(parent_inode, name))
+        attrs: Attrs = await self.ns.lookup(parent_inode, name)
+        return attrs
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
@@ -94,7 +111,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def getattr(self, inode: int, ctx: Ctx) -> Attrs:
-        return self._attrs(self.ns.getattr(inode))
+        attrs: Attrs = self.ns.getattr(inode)
+        return attrs
 
     @_guard
     async def readlink(self, inode: int, ctx: Ctx) -> bytes:
@@ -106,10 +124,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        uid, gid = self.ns.uid, self.ns.gid
-
-        def reply(name: bytes, s: Stat, cookie: int) -> bool:
-            return bool(pyfuse3.readdir_reply(token, name, attributes(s, uid, gid), cookie))
+        def reply(name: bytes, attrs: Attrs, cookie: int) -> bool:
+            return pyfuse3.readdir_reply(token, name, attrs, cookie)
 
         await self.ns.readdir(fh, start_id, reply)
 
@@ -124,7 +140,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         try:
-            return await self.ns.read(fh, off, size)
+            return await self.ns.read(fh, off, size)  # type: ignore[return-value]
         except Exception as e:
             raise _errno(e) from None
 
@@ -138,6 +154,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
+        if not name.startswith(b"user."):
+            # security.selinux, system.posix_acl_*: a namespace we do not support.  ENOTSUP
+            # (not ENODATA) lets `ls -l` remember that for the whole mount instead of asking
+            # twice per file, which costs two FUSE round trips per entry of a big directory.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         v = await self.ns.getxattr(inode, name)
         if v is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

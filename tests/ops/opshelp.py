@@ -183,7 +183,7 @@ class Kernel:
                 data = await self.ops.read(fi.fh, off, chunk)
                 if not data:
                     return b"".join(parts)
-                parts.append(data)
+                parts.append(bytes(data))  # a view of a reused buffer, as pyfuse3 sees it
                 off += len(data)
         finally:
             await self.ops.release(fi.fh)

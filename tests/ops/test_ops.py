@@ -199,10 +199,14 @@ async def test_xattrs(make_fs, repo, source, tmp_path):
     assert await x(ref.st_ino, "digest") == sha(ref_file.read_bytes()).encode()
     assert ref.st_size == 17000
     assert await k.read_file(ref.st_ino, 4096) == ref_file.read_bytes()
-    for bad in (b"user.artifactfs.nope", b"security.selinux", b"user.other"):
+    for bad in (b"user.artifactfs.nope", b"user.other"):
         with pytest.raises(pyfuse3.FUSEError) as ei:
             await fs.ops.getxattr(readme, bad, CTX)
         assert ei.value.errno == pyfuse3.ENOATTR
+    for other_namespace in (b"security.selinux", b"system.posix_acl_access", b"trusted.x"):
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await fs.ops.getxattr(readme, other_namespace, CTX)
+        assert ei.value.errno == errno.EOPNOTSUPP
     # a changed reference source is EIO, never other bytes
     ref_file.write_bytes(b"changed")
     fs2 = make_fs(cache="cache2")
