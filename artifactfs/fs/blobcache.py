@@ -139,6 +139,7 @@ class BlobCache:
         self._bufs: OrderedDict[str, memoryview] = OrderedDict()  # verified bytes, LRU
         self._buf_bytes = 0
         self._scratch = memoryview(bytearray(1 << 20))
+        self._nowait = True
         self._orphans: set[str] = set()  # evicted while in use: fd closed at the last unpin
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()  # guards everything below
@@ -175,12 +176,19 @@ class BlobCache:
         if len(self._scratch) < size:
             self._scratch = memoryview(bytearray(size))
         out = self._scratch[:size]
+        if not self._nowait:  # a filesystem without RWF_NOWAIT: read as a plain server would
+            return out[:os.preadv(fd, [out], offset)]
         try:
             n = os.preadv(fd, [out], offset, os.RWF_NOWAIT)
         except BlockingIOError:
             n = 0
-        if n == size:
-            return out
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._nowait = False
+            return out[:os.preadv(fd, [out], offset)]
+        if n == size or offset + n >= piece.length:
+            return out[:n]
         head = bytes(out[:n])
         rest = await trio.to_thread.run_sync(os.pread, fd, size - n, offset + n)
         return head + rest

@@ -24,13 +24,14 @@ from typing import Any, TypeVar
 import trio
 
 from ..catalog import Catalog, VersionRecord, parse_iso
-from ..errors import NotFound
+from ..errors import NotFound, StoreUnavailable
 from ..names import NAME_RE, RESERVED_PROJECTS, VERSION_RE
 from .cache import ManifestCache
 from .inodes import VersionInfo
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_FAILURE = 5.0
+STORE_TIMEOUT = 30.0
 MAX_ARTIFACTS = 2048
 MAX_LISTINGS = 1024
 T = TypeVar("T")
@@ -118,6 +119,7 @@ class Listings:
         self._busy: dict[object, trio.Event] = {}
         self.store_ok = True
         self.last_error = ""
+        self.timeout = STORE_TIMEOUT
 
     # --- single flight -----------------------------------------------------------------------
     async def _once(self, key: object, load: Callable[[], Awaitable[None]]) -> None:
@@ -133,7 +135,12 @@ class Listings:
             ev.set()
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        """Run a store call in a worker thread; a store that does not answer within
+        ``timeout`` is given up on (the thread finishes on its own)."""
+        with trio.move_on_after(self.timeout):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
+                                                 abandon_on_cancel=True)
+        raise StoreUnavailable(f"the store did not answer within {self.timeout:g}s")
 
     def _failed(self, what: str, e: Exception) -> None:
         self.store_ok = False

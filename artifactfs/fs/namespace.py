@@ -302,7 +302,7 @@ class Namespace:
             return
         ev = self._tables[oid] = trio.Event()
         try:
-            await trio.to_thread.run_sync(self._fetch_table, oid, limiter=self.limiter)
+            await self.lists._thread(self._fetch_table, oid)
         finally:
             del self._tables[oid]
             ev.set()

@@ -114,6 +114,14 @@ async def test_unreachable_store(make_fs, repo, source):
     with pytest.raises(pyfuse3.FUSEError) as ei:
         await k.read_file(train)
     assert ei.value.errno == errno.EIO and time.monotonic() - t0 < 3
+    fs.ns.lists.timeout = 0.5  # listings of a hanging store: the last known state, in time
+    fs.clock.advance(60)
+    t0 = time.monotonic()
+    assert [n for n, _, _ in await k.readdir(art)] == [b"v0", b"latest"]
+    assert time.monotonic() - t0 < 3
+    with pytest.raises(pyfuse3.FUSEError) as ei:  # a tree never fetched: EIO, in time
+        await k.walk("vision/cats/v0/many/f0001")
+    assert ei.value.errno == errno.EIO and time.monotonic() - t0 < 4
     fs.store.hang.clear()
     assert fs.ns.stats()["store_ok"] is False
     fs.clock.advance(60)

@@ -320,6 +320,15 @@ async def test_big_file_random_offsets(make_fs, repo, source, remote):
         off = rnd.randrange(0, BIG + 10)
         n = rnd.choice([1, 4096, 131072, 1 << 20, 9 << 20])
         assert await fs.ops.read(fi.fh, off, n) == want[off:off + n]
+    # bytes gone from the page cache are read in a worker thread (RWF_NOWAIT said EAGAIN)
+    entry = fs.ns.files[fi.fh].entry
+    for c in entry.chunks:
+        path = object_path(repo, c) if not remote else fs.blobs._path(c)
+        fd = os.open(path, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    for off in (0, 8 << 20, BIG - 5000):
+        assert bytes(await fs.ops.read(fi.fh, off, 1 << 20)) == want[off:off + (1 << 20)]
     # a 4 KiB read costs one chunk, not the file
     fs2 = make_fs(remote=True, cache="c2")
     k2 = Kernel(fs2.ops)
