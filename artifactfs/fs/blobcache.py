@@ -15,6 +15,13 @@ file descriptor whose bytes were verified in this mount.  Where the bytes live:
 
 What is subtle:
 
+* Cost: verification is the price of a first read.  A piece is hashed in a worker thread
+  through one reused buffer (no fresh memory per piece), after the kernel was asked to start
+  reading it (``POSIX_FADV_WILLNEED``) as soon as a sequential reader made it likely; reads then
+  come from the page cache.  The trio thread copies with ``RWF_NOWAIT`` into one reused buffer,
+  so it never waits on the disk (a miss goes to a worker thread).  Hashing through ``mmap``
+  would save a copy (~10 % CPU measured) but a store file truncated under the mapping would
+  kill the daemon with SIGBUS, so it is not done.
 * Single flight: one fetch per piece however many readers wait; a failure is not remembered
   (the next read tries again) and waiters give up after ``timeout`` seconds (EIO), while the
   worker thread finishes on its own.

@@ -31,7 +31,6 @@ import json
 import logging
 import marshal
 import os
-import re
 import shutil
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -95,26 +94,29 @@ def name_bytes(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-_DIGEST = re.compile(r"[0-9a-f]{64}")
+_HEX = "0123456789abcdef"
 
 
 def _plain(name: Any, d: Any) -> Raw | None:
     """The packed entry of a plain small file or a directory, validated exactly as
     ``model.decode_node`` would accept it; ``None`` for anything else (or anything doubtful),
     which sends the whole node through ``model.decode_node``."""
-    if type(name) is not str or name in ("", ".", "..") or "/" in name or "\0" in name \
-            or (len(name) > 63 and len(name.encode("utf-8", "surrogateescape")) > 255) \
-            or type(d) is not dict:
+    if type(name) is not str or type(d) is not dict or name in ("", ".", "..") \
+            or "/" in name or "\0" in name \
+            or (len(name) > 63 and len(name.encode("utf-8", "surrogateescape")) > 255):
         return None
-    k, s, dg, m = d.get("k"), d.get("s"), d.get("d"), d.get("m", 0)
+    s, dg, m = d.get("s"), d.get("d"), d.get("m", 0)
+    # a digest: 64 lowercase hex digits (what model.is_digest checks)
     if type(s) is not int or s < 0 or type(m) is not int or m < 0 or type(dg) is not str \
-            or not _DIGEST.fullmatch(dg):
+            or len(dg) != 64 or dg.strip(_HEX):
         return None
-    if k == "f" and "c" not in d and s <= CHUNK_SIZE:
-        return (RAW_FILE, s, dg, (), bool(d.get("x")), m)
-    if k == "d":
+    k = d.get("k")
+    if k == "f":
+        if "c" not in d and s <= CHUNK_SIZE:
+            return (RAW_FILE, s, dg, (), bool(d.get("x")), m)
+    elif k == "d":
         o, n = d.get("o"), d.get("n")
-        if type(o) is str and _DIGEST.fullmatch(o) and type(n) is int and n >= 0:
+        if type(o) is str and len(o) == 64 and not o.strip(_HEX) and type(n) is int and n >= 0:
             return (RAW_DIR, s, dg, o, n, m)
     return None
 

@@ -58,17 +58,16 @@ class Inode:
                  "target", "ver")
 
     def __init__(self, ino: int, kind: Kind, ident: bytes) -> None:
+        # one of these per entry listed: keep it to plain attribute stores
         self.ino = ino
         self.kind = kind
         self.ident = ident
         self.lookups = 0
-        self.project = ""
-        self.name = ""
         self.ver: VersionInfo | None = None
         self.raw: Raw | None = None  # content inodes: the packed entry (see cache.py)
         self._entry: Entry | None = None
-        self.target = ""  # alias symlinks: "vN"
         self.attrs: object = None  # the kernel attributes, cached for immutable inodes
+        self.project = self.name = self.target = ""  # virtual inodes; alias target "vN"
 
     @property
     def entry(self) -> Entry:

@@ -69,21 +69,26 @@ def attributes(s: Stat, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     return a
 
 
-def content_attributes(ino: int, mode: int, size: int, mtime_ns: int, uid: int, gid: int
-                       ) -> pyfuse3.EntryAttributes:
-    """:func:`attributes` of an immutable entry inside a version (the readdir hot path)."""
-    a = pyfuse3.EntryAttributes()
-    a.st_ino = ino
-    a.entry_timeout = a.attr_timeout = IMMUTABLE
-    a.st_mode = mode
-    a.st_nlink = 1
-    a.st_uid = uid
-    a.st_gid = gid
-    a.st_size = size
-    a.st_blksize = BLKSIZE
-    a.st_blocks = (size + 511) >> 9
-    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
-    return a
+def content_attributes(uid: int, gid: int) -> Callable[[int, int, int, int], Attrs]:
+    """A builder of :func:`attributes` for immutable entries inside a version (the readdir
+    hot path: one call per entry listed, so a closure with everything bound)."""
+    new = pyfuse3.EntryAttributes
+
+    def make(ino: int, mode: int, size: int, mtime_ns: int) -> Attrs:
+        a = new()
+        a.st_ino = ino
+        a.entry_timeout = a.attr_timeout = IMMUTABLE
+        a.st_mode = mode
+        a.st_nlink = 1
+        a.st_uid = uid
+        a.st_gid = gid
+        a.st_size = size
+        a.st_blksize = BLKSIZE
+        a.st_blocks = (size + 511) >> 9
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = mtime_ns
+        return a
+
+    return make
 
 
 class Operations(pyfuse3.Operations):  # type: ignore[misc]
@@ -95,7 +100,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         super().__init__()
         self.ns = ns
         ns.make_attrs = functools.partial(attributes, uid=ns.uid, gid=ns.gid)
-        ns.make_content_attrs = functools.partial(content_attributes, uid=ns.uid, gid=ns.gid)
+        ns.make_content_attrs = content_attributes(ns.uid, ns.gid)
 
     # --- reading the tree ------------------------------------------------------------------
     @_guard
