@@ -91,8 +91,12 @@ def upsert(repo: Repo, project: str, name: str, draft_id: str,
 
 def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
            own: Mapping[str, model.Entry | None], writer: str,
-           **commit_kw: Any) -> tuple[VersionRecord, bool]:
-    """Merge every upserted part with ``own`` entries and commit them as the next version."""
+           base: VersionRecord | None = None, **commit_kw: Any) -> tuple[VersionRecord, bool]:
+    """Merge every upserted part with ``own`` changes and commit them as the next version.
+
+    ``own`` may remove paths (``None``); parts only add or replace.  The result is ``base``
+    (when given) with all of it applied.
+    """
     prefix = _prefix(project, name, draft_id)
     repo.check_type(project, name, type_)
     repo.store.sync()
@@ -101,7 +105,7 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
         raise AlreadyExists(f"distributed draft {project}/{name}/{draft_id} was already finished")
     try:
         merged: dict[str, model.Entry] = {p: e for p, e in own.items() if e is not None}
-        origin: dict[str, str] = dict.fromkeys(merged, writer)
+        removed = {p for p, e in own.items() if e is None}
         conflicts: set[str] = set()
         parts: list[str] = []
         for item in repo.store.list(prefix + "parts/"):
@@ -117,12 +121,13 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
                         model.encode_node({"x": e}).digest:
                     conflicts.add(p)
                 merged.setdefault(p, e)
-                origin.setdefault(p, part)
         if conflicts:
             shown = ", ".join(sorted(conflicts)[:20])
             more = f" (and {len(conflicts) - 20} more)" if len(conflicts) > 20 else ""
             raise Conflict(f"writers gave different content for: {shown}{more}")
-        rec, created = repo.commit_entries(project, name, type_, merged, **commit_kw)
+        changes: dict[str, model.Entry | None] = dict.fromkeys(removed)
+        changes.update(merged)
+        rec, created = repo.commit_entries(project, name, type_, changes, base=base, **commit_kw)
     except BaseException:
         repo.store.delete(prefix + "finished.json")
         raise
