@@ -377,10 +377,22 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _is_mount_form(args: list[str]) -> bool:
+    """``artifactfs SOURCE MOUNTPOINT -o OPTIONS``, as mount.fuse3 runs fstab's fuse.artifactfs."""
+    positional = [a for a in args if not a.startswith("-")]
+    return (bool(args) and not args[0].startswith("-") and args[0] not in cli.commands
+            and len(positional) >= 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning errors into ``error: …`` lines."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        cli.main(args=argv, prog_name="artifactfs", standalone_mode=False)
+        if _is_mount_form(args):
+            from .fs import mounthelper
+            mounthelper.run(args)
+            return
+        cli.main(args=args, prog_name="artifactfs", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

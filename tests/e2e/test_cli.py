@@ -202,3 +202,12 @@ def test_file_references_put_ls_get_and_change(tmp_path: Path) -> None:
     assert not (tmp_path / "again" / "raw" / "a.txt").exists()
     assert "max_objects" in fail(store, "put", f"file://{src}", "--name", "p/r2", "--type",
                                  "dataset", "--max-objects", "1")
+
+
+def test_mount_fuse3_form_is_recognised() -> None:
+    from artifactfs.cli import _is_mount_form
+    assert _is_mount_form(["/srv/store", "/artifacts", "-o", "allow_other,_netdev"])
+    assert _is_mount_form(["s3://bucket/p", "/artifacts"])
+    assert not _is_mount_form(["put", "src", "--name", "p/a"])
+    assert not _is_mount_form(["nosuch"])
+    assert not _is_mount_form(["--store", "/x", "ls", "p/a"])
