@@ -28,7 +28,7 @@ from .repo import Repo
 
 
 def _repo(store: str | None) -> Repo:
-    return Repo(store or config_mod.load().store)
+    return Repo(store or config_mod.load().store, notify_mounts=True)
 
 
 class ArtifactEntry:

@@ -164,8 +164,10 @@ def new_run_id() -> str:
 class Catalog:
     """Records of one store.  Thread-safe; every method does blocking store I/O."""
 
-    def __init__(self, store: Store, node_cache_size: int = 256) -> None:
+    def __init__(self, store: Store, node_cache_size: int = 256,
+                 on_change: Callable[[str, str], None] | None = None) -> None:
         self.store = store
+        self.on_change = on_change  # called with (project, name) after every change
         self._nodes: OrderedDict[str, dict[str, model.Entry]] = OrderedDict()
         self._nodes_max = node_cache_size
         self._lock = threading.Lock()
@@ -332,6 +334,8 @@ class Catalog:
             latest = self.latest(project, name)
             if latest is not None and latest.digest == root.digest:
                 self._apply_aliases(project, name, latest.version, aliases)
+                if aliases:
+                    self._changed(project, name)
                 return latest, False
             n = nums[-1] + 1 if nums else 0
             rec = VersionRecord(
@@ -345,6 +349,7 @@ class Catalog:
                 self._apply_aliases(project, name, n, aliases)
                 if run is not None:
                     self._mark_output(run, rec)
+                self._changed(project, name)
                 return rec, True
         raise ArtifactfsError(f"could not allocate a version of {project}/{name}: too much contention")
 
@@ -363,9 +368,10 @@ class Catalog:
                 raise UsageError("only description, metadata, ttl and deletion may change")
             try:
                 self.store.cas(key, _dumps(new.to_json()), etag)
-                return new
             except PreconditionFailed:
                 continue
+            self._changed(project, name)
+            return new
         raise ArtifactfsError(f"could not update {project}/{name}:v{version}: too much contention")
 
     def delete_version(self, project: str, name: str, version: int,
@@ -374,11 +380,10 @@ class Catalog:
         if held and not delete_aliases:
             raise UsageError(f"{project}/{name}:v{version} holds aliases {', '.join(sorted(held))}:"
                              " pass --delete-aliases to delete them too")
-        rec = self.update_version(project, name, version,
-                                  lambda r: r if r.deleted_at else replace(r, deleted_at=now_iso()))
         for a in held:
             self.store.delete(_akey(project, name, a))
-        return rec
+        return self.update_version(project, name, version,
+                                   lambda r: r if r.deleted_at else replace(r, deleted_at=now_iso()))
 
     def set_ttl(self, project: str, name: str, version: int, days: float | None) -> VersionRecord:
         if days is not None and days <= 0:
@@ -437,6 +442,11 @@ class Catalog:
         if not rec.is_live(self.project_ttl(project)):
             raise NotFound(f"version {rec.label} was deleted")
         self._apply_aliases(project, name, version, [alias])
+        self._changed(project, name)
+
+    def _changed(self, project: str, name: str) -> None:
+        if self.on_change is not None:
+            self.on_change(project, name)
 
     def _apply_aliases(self, project: str, name: str, version: int, aliases: Iterable[str]) -> None:
         for alias in aliases:
@@ -462,6 +472,7 @@ class Catalog:
         if not self.store.exists(key):
             raise NotFound(f"no alias {alias!r} on {project}/{name}")
         self.store.delete(key)
+        self._changed(project, name)
 
     # --- runs and lineage ------------------------------------------------------------------
     def create_run(self, project: str, job_type: str = "", group: str = "",

@@ -35,7 +35,7 @@ class Ctx:
     @property
     def repo(self) -> Repo:
         if self._repo is None:
-            self._repo = Repo(self.config.store)
+            self._repo = Repo(self.config.store, notify_mounts=True)
         return self._repo
 
 

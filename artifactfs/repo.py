@@ -13,7 +13,7 @@ from typing import Any
 
 from . import fetch, ingest, model
 from .catalog import Catalog, VersionRecord
-from .errors import NotFound, TypeConflict, UsageError
+from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
 from .store import Store, open_store
 
@@ -34,9 +34,24 @@ def parse_metadata(value: str | None) -> dict[str, Any]:
 class Repo:
     """A store and its catalog."""
 
-    def __init__(self, store: Store | str | None) -> None:
+    def __init__(self, store: Store | str | None, notify_mounts: bool = False) -> None:
         self.store = store if isinstance(store, Store) else open_store(store)
-        self.catalog = Catalog(self.store)
+        self.catalog = Catalog(self.store,
+                               on_change=self._notify_mounts if notify_mounts else None)
+
+    def _notify_mounts(self, project: str, name: str) -> None:
+        """Tell this node's mounts of the same store to re-read an artifact now (SPEC §8:
+        a delete disappears from the mount at once).  Best effort: a mount that does not
+        answer still catches up within its refresh interval."""
+        from .fs import control, registry
+        for rec in registry.records():
+            if rec.store != self.store.uri:
+                continue
+            try:
+                control.request(rec.control, {"op": "refresh", "artifact": f"{project}/{name}"},
+                                timeout=5)
+            except ArtifactfsError:
+                continue
 
     # --- writing ---------------------------------------------------------------------------
     def commit_entries(
