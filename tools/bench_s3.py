@@ -73,8 +73,16 @@ def main() -> None:
         put = timed(run, "--store", store, "put", src, "--name", "p/w", "--type", "model")
         row(f"S3 put {mib} MiB (vs boto3 upload_file)", put, base)
         base = timed(s3.download_file, "bench", "raw/weights.bin", os.path.join(work, "dl"))
+        def one_stream() -> None:
+            body = s3.get_object(Bucket="bench", Key="raw/weights.bin")["Body"]
+            with open(os.path.join(work, "dl1"), "wb") as f:
+                for piece in body.iter_chunks(1 << 20):
+                    f.write(piece)
+
+        stream = timed(one_stream)
         get = timed(run, "--store", store, "get", "p/w", "--root", os.path.join(work, "got"))
         row(f"S3 get {mib} MiB (vs boto3 download_file)", get, base)
+        row(f"S3 get {mib} MiB (vs one boto3 get_object stream)", get, stream)
         os.makedirs(mnt)
         cache = os.path.join(work, "cache")
         try:
@@ -89,6 +97,7 @@ def main() -> None:
             subprocess.run(["cat", target], check=True, stdout=subprocess.DEVNULL)
             first = time.perf_counter() - t
             row(f"S3 mount first read {mib} MiB (vs boto3 download_file)", first, base)
+            row(f"S3 mount first read {mib} MiB (vs one boto3 get_object stream)", first, stream)
         finally:
             subprocess.run([*CLI, "unmount", mnt], check=False)
     finally:
