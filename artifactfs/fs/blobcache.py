@@ -53,6 +53,7 @@ from ..store.base import Store
 
 log = logging.getLogger(__name__)
 MAX_FDS = 2048
+FAILED_TTL = 5.0  # a piece the store just failed to give fails again at once for this long
 BUFFER_BYTES = 64 << 20  # verified pieces the full disk could not take, served from memory
 
 
@@ -115,6 +116,28 @@ def _hash_fd(fd: int) -> tuple[str, int]:
         pos += n
 
 
+def _copy_range(src: int, dst: int, length: int, dst_off: int) -> None:
+    """``length`` bytes from the start of ``src`` to ``dst`` at ``dst_off``."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src, dst, length - done, done, dst_off + done)
+            if n <= 0:
+                break
+            done += n
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+    while done < length:  # no copy_file_range here, or a short one: copy by hand
+        data = os.pread(src, min(8 << 20, length - done), done)
+        if not data:
+            raise IntegrityError(f"piece shrank while being copied ({done} of {length} bytes)")
+        view = memoryview(data)
+        while view:
+            k = os.pwrite(dst, view, dst_off + done)
+            view, done = view[k:], done + k
+
+
 class BlobCache:
     """Verified, ready-to-read pieces; see the module docstring."""
 
@@ -149,6 +172,9 @@ class BlobCache:
         self._nowait = True
         self._orphans: set[str] = set()  # evicted while in use: fd closed at the last unpin
         self._flights: dict[str, _Flight] = {}
+        # key -> (until, error): the kernel retries a failed read in several requests; each
+        # must not wait out the store's whole retry budget again
+        self._failed: dict[str, tuple[float, BaseException]] = {}
         self._lock = threading.Lock()  # guards everything below
         self._files: OrderedDict[str, int] = OrderedDict()  # cache files: key -> size, LRU
         self._bytes = 0
@@ -204,6 +230,11 @@ class BlobCache:
         """Make ``piece`` ready (or raise: IntegrityError, StoreUnavailable, OSError)."""
         if piece.key in self._fds or piece.key in self._bufs:
             return
+        failed = self._failed.get(piece.key)
+        if failed is not None:
+            if trio.current_time() < failed[0]:
+                raise failed[1]
+            del self._failed[piece.key]
         fl = self._flights.get(piece.key) or self._start(piece, self.limiter)
         with trio.move_on_after(self.timeout) as cs:
             await fl.event.wait()
@@ -215,7 +246,8 @@ class BlobCache:
     def prefetch(self, pieces: Iterable[Piece]) -> None:
         """Start making pieces ready ahead of a sequential reader (no waiting)."""
         for p in pieces:
-            if p.key not in self._fds and p.key not in self._flights and p.key not in self._bufs:
+            if p.key not in self._fds and p.key not in self._flights and \
+                    p.key not in self._bufs and p.key not in self._failed:
                 self._start(p, self.prefetch_limiter)
 
     def _start(self, piece: Piece, limiter: trio.CapacityLimiter) -> _Flight:
@@ -238,6 +270,8 @@ class BlobCache:
         except BaseException as e:
             self.errors += 1
             fl.error = e
+            if isinstance(e, StoreUnavailable):  # not corrupt data: a repaired store is re-read
+                self._failed[piece.key] = (trio.current_time() + FAILED_TTL, e)
             if isinstance(e, IntegrityError):
                 log.error("refusing to serve %s: %s", piece.key, e)
             else:
@@ -339,6 +373,29 @@ class BlobCache:
         self.fetched_bytes += len(data)
         fd = self._store_file(path, piece, data)
         return fd, (data if fd is None else None)
+
+    def copy_to(self, entry: Entry, dest: str) -> None:
+        """Worker thread: write an entry's verified bytes into the file ``dest`` (the copy-up
+        of a draft file).  Pieces come the way reads get them (in place from a local store,
+        else the cache or the store/source, and then cached) and are verified first; the
+        bytes move with ``copy_file_range`` (no trip through Python)."""
+        out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for i in range(piece_count(entry)):
+                p = piece_at(entry, i)
+                fd, data = self._materialize(p)
+                if fd is None:
+                    assert data is not None
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.pwrite(out, view, p.offset + len(data) - len(view)):]
+                    continue
+                try:
+                    _copy_range(fd, out, p.length, p.offset)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(out)
 
     def _expected(self, piece: Piece) -> str | None:
         return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")

@@ -120,6 +120,7 @@ class Listings:
         self.store_ok = True
         self.last_error = ""
         self.timeout = STORE_TIMEOUT
+        self._down_until = float("-inf")  # after a failure, every known state is served as is
 
     # --- single flight -----------------------------------------------------------------------
     async def _once(self, key: object, load: Callable[[], Awaitable[None]]) -> None:
@@ -143,13 +144,17 @@ class Listings:
         raise StoreUnavailable(f"the store did not answer within {self.timeout:g}s")
 
     def _failed(self, what: str, e: Exception) -> None:
+        self._down_until = self.clock() + RETRY_AFTER_FAILURE
         self.store_ok = False
         self.last_error = f"{what}: {e}"
         log.warning("could not refresh %s (serving the last known state): %s", what, e)
 
     # --- name listings -------------------------------------------------------------------------
     def _fresh(self, fetched: float) -> bool:
-        return self.clock() - fetched < self.refresh
+        """Young enough, or the store failed a moment ago (then one failed refresh, not one
+        per listing, is what an outage costs; known state is served meanwhile)."""
+        now = self.clock()
+        return now - fetched < self.refresh or now < self._down_until
 
     async def names(self, key: str) -> _Listing:
         """``projects`` or ``collections:P``: the names, refreshed if expired."""
