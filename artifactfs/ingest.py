@@ -27,6 +27,8 @@ from .store.base import Store
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 MAX_INFLIGHT_BYTES = 96 * 1024 * 1024
+BATCH_FILES = 64
+BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,24 +150,52 @@ def _store_piece(store: Store, src: Source, index: int, progress: Progress | Non
     return digest
 
 
+def _store_job(store: Store, job: list[tuple[_Pieces, int]], progress: Progress | None
+               ) -> list[str]:
+    return [_store_piece(store, p.src, i, progress) for p, i in job]
+
+
 def store_files(
     store: Store, sources: Iterable[Source], progress: Progress | None = None,
     threads: int | None = None,
 ) -> dict[str, model.Entry]:
-    """Ingest sources; returns artifact path -> entry (directories only when empty)."""
+    """Ingest sources; returns artifact path -> entry (directories only when empty).
+
+    Each chunk of a big file is one job for the pool; small files go in batches of up to
+    :data:`BATCH_FILES` (or :data:`BATCH_BYTES`), so a tree of many tiny files does not pay
+    a thread hand-off per file.
+    """
     threads = threads or default_threads(store)
     out: dict[str, model.Entry] = {}
     lock = threading.Lock()
-    inflight: set[Future[str]] = set()
+    inflight: set[Future[list[str]]] = set()
+    batch: list[tuple[_Pieces, int]] = []
+    batch_bytes = 0
 
-    def reap(block: bool) -> None:
+    def reap() -> None:
         nonlocal inflight
-        if not inflight:
-            return
-        done, pending = wait(inflight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        done, pending = wait(inflight, return_when=FIRST_COMPLETED)
         inflight = set(pending)
         for f in done:
             f.result()  # re-raise worker errors
+
+    def submit(job: list[tuple[_Pieces, int]]) -> None:
+        while len(inflight) >= threads * 2:
+            reap()
+        fut = pool.submit(_store_job, store, job, progress)
+
+        def done(f: Future[list[str]]) -> None:
+            if f.exception() is not None:
+                return
+            with lock:
+                for (p, i), digest in zip(job, f.result(), strict=True):
+                    p.digests[i] = digest
+                    p.left -= 1
+                    if p.left == 0:
+                        out[p.src.path] = p.entry()
+
+        fut.add_done_callback(done)
+        inflight.add(fut)
 
     with ThreadPoolExecutor(threads, thread_name_prefix="ingest") as pool:
         try:
@@ -177,24 +207,19 @@ def store_files(
                     out[src.path] = model.EMPTY_NODE.as_entry(src.mtime_ns)
                     continue
                 pieces = _Pieces(src)
+                if src.size <= BATCH_BYTES:
+                    batch.append((pieces, 0))
+                    batch_bytes += src.size
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                        submit(batch)
+                        batch, batch_bytes = [], 0
+                    continue
                 for i in range(len(pieces.digests)):
-                    while len(inflight) >= threads * 2:
-                        reap(block=True)
-                    fut = pool.submit(_store_piece, store, src, i, progress)
-
-                    def done(f: Future[str], p: _Pieces = pieces, i: int = i) -> None:
-                        if f.exception() is not None:
-                            return
-                        with lock:
-                            p.digests[i] = f.result()
-                            p.left -= 1
-                            if p.left == 0:
-                                out[p.src.path] = p.entry()
-
-                    fut.add_done_callback(done)
-                    inflight.add(fut)
+                    submit([(pieces, i)])
+            if batch:
+                submit(batch)
             while inflight:
-                reap(block=True)
+                reap()
         except BaseException:
             for f in inflight:
                 f.cancel()
