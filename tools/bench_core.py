@@ -14,20 +14,13 @@ import sys
 import tempfile
 import time
 
+from benchlib import drop_caches, time_row
+
 SMALL = os.environ.get("BENCH_SMALL") == "1"
 BIG_FILES, BIG_SIZE = (4, 32 << 20) if SMALL else (16, 128 << 20)
 SMALL_FILES = 2000 if SMALL else 20000
 CLI = [sys.executable, "-m", "artifactfs"]
 
-
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    if os.geteuid() == 0:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
 
 
 def timed(cmd: list[str] | str, **kw: object) -> float:
@@ -37,9 +30,6 @@ def timed(cmd: list[str] | str, **kw: object) -> float:
                    **kw)  # type: ignore[call-overload]
     return time.perf_counter() - t
 
-
-def row(metric: str, value: float, baseline: float, unit: str = "s") -> None:
-    print(f"| {metric} | {value:.2f} {unit} | {baseline:.2f} {unit} | {value / baseline:.2f}x |")
 
 
 def main() -> None:
@@ -56,11 +46,11 @@ def main() -> None:
         env = dict(os.environ, ARTIFACTFS_STORE=store)
         base = timed(f"cp -r {src} {work}/copy && sha256sum {work}/copy/* >/dev/null")
         put = timed([*CLI, "put", src, "--name", "bench/big", "--type", "dataset"], env=env)
-        row(f"put {BIG_FILES} files, {total_gib:.2f} GiB (vs cp -r + sha256sum)", put, base)
+        time_row(f"put {BIG_FILES} files, {total_gib:.2f} GiB (vs cp -r + sha256sum)", put, base)
         shutil.rmtree(os.path.join(work, "copy"))
         base = timed(f"cp -r {src} {work}/copy")
         get = timed([*CLI, "get", "bench/big", "--root", f"{work}/got"], env=env)
-        row(f"get {total_gib:.2f} GiB (vs cp -r)", get, base)
+        time_row(f"get {total_gib:.2f} GiB (vs cp -r)", get, base)
         shutil.rmtree(os.path.join(work, "copy"))
         shutil.rmtree(os.path.join(work, "got"))
 
@@ -72,12 +62,12 @@ def main() -> None:
                 f.write(f"file {i}\n" * 10)
         base = timed(f"cp -r {many} {work}/copy2 && find {work}/copy2 -type f -exec sha256sum {{}} + >/dev/null")
         put = timed([*CLI, "put", many, "--name", "bench/many", "--type", "dataset"], env=env)
-        row(f"put {SMALL_FILES} small files (vs cp -r + sha256sum)", put, base)
+        time_row(f"put {SMALL_FILES} small files (vs cp -r + sha256sum)", put, base)
         many_f = os.path.join(many, "d000", "f000000.txt")
         with open(many_f, "a") as f:
             f.write("changed\n")
         again = timed([*CLI, "put", many, "--name", "bench/many", "--type", "dataset"], env=env)
-        row(f"re-put {SMALL_FILES} files, one changed (vs first put)", again, put)
+        time_row(f"re-put {SMALL_FILES} files, one changed (vs first put)", again, put)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

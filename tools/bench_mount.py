@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from benchlib import drop_caches
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 SMALL = os.environ.get("BENCH_SMALL") == "1"
@@ -81,16 +83,6 @@ try:
 finally:
     pyfuse3.close(unmount=True)
 '''
-
-
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    if os.geteuid() == 0:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
 
 
 def row(metric: str, value: float, baseline: float, unit: str, higher_better: bool) -> None:

@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import boto3
+from benchlib import drop_caches, time_row
 from moto.server import ThreadedMotoServer
 
 SMALL = os.environ.get("BENCH_SMALL") == "1"
@@ -24,18 +25,6 @@ SIZE = (32 if SMALL else 256) << 20
 CLI = [sys.executable, "-m", "artifactfs"]
 
 
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    if os.geteuid() == 0:
-        try:
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
-        except OSError:
-            pass
-
-
-def row(metric: str, value: float, baseline: float) -> None:
-    print(f"| {metric} | {value:.2f} s | {baseline:.2f} s | {value / baseline:.2f}x |")
 
 
 def timed(fn: object, *args: object) -> float:
@@ -71,7 +60,7 @@ def main() -> None:
         mib = SIZE >> 20
         base = timed(s3.upload_file, path, "bench", "raw/weights.bin")
         put = timed(run, "--store", store, "put", src, "--name", "p/w", "--type", "model")
-        row(f"S3 put {mib} MiB (vs boto3 upload_file)", put, base)
+        time_row(f"S3 put {mib} MiB (vs boto3 upload_file)", put, base)
         base = timed(s3.download_file, "bench", "raw/weights.bin", os.path.join(work, "dl"))
         def one_stream() -> None:
             body = s3.get_object(Bucket="bench", Key="raw/weights.bin")["Body"]
@@ -81,8 +70,8 @@ def main() -> None:
 
         stream = timed(one_stream)
         get = timed(run, "--store", store, "get", "p/w", "--root", os.path.join(work, "got"))
-        row(f"S3 get {mib} MiB (vs boto3 download_file)", get, base)
-        row(f"S3 get {mib} MiB (vs one boto3 get_object stream)", get, stream)
+        time_row(f"S3 get {mib} MiB (vs boto3 download_file)", get, base)
+        time_row(f"S3 get {mib} MiB (vs one boto3 get_object stream)", get, stream)
         os.makedirs(mnt)
         cache = os.path.join(work, "cache")
         try:
@@ -96,8 +85,8 @@ def main() -> None:
             t = time.perf_counter()
             subprocess.run(["cat", target], check=True, stdout=subprocess.DEVNULL)
             first = time.perf_counter() - t
-            row(f"S3 mount first read {mib} MiB (vs boto3 download_file)", first, base)
-            row(f"S3 mount first read {mib} MiB (vs one boto3 get_object stream)", first, stream)
+            time_row(f"S3 mount first read {mib} MiB (vs boto3 download_file)", first, base)
+            time_row(f"S3 mount first read {mib} MiB (vs one boto3 get_object stream)", first, stream)
         finally:
             subprocess.run([*CLI, "unmount", mnt], check=False)
     finally:
