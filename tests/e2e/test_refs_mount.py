@@ -9,17 +9,14 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
 
-pytestmark = [pytest.mark.mounted, pytest.mark.s3,
-              pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
-                                 reason="needs /dev/fuse as root")]
+pytestmark = [pytest.mark.mounted, pytest.mark.s3]
 
 FILES: dict[str, bytes] = {}
 
@@ -87,9 +84,9 @@ def cli(store: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess
     return p
 
 
-def test_mixed_artifact_through_the_mount(tmp_path: Path, s3_bucket: str, http_base: str) -> None:
-    store, mnt = tmp_path / "store", tmp_path / "mnt"
-    mnt.mkdir()
+def test_mixed_artifact_through_the_mount(tmp_path: Path, s3_bucket: str, http_base: str,
+                                         mount: Callable[..., Path]) -> None:
+    store = tmp_path / "store"
     nfs = tmp_path / "nfs"
     nfs.mkdir()
     (nfs / "local.txt").write_bytes(b"from nfs")
@@ -116,28 +113,20 @@ def test_mixed_artifact_through_the_mount(tmp_path: Path, s3_bucket: str, http_b
     (nfs / "later.txt").write_bytes(b"has changed")  # same size, other bytes
     FILES["/moves.txt"] = b"second"
 
-    cli(store, "mount", str(mnt), "--cache-dir", str(tmp_path / "cache"))
-    try:
-        v = mnt / "p" / "mixed" / "v0"
-        assert (v / "stored.txt").read_text() == "stored"
-        assert (v / "nfs" / "local.txt").read_bytes() == b"from nfs"
-        assert hashlib.sha256((v / "s3" / "big.bin").read_bytes()).digest() == \
-            hashlib.sha256(big).digest()
-        assert (v / "web.txt").read_bytes() == b"from http"
-        assert os.stat(v / "s3" / "big.bin").st_size == len(big)
-        assert os.getxattr(v / "web.txt", "user.artifactfs.ref") == f"{http_base}/web.txt".encode()
-        assert os.getxattr(v / "s3" / "big.bin", "user.artifactfs.ref") == \
-            f"s3://{s3_bucket}/raw/big.bin".encode()
-        for changed in (v / "nfs" / "later.txt", v / "moves.txt"):
-            with pytest.raises(OSError) as exc:
-                changed.read_bytes()
-            assert exc.value.errno == errno.EIO
-    finally:
-        subprocess.run([sys.executable, "-m", "artifactfs", "unmount", str(mnt)],
-                       capture_output=True, timeout=60)
-        deadline = time.monotonic() + 10
-        while os.path.ismount(mnt) and time.monotonic() < deadline:
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-            time.sleep(0.2)
+    mnt = mount(store, tmp_path / "mnt")
+    v = mnt / "p" / "mixed" / "v0"
+    assert (v / "stored.txt").read_text() == "stored"
+    assert (v / "nfs" / "local.txt").read_bytes() == b"from nfs"
+    assert hashlib.sha256((v / "s3" / "big.bin").read_bytes()).digest() == \
+        hashlib.sha256(big).digest()
+    assert (v / "web.txt").read_bytes() == b"from http"
+    assert os.stat(v / "s3" / "big.bin").st_size == len(big)
+    assert os.getxattr(v / "web.txt", "user.artifactfs.ref") == f"{http_base}/web.txt".encode()
+    assert os.getxattr(v / "s3" / "big.bin", "user.artifactfs.ref") == \
+        f"s3://{s3_bucket}/raw/big.bin".encode()
+    for changed in (v / "nfs" / "later.txt", v / "moves.txt"):
+        with pytest.raises(OSError) as exc:
+            changed.read_bytes()
+        assert exc.value.errno == errno.EIO
     err = cli(store, "get", "p/mixed", "--root", str(tmp_path / "got"), ok=False).stderr
     assert err.startswith("error: reference changed since it was logged: ")

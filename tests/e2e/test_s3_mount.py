@@ -12,15 +12,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
-pytestmark = [pytest.mark.mounted, pytest.mark.s3,
-              pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
-                                 reason="needs /dev/fuse as root")]
+pytestmark = [pytest.mark.mounted, pytest.mark.s3]
 
 
 class Proxy:
@@ -84,22 +82,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> str:
     return p.stdout
 
 
-@contextlib.contextmanager
-def mounted(store: str, mnt: Path, cache: Path, *extra: str,
-            env: dict[str, str] | None = None) -> Iterator[Path]:
-    mnt.mkdir(exist_ok=True)
-    cli("--store", store, "mount", str(mnt), "--cache-dir", str(cache), *extra, env=env)
-    try:
-        yield mnt
-    finally:
-        subprocess.run([sys.executable, "-m", "artifactfs", "unmount", str(mnt)],
-                       capture_output=True, timeout=60)
-        deadline = time.monotonic() + 10
-        while os.path.ismount(mnt) and time.monotonic() < deadline:
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-            time.sleep(0.2)
-
-
 def wait_for(cond: object, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -112,25 +94,27 @@ def wait_for(cond: object, timeout: float) -> bool:
     return False
 
 
-def test_two_mounts_see_each_others_versions(s3_store_uri: str, tmp_path: Path) -> None:
+def test_two_mounts_see_each_others_versions(s3_store_uri: str, tmp_path: Path,
+                                            mount: Callable[..., Path]) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("v0")
     cli("--store", s3_store_uri, "put", str(src), "--name", "p/shared", "--type", "dataset")
-    with mounted(s3_store_uri, tmp_path / "m1", tmp_path / "c1", "--refresh", "1") as m1, \
-            mounted(s3_store_uri, tmp_path / "m2", tmp_path / "c2", "--refresh", "1") as m2:
-        assert (m1 / "p" / "shared" / "latest" / "a.txt").read_text() == "v0"
-        assert (m2 / "p" / "shared" / "latest" / "a.txt").read_text() == "v0"
-        (src / "a.txt").write_text("v1 from elsewhere")
-        # a writer that is not on this node: straight to the store, no mount is told
-        from artifactfs.repo import Repo
-        Repo(s3_store_uri).put_path(str(src), "p", "shared", "dataset")
-        for m in (m1, m2):
-            assert wait_for(lambda m=m: os.readlink(m / "p" / "shared" / "latest") == "v1", 5)
-            assert (m / "p" / "shared" / "v1" / "a.txt").read_text() == "v1 from elsewhere"
+    m1 = mount(s3_store_uri, tmp_path / "m1", "--refresh", "1")
+    m2 = mount(s3_store_uri, tmp_path / "m2", "--refresh", "1")
+    assert (m1 / "p" / "shared" / "latest" / "a.txt").read_text() == "v0"
+    assert (m2 / "p" / "shared" / "latest" / "a.txt").read_text() == "v0"
+    (src / "a.txt").write_text("v1 from elsewhere")
+    # a writer that is not on this node: straight to the store, no mount is told
+    from artifactfs.repo import Repo
+    Repo(s3_store_uri).put_path(str(src), "p", "shared", "dataset")
+    for m in (m1, m2):
+        assert wait_for(lambda m=m: os.readlink(m / "p" / "shared" / "latest") == "v1", 5)
+        assert (m / "p" / "shared" / "v1" / "a.txt").read_text() == "v1 from elsewhere"
 
 
-def test_unreachable_s3(s3_server: str, s3_store_uri: str, tmp_path: Path) -> None:
+def test_unreachable_s3(s3_server: str, s3_store_uri: str, tmp_path: Path,
+                        mount: Callable[..., Path]) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "cached.txt").write_text("cached")
@@ -139,22 +123,21 @@ def test_unreachable_s3(s3_server: str, s3_store_uri: str, tmp_path: Path) -> No
     proxy = Proxy(s3_server)
     env = dict(os.environ, AWS_ENDPOINT_URL=proxy.url, ARTIFACTFS_S3_RETRY_SECONDS="3")
     try:
-        with mounted(s3_store_uri, tmp_path / "m", tmp_path / "c", "--refresh", "1",
-                     env=env) as m:
-            v0 = m / "p" / "flaky" / "v0"
-            assert (v0 / "cached.txt").read_text() == "cached"
-            assert sorted(os.listdir(v0)) == ["cached.txt", "cold.bin"]
-            proxy.cut()
-            time.sleep(1.5)  # past --refresh: listings must keep their last state
-            assert (v0 / "cached.txt").read_text() == "cached"
-            assert sorted(os.listdir(m / "p" / "flaky")) == ["latest", "v0"]
-            t = time.monotonic()
-            with pytest.raises(OSError) as exc:
-                (v0 / "cold.bin").read_bytes()
-            assert exc.value.errno == errno.EIO
-            assert time.monotonic() - t < 10  # one retry budget (3 s here), not one per lookup
-            assert os.path.ismount(m)
-            proxy.restore()
-            assert wait_for(lambda: len((v0 / "cold.bin").read_bytes()) == 3 * 1024 * 1024, 30)
+        m = mount(s3_store_uri, tmp_path / "m", "--refresh", "1", env=env)
+        v0 = m / "p" / "flaky" / "v0"
+        assert (v0 / "cached.txt").read_text() == "cached"
+        assert sorted(os.listdir(v0)) == ["cached.txt", "cold.bin"]
+        proxy.cut()
+        time.sleep(1.5)  # past --refresh: listings must keep their last state
+        assert (v0 / "cached.txt").read_text() == "cached"
+        assert sorted(os.listdir(m / "p" / "flaky")) == ["latest", "v0"]
+        t = time.monotonic()
+        with pytest.raises(OSError) as exc:
+            (v0 / "cold.bin").read_bytes()
+        assert exc.value.errno == errno.EIO
+        assert time.monotonic() - t < 10  # one retry budget (3 s here), not one per lookup
+        assert os.path.ismount(m)
+        proxy.restore()
+        assert wait_for(lambda: len((v0 / "cold.bin").read_bytes()) == 3 * 1024 * 1024, 30)
     finally:
         proxy.close()
