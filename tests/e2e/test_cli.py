@@ -211,3 +211,38 @@ def test_mount_fuse3_form_is_recognised() -> None:
     assert not _is_mount_form(["put", "src", "--name", "p/a"])
     assert not _is_mount_form(["nosuch"])
     assert not _is_mount_form(["--store", "/x", "ls", "p/a"])
+
+
+def test_lineage_ttl_and_gc_commands(tmp_path: Path, tree: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import artifactfs
+    store = tmp_path / "store"
+    monkeypatch.setenv("ARTIFACTFS_STORE", str(store))
+    prep = artifactfs.init(project="p", job_type="prep")
+    data = artifactfs.Artifact("data", type="dataset")
+    data.add_dir(str(tree))
+    prep.log_artifact(data)
+    train = artifactfs.init(project="p", job_type="train")
+    train.use_artifact("data:latest")
+    model = artifactfs.Artifact("model", type="model")
+    with model.new_file("w.bin", mode="wb") as f:
+        f.write(b"weights")
+    train.log_artifact(model)
+
+    doc = json.loads(run(store, "lineage", "p/data", "--format", "json").stdout)
+    assert doc["logged_by"]["run"] == f"p/{prep.id}"
+    assert doc["used_by"][0]["run"] == f"p/{train.id}"
+    assert doc["used_by"][0]["outputs"] == ["p/model:v0"]
+    dot = run(store, "lineage", "p/model", "--format", "dot").stdout
+    assert '"p/data:v0" -> ' in dot and f'"run:p/{train.id}" -> "p/model:v0"' in dot
+    assert run(store, "lineage", "p/model").stdout.strip().splitlines()[-1] == "p/model:v0"
+
+    run(store, "ttl", "set", "p/data:v0", "30")
+    assert json.loads(run(store, "info", "p/data", "--json").stdout)["ttl_days"] == 30
+    fail(store, "ttl", "set", "p/data:v0", "0")
+    fail(store, "ttl", "set", "p/data:v0", "soon")
+    run(store, "ttl", "set-default", "p", "7")
+    run(store, "ttl", "clear", "p/data:v0")
+    run(store, "ttl", "clear", "p")
+    out = run(store, "gc", "--dry-run").stdout
+    assert "would remove 0" in out
