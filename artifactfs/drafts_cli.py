@@ -1,9 +1,9 @@
-"""``artifactfs draft …`` and ``artifactfs commit …``: thin clients of a mount's daemon.
+"""``artifactfs draft …``, ``commit …`` and ``upsert …``: thin clients of a mount's daemon.
 
 Drafts live in the daemon that serves ``MOUNT`` (SPEC §4), so these commands only find that
 daemon and send it one JSON request over its control socket (``fs/control.py``; wire format in
 docs/drafts.md).  The daemon checks the caller's uid itself (``SO_PEERCRED``): nothing here is
-trusted.  ``cli.py`` registers :data:`draft` and :data:`commit`.
+trusted.  ``cli.py`` registers :data:`draft`, :data:`commit` and :data:`upsert`.
 
 What is subtle: a daemon is found through the mount registry (``RUNTIME/mounts/<id>.json``),
 looked up in the caller's runtime directory and then in root's (``/run/artifactfs``), because a
@@ -29,6 +29,7 @@ from .repo import parse_metadata
 
 ROOT_RUNTIME = "/run/artifactfs"
 CONNECT_TIMEOUT = 10.0
+DEFAULT_WAIT = 30.0  # seconds a commit waits for files of the draft still open for writing
 
 
 def _runtime_dirs() -> list[str]:
@@ -218,8 +219,9 @@ draft = _draft_group()
 @click.option("--run", "run", metavar="RUN_ID", help="The run logging this version.")
 @click.option("--input", "inputs", multiple=True, metavar="REF",
               help="A version the run used (needs --run).")
-@click.option("--wait", default=0.0, metavar="SEC",
-              help="Wait this long for files still open for writing (default: fail at once).")
+@click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
+              help="Wait this long for files of the draft still open for writing, then fail "
+                   "naming them (0: fail at once).")
 def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: str | None,
            metadata: str | None, run: str | None, inputs: tuple[str, ...], wait: float) -> None:
     """Turn a draft into the next version; the last line printed is PROJECT/NAME:vN."""
@@ -236,4 +238,16 @@ def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: 
     click.echo(str(reply["label"]))
 
 
-__all__ = ["commit", "draft"]
+@click.command("upsert")
+@click.argument("path", metavar="DRAFT_PATH")
+@click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
+              help="Wait this long for files of the draft still open for writing.")
+def upsert(path: str, wait: float) -> None:
+    """Add this draft's new and changed files to the distributed draft of its id (in the
+    store, shared by every node); the local draft is then gone.  One `artifactfs commit` of a
+    draft with the same id, on any node, finishes it."""
+    _, reply = _send(path, {"op": "upsert", "wait": wait})
+    click.echo(f"upserted {path}: {reply['entries']} entries from writer {reply['writer']}")
+
+
+__all__ = ["commit", "draft", "upsert"]

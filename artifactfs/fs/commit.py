@@ -3,9 +3,11 @@
 :func:`commit_draft` freezes the draft, refuses (or waits for) files still open for writing,
 ingests only the staged files, builds only the tree nodes on changed paths (unchanged base
 entries are reused: neither read nor re-hashed), creates the version record, applies aliases
-and drops the draft.  :func:`handle_request` serves one JSON request of the control channel
-(wire format in docs/drafts.md); the daemon's control server (``fs/control.py``) calls it in a
-worker thread with the caller's uid from ``SO_PEERCRED``.
+and drops the draft.  :func:`upsert_draft` and :func:`finish_draft` do the same for a
+distributed draft (``distributed.py``): the first hands this writer's files to the shared draft
+in the store, the second commits them all.  :func:`handle_request` serves one JSON request of
+the control channel (wire format in docs/drafts.md); the daemon's control server
+(``fs/control.py``) calls it in a worker thread with the caller's uid from ``SO_PEERCRED``.
 
 Subtle parts:
 
@@ -29,9 +31,10 @@ import pwd
 import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .. import errors, ingest
+from .. import distributed, errors, ingest
 from ..catalog import RunRecord, VersionRecord
 from ..config import ProjectAccess
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
@@ -39,12 +42,19 @@ from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
 from .drafts import Draft, DraftArea
 
-DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit")  # ops handle_request serves
+DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
+CRASH_ENV = "ARTIFACTFS_TEST_CRASH"  # tests only: "STEP" raises once there, "STEP:exit" dies
 
 
 def _checkpoint(step: str) -> None:
-    """A named point between commit steps (tests inject crashes here)."""
+    """A named point between commit steps (tests inject crashes here, also in a daemon)."""
+    spec = os.environ.get(CRASH_ENV)
+    if spec and spec.partition(":")[0] == step:
+        if spec.endswith(":exit"):
+            os._exit(70)
+        del os.environ[CRASH_ENV]
+        raise ArtifactfsError(f"injected failure at commit step {step!r} ({CRASH_ENV})")
 
 
 # --- the commit engine ---------------------------------------------------------------------
@@ -75,6 +85,52 @@ def find_or_create_run(repo: Repo, run: str, project: str) -> RunRecord:
         return repo.catalog.create_run(p, run_id=rid)
 
 
+@dataclass
+class _Options:
+    type_: str
+    aliases: list[str]
+    description: str
+    metadata: dict[str, Any]
+    inputs: list[VersionRecord]
+
+
+def _options(repo: Repo, draft: Draft, type_: str | None, aliases: Iterable[str],
+             description: str | None, metadata: Mapping[str, Any] | None, run: str | None,
+             inputs: Iterable[str]) -> _Options:
+    """Every option checked before any work (so a mistake costs nothing)."""
+    m, base = draft.meta, draft.base
+    alias_list = [check_alias(a) for a in aliases]
+    type_ = artifact_type(repo, m.project, m.name, type_)
+    input_refs = [parse_ref(r) for r in inputs]
+    if input_refs and not run:
+        raise UsageError("--input needs --run: inputs are recorded on a run")
+    input_recs = [repo.resolve(r) for r in input_refs]
+    if description is None:
+        description = base.description if base else ""
+    meta = dict(metadata) if metadata is not None else dict(base.metadata) if base else {}
+    return _Options(type_, alias_list, description, meta, input_recs)
+
+
+def _freeze(draft: Draft, wait: float, open_paths: Iterable[str] = ()) -> None:
+    """Freeze the draft once no file of it is open for writing (waiting up to ``wait`` s)."""
+    draft.freeze()
+    try:
+        busy = sorted(set(draft.open_writers(wait)) | set(open_paths))
+        if busy:
+            raise Busy(f"draft {draft.label} has files open for writing: {', '.join(busy)}")
+    except BaseException:
+        draft.thaw()
+        raise
+
+
+def _run_of(repo: Repo, draft: Draft, run: str | None, opts: _Options) -> RunRecord | None:
+    run_rec = find_or_create_run(repo, run, draft.meta.project) if run else None
+    for r in opts.inputs:
+        assert run_rec is not None
+        repo.catalog.mark_input(run_rec, r)
+    return run_rec
+
+
 def commit_draft(
     area: DraftArea, draft: Draft, repo: Repo, *, type_: str | None = None,
     aliases: Iterable[str] = (), description: str | None = None,
@@ -89,31 +145,84 @@ def commit_draft(
     draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
     ``description``/``metadata`` left as ``None`` keep the base's.
     """
-    m, base = draft.meta, draft.base
-    alias_list = [check_alias(a) for a in aliases]
-    type_ = artifact_type(repo, m.project, m.name, type_)
-    input_refs = [parse_ref(r) for r in inputs]
-    if input_refs and not run:
-        raise UsageError("--input needs --run: inputs are recorded on a run")
-    input_recs = [repo.resolve(r) for r in input_refs]
-    if description is None:
-        description = base.description if base else ""
-    meta = dict(metadata) if metadata is not None else dict(base.metadata) if base else {}
-    draft.freeze()
+    opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
+    _freeze(draft, wait, open_paths)
     try:
-        busy = sorted(set(draft.open_writers(wait)) | set(open_paths))
-        if busy:
-            raise Busy(f"draft {draft.label} has files open for writing: {', '.join(busy)}")
-        run_rec = find_or_create_run(repo, run, m.project) if run else None
-        for r in input_recs:
-            assert run_rec is not None
-            repo.catalog.mark_input(run_rec, r)
-        recovered = _recover(draft, repo, alias_list)
+        run_rec = _run_of(repo, draft, run, opts)
+        recovered = _recover(draft, repo, opts.aliases)
         if recovered is not None:
             rec, created = recovered, True
         else:
-            rec, created = _build(draft, repo, type_, alias_list, description, meta, run_rec,
-                                  progress)
+            rec, created = _build(draft, repo, opts.type_, opts.aliases, opts.description,
+                                  opts.metadata, run_rec, progress)
+        _checkpoint("version-created")
+        area.discard(draft)
+        return rec, created
+    finally:
+        draft.thaw()
+
+
+def _changes(draft: Draft, repo: Repo, progress: ingest.Progress | None = None
+             ) -> dict[str, Any]:
+    """The draft's changes from its base, with its new and modified files stored."""
+    plan = draft.plan()
+    changes: dict[str, Any] = dict(plan.changes)
+    changes.update(ingest.store_files(repo.store, plan.sources, progress))
+    _checkpoint("ingested")
+    return changes
+
+
+def has_parts(repo: Repo, draft: Draft) -> bool:
+    """True when writers upserted files for this draft's id (a distributed draft)."""
+    m = draft.meta
+    prefix = f"drafts/{m.project}/{m.name}/{m.id}/parts/"
+    return next(iter(repo.store.list(prefix)), None) is not None
+
+
+def upsert_draft(area: DraftArea, draft: Draft, repo: Repo, writer: str, *,
+                 wait: float = 0.0) -> int:
+    """Hand this draft's new and changed files to the shared draft of its id in the store
+    (SPEC §4, distributed drafts), then drop the local draft.  Returns the number of entries
+    this writer has in the shared draft.  A distributed draft only adds or replaces files:
+    removals are refused (the finishing commit may remove)."""
+    m = draft.meta
+    _freeze(draft, wait)
+    try:
+        plan = draft.plan()
+        removed = sorted(p for p, e in plan.changes.items() if e is None)
+        if removed:
+            shown = ", ".join(removed[:20]) + (f" (and {len(removed) - 20} more)"
+                                               if len(removed) > 20 else "")
+            raise UsageError(f"upsert can only add or replace files, but draft {draft.label} "
+                             f"removes: {shown}; remove them in the finishing commit instead")
+        changes = dict(plan.changes)
+        changes.update(ingest.store_files(repo.store, plan.sources))
+        count = distributed.upsert(repo, m.project, m.name, m.id, changes, writer)
+        area.discard(draft)
+        return count
+    finally:
+        draft.thaw()
+
+
+def finish_draft(
+    area: DraftArea, draft: Draft, repo: Repo, writer: str, *, type_: str | None = None,
+    aliases: Iterable[str] = (), description: str | None = None,
+    metadata: Mapping[str, Any] | None = None, run: str | None = None,
+    inputs: Iterable[str] = (), wait: float = 0.0,
+) -> tuple[VersionRecord, bool]:
+    """Commit a distributed draft: every upserted part plus this draft's own changes, on this
+    draft's base.  Two writers giving different content for a path fail (paths named) and
+    leave the draft intact; after the finish, upserts to the id fail."""
+    m = draft.meta
+    opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
+    _freeze(draft, wait)
+    try:
+        run_rec = _run_of(repo, draft, run, opts)
+        changes = _changes(draft, repo)
+        rec, created = distributed.finish(
+            repo, m.project, m.name, m.id, opts.type_, changes, writer, base=draft.base,
+            description=opts.description, metadata=opts.metadata, aliases=opts.aliases,
+            run=f"{run_rec.project}/{run_rec.id}" if run_rec else None)
         _checkpoint("version-created")
         area.discard(draft)
         return rec, created
@@ -125,10 +234,7 @@ def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description
            metadata: dict[str, Any], run: RunRecord | None,
            progress: ingest.Progress | None) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
-    plan = draft.plan()
-    changes = dict(plan.changes)
-    changes.update(ingest.store_files(repo.store, plan.sources, progress))
-    _checkpoint("ingested")
+    changes = _changes(draft, repo, progress)
     root = ingest.build_tree(cat.save_node, cat.load_node, base.root if base else None, changes)
     _checkpoint("trees-built")
     if base is not None and root.digest == base.digest:
@@ -233,12 +339,14 @@ def handle_request(
     may_write: MayWrite | None = None,
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
+    writer: str = "local",
 ) -> dict[str, Any]:
     """Serve one control request for the caller ``peer_uid``; never raises for user errors.
 
     Blocking (store I/O, hashing): the daemon runs it in a worker thread.  ``on_commit`` lets
     the daemon show a new version at once; ``open_paths`` reports the draft's files the mount
-    has open for writing that the draft does not track itself.
+    has open for writing that the draft does not track itself; ``writer`` names this node in
+    distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts).
     """
     try:
         op = request.get("op")
@@ -253,22 +361,30 @@ def handle_request(
                 raise Busy(f"draft {d.label} is being committed")
             area.discard(d)
             return {"ok": True}
-        if op == "commit":
+        if op in ("commit", "upsert"):
             d = _draft_of(request, peer_uid, area)
             if may_write is not None and not may_write(peer_uid, d.meta.project):
                 raise errors.PermissionDenied(f"you may not commit to project {d.meta.project}")
-            rec, created = commit_draft(
-                area, d, repo, type_=_field(request, "type", str),
-                aliases=_field(request, "aliases", list, []),
-                description=_field(request, "description", str),
-                metadata=_field(request, "metadata", dict), run=_field(request, "run", str),
-                inputs=_field(request, "inputs", list, []),
-                open_paths=open_paths(d) if open_paths else (),
-                wait=float(_field(request, "wait", (int, float), 0)))
+            wait = float(_field(request, "wait", (int, float), 0))
+            if op == "upsert":
+                n = upsert_draft(area, d, repo, writer, wait=wait)
+                return {"ok": True, "entries": n, "writer": writer}
+            kw: dict[str, Any] = {
+                "type_": _field(request, "type", str),
+                "aliases": _field(request, "aliases", list, []),
+                "description": _field(request, "description", str),
+                "metadata": _field(request, "metadata", dict), "run": _field(request, "run", str),
+                "inputs": _field(request, "inputs", list, []), "wait": wait}
+            distributed_draft = has_parts(repo, d)
+            if distributed_draft:
+                rec, created = finish_draft(area, d, repo, writer, **kw)
+            else:
+                rec, created = commit_draft(area, d, repo, **kw,
+                                            open_paths=open_paths(d) if open_paths else ())
             if on_commit is not None:
                 on_commit(rec, created)
             return {"ok": True, "label": rec.label, "version": rec.version, "created": created,
-                    "digest": rec.digest}
+                    "digest": rec.digest, "distributed": distributed_draft}
         raise UsageError(f"unknown request {op!r}")
     except (ArtifactfsError, OSError) as e:
         return error_reply(e)

@@ -266,6 +266,9 @@ class Draft:
         self._seq = self._nops = self._snap_size = 0
         self._frozen = self._gone = False
         self._writers: Counter[str] = Counter()
+        self.nonce = os.urandom(8)  # this object's life: the mount keys its inodes on it
+        self.defer_compact = False  # True: leave compaction to the caller (see compact_due)
+        self.compact_due = False
 
     # --- identity and access ---------------------------------------------------------------
     @property
@@ -350,7 +353,10 @@ class Draft:
         self._apply(op)
         self._nops += 1
         if self._nops > max(MIN_COMPACT, self._snap_size):
-            self.compact()
+            if self.defer_compact:
+                self.compact_due = True  # the mount compacts in a worker thread
+            else:
+                self.compact()
 
     def compact(self) -> None:
         """Write the whole overlay as a snapshot and empty the journal."""
@@ -359,13 +365,21 @@ class Draft:
             write_json_atomic(os.path.join(self.dir, "tree.json"), doc)
             os.ftruncate(self._jfd, 0)
             self._nops, self._snap_size = 0, sum(1 for _ in _over_nodes(self._tree()))
+            self.compact_due = False
 
     def sync(self) -> None:
-        """Make every change so far durable (call on fsync/fsyncdir of anything in the draft)."""
+        """Make every change so far durable (call on fsync/fsyncdir of anything in the draft).
+
+        The lock is held only to take a descriptor of the journal, not while the disk works,
+        so other threads keep changing the draft meanwhile."""
         with self._lock:
             self._tree()
-            os.fsync(self._jfd)
-            _fsync_dir(self._files)
+            jfd = os.dup(self._jfd)
+        try:
+            os.fsync(jfd)
+        finally:
+            os.close(jfd)
+        _fsync_dir(self._files)
 
     def close(self) -> None:
         with self._lock:
@@ -521,9 +535,9 @@ class Draft:
             d = self._get(path)
             if not isinstance(d, _Dir):
                 raise oserror(errno.ENOTDIR, path)
-            names = dict(self._load(d.base.oid)) if d.base is not None else {}
+            names = self._load(d.base.oid).items() if d.base is not None else ()
             out = {k: self._info(_wrap(e, child_ident(d.ident, k)))
-                   for k, e in names.items() if k not in d.over}
+                   for k, e in names if k not in d.over}
             out.update({k: self._info(n) for k, n in d.over.items() if n is not None})
             return sorted(out.items())
 

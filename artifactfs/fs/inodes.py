@@ -12,6 +12,10 @@ if it happens the newcomer probes to the next free number and is remembered in `
 Lookup counts follow the kernel: +1 for every reply that hands it an entry (lookup, and
 readdirplus entries that ``readdir_reply`` accepted), -n on ``forget``.  An inode whose count
 drops to zero leaves the table.  The root and ``drafts`` are permanent.
+
+Inodes inside drafts are keyed on a per-draft-object nonce plus the draft node's own identity
+(``drafts.Info.ident``), which survives renames and copy-up; a discarded draft re-created under
+the same name gets a new nonce, so its inodes get new numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 from hashlib import blake2b
+from typing import Any
 
 from ..model import Entry
 from .cache import RAW_DIR, Raw, entry_from_raw
@@ -40,6 +45,11 @@ class Kind(enum.IntEnum):
     FILE = 7  # a file or a reference inside a version
     SYMLINK = 8  # a symlink inside a version
     ALIAS = 9  # an alias symlink next to the version directories
+    DRAFT_PROJECT = 10  # drafts/PROJECT (holds only drafts)
+    DRAFT_NAME = 11  # drafts/PROJECT/NAME (holds only drafts)
+    DDIR = 12  # a draft's root or a directory inside a draft
+    DFILE = 13  # a file inside a draft
+    DLINK = 14  # a symlink inside a draft
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +64,8 @@ class VersionInfo:
 
 
 class Inode:
-    __slots__ = ("_entry", "attrs", "ident", "ino", "kind", "lookups", "name", "project", "raw",
-                 "target", "ver")
+    __slots__ = ("_entry", "attrs", "d", "ident", "ino", "kind", "lookups", "name", "project",
+                 "raw", "target", "ver")
 
     def __init__(self, ino: int, kind: Kind, ident: bytes) -> None:
         # one of these per entry listed: keep it to plain attribute stores
@@ -68,6 +78,7 @@ class Inode:
         self._entry: Entry | None = None
         self.attrs: object = None  # the kernel attributes, cached for immutable inodes
         self.project = self.name = self.target = ""  # virtual inodes; alias target "vN"
+        self.d: Any = None  # inodes inside a draft: where they are (see fs/draftops.py)
 
     @property
     def entry(self) -> Entry:

@@ -17,9 +17,11 @@ before the FUSE loop runs (it would wait for itself): kernel knobs are found thr
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
+import re
 import resource
 import signal
 import socket
@@ -34,11 +36,14 @@ import trio
 from ..catalog import Catalog
 from ..config import Config, parse_size
 from ..errors import ArtifactfsError, UsageError
+from ..repo import Repo
 from ..store import open_store
-from . import registry
+from . import commit, registry
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .control import ControlServer, Peer
+from .draftops import manifest_loader
+from .drafts import DraftArea
 from .namespace import Namespace
 from .ops import Operations
 
@@ -151,13 +156,27 @@ class Daemon:
         self.manifest = ManifestCache(os.path.join(cfg.cache_dir, "manifest", sid))
         self.blobs = BlobCache(self.store, os.path.join(cfg.cache_dir, "blobs"), cfg.cache_size,
                                sidecar_get=self._sidecar_get, sidecar_put=self._sidecar_put)
+        mid = registry.mount_id(opts.mountpoint)
+        try:  # drafts belong to this store at this mount point: a remount there finds them
+            self.area = DraftArea(os.path.join(cfg.cache_dir, "drafts", sid, mid),
+                                  manifest_loader(self.manifest, self.store), self.blobs.copy_to)
+        except BaseException:
+            self.blobs.close()
+            self.manifest.close()
+            raise
+        self.repo = Repo(self.store)
+        self.may_write = commit.writers_policy(cfg.projects)
+        self.writer = writer_id(mid)
         self.ns = Namespace(Catalog(self.store), self.manifest, self.blobs, refresh=cfg.refresh,
-                            invalidate=self._invalidate)
+                            invalidate=self._invalidate, area=self.area, may_write=self.may_write)
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])
         self.control.register("stats", self._stats)
         self.control.register("refresh", self._refresh)
         self.control.register("cleanup", self._cleanup)
+        for op in commit.DRAFT_OPS:
+            self.control.register(op, self._draft_request)
+        self.commits = trio.CapacityLimiter(4)
         self.started = time.time()
 
     def _sidecar_get(self, key: str) -> str | None:
@@ -191,6 +210,23 @@ class Daemon:
             raise UsageError("refresh needs artifact=PROJECT/NAME")
         await self.ns.refresh_artifact(project, name)
         return {}
+
+    async def _draft_request(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """draft.create/list/discard, commit, upsert: the engine runs in a worker thread with
+        the caller's uid (``SO_PEERCRED``); a commit's version is in the mount before the
+        reply, and a committed, upserted or discarded draft leaves the kernel's caches."""
+        reply = await trio.to_thread.run_sync(functools.partial(
+            commit.handle_request, req, peer.uid, self.area, self.repo,
+            may_write=self.may_write, writer=self.writer), limiter=self.commits)
+        op = req.get("op")
+        if reply.get("ok") and op in ("commit", "upsert", "draft.discard"):
+            self.ns.drafts.draft_gone(str(req["project"]), str(req["name"]), str(req["id"]))
+        if reply.get("ok") and op == "commit":
+            try:
+                await self.ns.refresh_artifact(str(req["project"]), str(req["name"]))
+            except Exception as e:  # the version exists; the mount catches up on refresh
+                log.warning("could not show the new version at once: %s", e)
+        return reply
 
     async def _cleanup(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
         target = parse_size(req.get("size", 0))
@@ -226,13 +262,22 @@ class Daemon:
             os.close(self.ready_fd)
             self.ready_fd = None
         sd_notify(f"READY=1\nMAINPID={os.getpid()}")
+        await trio.to_thread.run_sync(self.ns.drafts.warm)
         if not self.blobs.in_place:
             await trio.to_thread.run_sync(self.blobs.scan)
 
     def close(self) -> None:
+        self.area.close()
         self.blobs.close()
         self.manifest.close()
         registry.remove(self.opts.mountpoint, os.getpid())
+
+
+def writer_id(mount_id: str) -> str:
+    """This mount's name among the writers of a distributed draft: the host name (made a
+    valid name) and the mount's id, so two mounts on one node are two writers."""
+    host = re.sub(r"[^A-Za-z0-9._-]+", "-", socket.gethostname()).strip("-._")[:100] or "node"
+    return f"{host}-{mount_id[:8]}"
 
 
 def tune_kernel(mountpoint: str) -> dict[str, int]:

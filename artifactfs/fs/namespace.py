@@ -4,9 +4,10 @@
     PROJECT/                artifacts of the project
     NAME/                   vN/ for each live version; aliases as symlinks (latest -> v7)
     NAME/vN/...             the version's immutable tree (entry tables from the manifest cache)
-    drafts/                 empty and read-only until drafts land (issue 4)
+    drafts/P/N/ID/...       writable drafts: every call under drafts/ goes to fs/draftops.py
 
-``fs/ops.py`` is a thin FUSE adapter over this class, and handler tests drive it directly.
+``fs/ops.py`` is a thin FUSE adapter over this class (and, for the calls that only make
+sense in drafts, over ``Namespace.drafts``); handler tests drive both directly.
 
 What is subtle:
 
@@ -47,6 +48,8 @@ from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
+from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
+from .drafts import DraftArea
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, ident
 from .listings import ArtifactState, Listings
 
@@ -73,6 +76,9 @@ class Stat:
     entry_timeout: float = 0.0
     attr_timeout: float = 0.0
     nlink: int = 1
+    uid: int = -1  # -1: the mount's
+    gid: int = -1
+    blksize: int = 0  # st_blksize (0: the mount's); tools size their writes by it
 
 
 class DirHandle:
@@ -101,7 +107,8 @@ class Namespace:
     def __init__(self, catalog: Catalog, manifest: ManifestCache, blobs: BlobCache, *,
                  refresh: float = 10.0, clock: Callable[[], float] = time.time,
                  invalidate: Callable[[int, bytes], None] | None = None,
-                 uid: int | None = None, gid: int | None = None, threads: int = 8) -> None:
+                 uid: int | None = None, gid: int | None = None, threads: int = 8,
+                 area: DraftArea | None = None, may_write: MayWrite | None = None) -> None:
         self.catalog = catalog
         self.store = catalog.store
         self.manifest = manifest
@@ -123,6 +130,7 @@ class Namespace:
         self.make_content_attrs: Callable[[int, int, int, int], Any] = \
             lambda ino, mode, size, mtime: Stat(ino, mode, size, mtime, IMMUTABLE, IMMUTABLE)
         self._negative: Any = None
+        self.drafts = DraftOps(self, area, catalog, may_write)
 
     # --- helpers ---------------------------------------------------------------------------
     def node(self, ino: int) -> Inode:
@@ -152,6 +160,9 @@ class Namespace:
         if k == Kind.ALIAS:
             return Stat(n.ino, stat.S_IFLNK | 0o777, len(n.target), self.started_ns,
                         self.refresh, IMMUTABLE)
+        if k in LEVELS:
+            return Stat(n.ino, self.drafts.level_stat_mode(), 0, self.started_ns, DRAFT_TTL,
+                        DRAFT_TTL)
         return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, self.refresh, self.refresh)
 
     def attrs(self, n: Inode) -> Any:
@@ -160,7 +171,7 @@ class Namespace:
         a = n.attrs
         if a is None:
             a = self._content_attrs(n) if n.raw is not None else self.make_attrs(self.stat(n))
-            if n.kind >= Kind.VERSION:
+            if Kind.VERSION <= n.kind <= Kind.ALIAS:
                 n.attrs = a
         return a
 
@@ -189,11 +200,13 @@ class Namespace:
         return self.attrs(n)
 
     # --- lookup ----------------------------------------------------------------------------
-    async def lookup(self, parent: int, name: bytes) -> Any:
+    async def lookup(self, parent: int, name: bytes, uid: int = 0) -> Any:
         """The child's attributes, counted as one kernel lookup; ``st_ino == 0``: a cached
         absence."""
         p = self.node(parent)
         k = p.kind
+        if k >= Kind.DRAFT_PROJECT or k == Kind.DRAFTS:
+            return await self.drafts.lookup(p, name, uid)
         if k in (Kind.VERSION, Kind.DIR):
             raw = await self._entry(p.oid, name)
             if raw is None:
@@ -222,7 +235,7 @@ class Namespace:
         if p.kind == Kind.ARTIFACT:
             st = await self._state(p.project, p.name)
             return self._version_child(st, s)
-        return None  # drafts/ is empty for now; files have no children
+        return None  # files have no children
 
     def _project(self, project: str) -> Inode:
         n, new = self.inodes.intern(ident("p", project), Kind.PROJECT)
@@ -286,6 +299,10 @@ class Namespace:
         st, old = await self.lists.artifact(project, name, force=True)
         if old is not None:
             self._invalidate_changes(old, st)
+        else:  # no state to compare with: the kernel may still know the aliases' old targets
+            art = self.inodes.find(ident("a", project, name))
+            for a in st.aliases() if art is not None else ():
+                self.invalidate(art.ino, a.encode())  # type: ignore[union-attr]
 
     # --- version trees ---------------------------------------------------------------------
     async def _entry(self, oid: str, name: bytes) -> Raw | None:
@@ -322,11 +339,16 @@ class Namespace:
             raise
 
     # --- attributes, links, xattrs ---------------------------------------------------------
-    def getattr(self, ino: int) -> Any:
-        return self.attrs(self.node(ino))
-
-    def readlink(self, ino: int) -> bytes:
+    async def getattr(self, ino: int, uid: int = 0) -> Any:
         n = self.node(ino)
+        if n.kind >= Kind.DRAFT_PROJECT:
+            return await self.drafts.getattr(n, uid)
+        return self.attrs(n)
+
+    async def readlink(self, ino: int, uid: int = 0) -> bytes:
+        n = self.node(ino)
+        if n.kind == Kind.DLINK:
+            return await self.drafts.readlink(n, uid)
         if n.kind == Kind.ALIAS:
             return n.target.encode()
         if n.kind == Kind.SYMLINK:
@@ -346,8 +368,10 @@ class Namespace:
                 "metadata": json.dumps(rec.metadata, sort_keys=True, ensure_ascii=False),
                 "digest": rec.digest}
 
-    async def xattrs(self, ino: int) -> dict[str, str]:
+    async def xattrs(self, ino: int, uid: int = 0) -> dict[str, str]:
         n = self.node(ino)
+        if n.kind >= Kind.DRAFT_PROJECT:
+            return await self.drafts.xattrs(n, uid)
         if n.kind == Kind.VERSION:
             return await self._version_xattrs(n)
         if n.kind == Kind.FILE:
@@ -357,19 +381,21 @@ class Namespace:
             return {"digest": e.digest}
         return {}
 
-    async def getxattr(self, ino: int, name: bytes) -> bytes | None:
+    async def getxattr(self, ino: int, name: bytes, uid: int = 0) -> bytes | None:
         s = name.decode("utf-8", "surrogateescape")
         if not s.startswith(XATTR):
             return None
-        v = (await self.xattrs(ino)).get(s[len(XATTR):])
+        v = (await self.xattrs(ino, uid)).get(s[len(XATTR):])
         return None if v is None else v.encode("utf-8", "surrogateescape")
 
-    async def listxattr(self, ino: int) -> list[bytes]:
-        return [(XATTR + k).encode() for k in await self.xattrs(ino)]
+    async def listxattr(self, ino: int, uid: int = 0) -> list[bytes]:
+        return [(XATTR + k).encode() for k in await self.xattrs(ino, uid)]
 
     # --- directories -----------------------------------------------------------------------
-    async def opendir(self, ino: int) -> int:
+    async def opendir(self, ino: int, uid: int = 0) -> int:
         n = self.node(ino)
+        if n.kind >= Kind.DRAFT_PROJECT or n.kind == Kind.DRAFTS:
+            return await self.drafts.opendir(n, uid)
         snap: list[bytes] | None = None
         if n.kind == Kind.ROOT:
             snap = [p.encode() for p in (await self.lists.names("projects")).names]
@@ -379,8 +405,6 @@ class Namespace:
         elif n.kind == Kind.ARTIFACT:
             st = await self._state(n.project, n.name)
             snap = [f"v{v}".encode() for v in st.live] + [a.encode() for a in st.aliases()]
-        elif n.kind == Kind.DRAFTS:
-            snap = []
         elif n.kind in (Kind.VERSION, Kind.DIR):
             if self.manifest.dir_info(n.oid) is None:
                 await self._load_table(n.oid)
@@ -391,8 +415,10 @@ class Namespace:
         return fh
 
     async def readdir(self, fh: int, start: int, reply: Reply) -> None:
-        h = self.dirs[fh]
-        if h.snapshot is not None:
+        h = self.dirs.get(fh)
+        if h is None:
+            await self.drafts.readdir(fh, start, reply)
+        elif h.snapshot is not None:
             await self._readdir_virtual(h, start, reply)
         else:
             self._readdir_tree(h, start, reply)
@@ -449,11 +475,15 @@ class Namespace:
             after = batch[-1][0]
 
     def releasedir(self, fh: int) -> None:
-        self.dirs.pop(fh, None)
+        if self.dirs.pop(fh, None) is None:
+            self.drafts.releasedir(fh)
 
     # --- files -----------------------------------------------------------------------------
-    async def open(self, ino: int, flags: int) -> int:
+    async def open(self, ino: int, flags: int, uid: int = 0) -> tuple[int, bool]:
+        """(handle, keep_cache): version content is immutable, draft content is not."""
         n = self.node(ino)
+        if n.kind >= Kind.DRAFT_PROJECT:
+            return await self.drafts.open(n, flags, uid), False
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise ReadOnly("read-only: versions can not be changed")
         if n.kind != Kind.FILE:
@@ -465,10 +495,12 @@ class Namespace:
         self.blobs.pin(keys)
         fh = next(self._fh)
         self.files[fh] = FileHandle(e, keys)
-        return fh
+        return fh, True
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
-        h = self.files[fh]
+        h = self.files.get(fh)
+        if h is None:
+            return await self.drafts.read(fh, off, size)
         e = h.entry
         end = min(off + size, e.size)
         if off >= end:
@@ -510,10 +542,15 @@ class Namespace:
             await self.blobs.get(p)
         raise IntegrityError(f"object {p.key} could not be kept ready")
 
-    def release(self, fh: int) -> None:
+    async def release(self, fh: int) -> None:
         h = self.files.pop(fh, None)
-        if h is not None and h.keys:
+        if h is None:
+            await self.drafts.release(fh)
+            return
+        if h.keys:
             self.blobs.unpin(h.keys)
+        if self.drafts.base_handles:
+            self.drafts.released_base(fh)
 
     # --- the rest --------------------------------------------------------------------------
     def forget(self, pairs: list[tuple[int, int]]) -> None:
@@ -521,17 +558,20 @@ class Namespace:
             self.inodes.forget(ino, n)
 
     def check_write(self, ino: int, what: str) -> NoReturn:
-        """Every modifying operation asks here; outside drafts the answer is EROFS."""
+        """Modifying operations outside drafts end here: EROFS."""
         n = self.node(ino)
-        where = "drafts are not writable yet" if n.kind == Kind.DRAFTS else \
+        where = "drafts are not available on this mount" if n.kind == Kind.DRAFTS else \
             "versions are read-only"
         raise ReadOnly(f"{what}: {where}")
 
-    def access(self, ino: int, mode: int) -> None:
-        self.node(ino)
-        if mode & os.W_OK:
+    def access(self, ino: int, mode: int, uid: int = 0) -> None:
+        n = self.node(ino)
+        if n.kind >= Kind.DRAFT_PROJECT or n.kind == Kind.DRAFTS:
+            self.drafts.access(n, mode, uid)
+        elif mode & os.W_OK:
             self.check_write(ino, "access")
 
     def stats(self) -> dict[str, object]:
-        return {"inodes": len(self.inodes), "open_files": len(self.files),
+        return {"inodes": len(self.inodes),
+                "open_files": len(self.files) + len(self.drafts.handles),
                 "store_ok": self.lists.store_ok, "last_error": self.lists.last_error}

@@ -1,12 +1,13 @@
-"""pyfuse3 glue: each handler decodes its arguments, makes one call into the Namespace and
-translates the result.
+"""pyfuse3 glue: each handler decodes its arguments, makes one call into the Namespace (or,
+for calls that only drafts accept, into ``Namespace.drafts``) and translates the result.
 
 What is subtle: pyfuse3 turns only ``FUSEError`` into an errno; any other exception escaping a
 handler would take the whole mount down.  So every handler goes through :func:`_errno`, the
 one place that maps exceptions (via ``errors.errno_for``): known errors become their errno, an
-unknown exception becomes EIO with its traceback logged.  ``forget`` never raises.  Files are
-opened with ``keep_cache`` (version content is immutable) and never ``direct_io`` (shared mmap
-needs the page cache).
+unknown exception becomes EIO with its traceback logged.  ``forget`` never raises.  Version
+files are opened with ``keep_cache`` (immutable content), draft files without it, and never
+with ``direct_io`` (shared mmap needs the page cache).  The caller's uid goes with every call
+that may touch a draft (SPEC §9: the mount does not use ``default_permissions``).
 """
 
 from __future__ import annotations
@@ -60,10 +61,10 @@ def attributes(s: Stat, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     a.attr_timeout = s.attr_timeout
     a.st_mode = s.mode
     a.st_nlink = s.nlink
-    a.st_uid = uid
-    a.st_gid = gid
+    a.st_uid = uid if s.uid < 0 else s.uid
+    a.st_gid = gid if s.gid < 0 else s.gid
     a.st_size = s.size
-    a.st_blksize = BLKSIZE
+    a.st_blksize = s.blksize or BLKSIZE
     a.st_blocks = (s.size + 511) // 512
     a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = s.mtime_ns
     return a
@@ -105,7 +106,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     # --- reading the tree ------------------------------------------------------------------
     @_guard
     async def lookup(self, parent_inode: int, name: bytes, ctx: Ctx) -> Attrs:
-        attrs: Attrs = await self.ns.lookup(parent_inode, name)
+        attrs: Attrs = await self.ns.lookup(parent_inode, name, ctx.uid)
         return attrs
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -116,16 +117,16 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def getattr(self, inode: int, ctx: Ctx) -> Attrs:
-        attrs: Attrs = self.ns.getattr(inode)
+        attrs: Attrs = await self.ns.getattr(inode, ctx.uid)
         return attrs
 
     @_guard
     async def readlink(self, inode: int, ctx: Ctx) -> bytes:
-        return self.ns.readlink(inode)
+        return await self.ns.readlink(inode, ctx.uid)
 
     @_guard
     async def opendir(self, inode: int, ctx: Ctx) -> int:
-        return await self.ns.opendir(inode)
+        return await self.ns.opendir(inode, ctx.uid)
 
     @_guard
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -139,9 +140,13 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         self.ns.releasedir(fh)
 
     @_guard
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        await self.ns.drafts.fsyncdir(fh)
+
+    @_guard
     async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
-        fh = await self.ns.open(inode, flags)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+        fh, keep = await self.ns.open(inode, flags, ctx.uid)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
         try:
@@ -151,11 +156,11 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def release(self, fh: int) -> None:
-        self.ns.release(fh)
+        await self.ns.release(fh)
 
     @_guard
     async def flush(self, fh: int) -> None:
-        return None
+        await self.ns.drafts.flush(fh)
 
     @_guard
     async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
@@ -164,18 +169,18 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
             # (not ENODATA) lets `ls -l` remember that for the whole mount instead of asking
             # twice per file, which costs two FUSE round trips per entry of a big directory.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        v = await self.ns.getxattr(inode, name)
+        v = await self.ns.getxattr(inode, name, ctx.uid)
         if v is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return v
 
     @_guard
     async def listxattr(self, inode: int, ctx: Ctx) -> Sequence[bytes]:
-        return await self.ns.listxattr(inode)
+        return await self.ns.listxattr(inode, ctx.uid)
 
     @_guard
     async def access(self, inode: int, mode: int, ctx: Ctx) -> bool:
-        self.ns.access(inode, mode)
+        self.ns.access(inode, mode, ctx.uid)
         return True
 
     @_guard
@@ -185,57 +190,70 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         s.f_namemax = 255
         return s
 
-    # --- every write: the namespace decides (EROFS outside drafts) --------------------------
+    # --- every change: drafts only (EROFS for versions) ----------------------------------
     @_guard
     async def setattr(self, inode: int, attr: Attrs, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: Ctx) -> Attrs:
-        self.ns.check_write(inode, "setattr")
+        attrs: Attrs = await self.ns.drafts.setattr(inode, attr, fields, fh, ctx.uid)
+        return attrs
 
     @_guard
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Ctx) -> Attrs:
-        self.ns.check_write(parent_inode, "mknod")
+        attrs: Attrs = await self.ns.drafts.mknod(parent_inode, name, mode, ctx.uid)
+        return attrs
 
     @_guard
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Ctx) -> Attrs:
-        self.ns.check_write(parent_inode, "mkdir")
+        attrs: Attrs = await self.ns.drafts.mkdir(parent_inode, name, mode, ctx.uid)
+        return attrs
 
     @_guard
     async def unlink(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
-        self.ns.check_write(parent_inode, "unlink")
+        await self.ns.drafts.unlink(parent_inode, name, ctx.uid)
 
     @_guard
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Ctx) -> None:
-        self.ns.check_write(parent_inode, "rmdir")
+        await self.ns.drafts.rmdir(parent_inode, name, ctx.uid)
 
     @_guard
     async def symlink(self, parent_inode: int, name: bytes, target: bytes,
                       ctx: Ctx) -> Attrs:
-        self.ns.check_write(parent_inode, "symlink")
+        attrs: Attrs = await self.ns.drafts.symlink(parent_inode, name, target, ctx.uid)
+        return attrs
 
     @_guard
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Ctx) -> None:
-        self.ns.check_write(parent_inode_old, "rename")
+        await self.ns.drafts.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                                    flags, ctx.uid)
 
     @_guard
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: Ctx) -> Attrs:
-        self.ns.check_write(new_parent_inode, "link")
+        attrs: Attrs = await self.ns.drafts.link(inode, new_parent_inode, new_name, ctx.uid)
+        return attrs
 
     @_guard
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Ctx) -> tuple[pyfuse3.FileInfo, Attrs]:
-        self.ns.check_write(parent_inode, "create")
+        fh, attrs = await self.ns.drafts.create(parent_inode, name, mode, flags, ctx.uid)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=False), attrs
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        try:
+            return await self.ns.drafts.write(fh, off, buf)
+        except Exception as e:
+            raise _errno(e) from None
 
     @_guard
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        raise pyfuse3.FUSEError(errno.EROFS)  # no handle is ever opened for writing
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self.ns.drafts.fsync(fh, datasync)
 
     @_guard
     async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Ctx) -> None:
-        self.ns.check_write(inode, "setxattr")
+        await self.ns.drafts.write_xattr(inode, "setxattr")
 
     @_guard
     async def removexattr(self, inode: int, name: bytes, ctx: Ctx) -> None:
-        self.ns.check_write(inode, "removexattr")
+        await self.ns.drafts.write_xattr(inode, "removexattr")

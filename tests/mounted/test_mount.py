@@ -98,7 +98,7 @@ def test_every_write_is_erofs(cli, mounter, source):
         "rm-version": lambda: os.rmdir(m.path("vision", "cats", "v0")),
         "rm-alias": lambda: os.unlink(m.path("vision", "cats", "latest")),
         "mkdir-project": lambda: os.mkdir(m.path("newproject")),
-        "mkdir-drafts": lambda: os.mkdir(m.path("drafts", "vision")),
+        "mv-into-draft": lambda: os.rename(f, m.path("drafts", "x")),
     }
     for name, op in ops.items():
         with pytest.raises(OSError) as ei:

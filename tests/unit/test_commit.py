@@ -362,7 +362,7 @@ def test_handler_creates_lists_commits_and_discards(env: Env) -> None:
     write(d, "z", b"z", create=True)
     r = req(env, op="commit", project="vision", name="cats", id="mine", aliases=["best"])
     assert r == {"ok": True, "label": "vision/cats:v2", "version": 2, "created": True,
-                 "digest": r["digest"]}
+                 "digest": r["digest"], "distributed": False}
     r = req(env, op="draft.discard", project="vision", name="cats", id=r2["id"])
     assert r == {"ok": False, "error": r["error"], "kind": "NotFound", "errno": errno.ENOENT}
     assert req(env, op="draft.discard", project="vision", name="new-one", id=r2["id"])["ok"]

@@ -1,0 +1,860 @@
+"""Drafts in the mount: every filesystem operation under ``drafts/``, with no FUSE in it.
+
+``drafts/``, ``drafts/PROJECT/`` and ``drafts/PROJECT/NAME/`` hold only drafts (``mkdir``
+makes them; ``mkdir`` in ``drafts/P/N/`` creates a draft on ``latest``; ``rmdir`` of an empty
+draft, the end of ``rm -r``, discards it).  Inside a draft every call goes to
+:class:`~artifactfs.fs.drafts.Draft` (docs/drafts.md has the table); this module adds what
+the kernel needs: inodes, handles, attributes, permissions, and keeping the trio thread free.
+
+What is subtle:
+
+* Inodes.  A draft inode is keyed on the draft object's nonce plus the node's ``Info.ident``,
+  which survives renames and copy-up.  It keeps its parent inode and name (``DNode``), updated
+  on rename, so the path of a moved directory's children follows by itself.  Unlinked and
+  replaced inodes are marked ``gone``; their open handles keep working (``fstat`` answers
+  ``getattr``).  A readdir entry that is new to the table is checked against the draft first,
+  so a name that moved since opendir can not give an inode a wrong path.
+* Permissions.  The mount does not use ``default_permissions`` (versions must answer EROFS,
+  not EACCES), so the kernel asks us: the names right below a draft's root get a zero entry
+  timeout, which makes every path walk into a draft ask ``lookup`` with the caller's uid, and
+  every call on a draft inode checks the uid (the owner or root, SPEC §9).
+* The trio thread.  Draft calls run inline: they are dictionary walks plus one ``write`` to
+  the journal.  Base tree nodes come from the LMDB manifest cache; a node that is not there
+  raises :class:`NeedNode` on the trio thread (never in worker threads, which fetch it), the
+  node is loaded in a worker thread and the call is made again (every draft call is safe to
+  repeat up to its first change).  Copy-up, truncation, fsync, listing a directory, creating
+  and discarding drafts and journal compaction run in worker threads.
+* Kernel caches: draft inodes get one-second timeouts and never ``keep_cache`` (their bytes
+  change); a handle reading an unchanged base file is switched to the staging file when the
+  file is copied up or truncated, so the page cache never mixes base and new bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import logging
+import os
+import pwd
+import stat
+from collections.abc import Callable, ItemsView, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from ..catalog import Catalog, parse_iso
+from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
+from ..model import Entry, Loader, object_key
+from ..names import check_name, check_project
+from ..store.base import Store
+from .blobcache import piece_keys
+from .cache import ManifestCache, entry_from_raw, name_bytes
+from .drafts import Draft, DraftArea, Info
+from .inodes import Inode, Kind, ident
+
+if TYPE_CHECKING:
+    from .namespace import Namespace
+
+log = logging.getLogger(__name__)
+DRAFT_TTL = 1.0  # seconds the kernel may keep draft entries and attributes
+WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply
+WRITE_QUEUE = 16  # writes waiting per file before the writer has to wait (16 MiB at 1 MiB)
+FILE_BLKSIZE = 1 << 20  # st_blksize of draft files: cp and friends then write 1 MiB at once
+LEVELS = (Kind.DRAFTS, Kind.DRAFT_PROJECT, Kind.DRAFT_NAME)
+INSIDE = (Kind.DDIR, Kind.DFILE, Kind.DLINK)
+_KIND = {"dir": Kind.DDIR, "file": Kind.DFILE, "symlink": Kind.DLINK}
+_LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itself is 0700
+MayWrite = Callable[[int, str], bool]
+T = TypeVar("T")
+
+
+def oserror(code: int, what: str = "") -> OSError:
+    return OSError(code, os.strerror(code), what) if what else OSError(code, os.strerror(code))
+
+
+# --- base tree nodes for drafts, from the manifest cache ------------------------------------
+
+class NeedNode(Exception):
+    """A base tree node is not in the manifest cache and this is the trio thread."""
+
+    def __init__(self, oid: str) -> None:
+        super().__init__(oid)
+        self.oid = oid
+
+
+class _Items(ItemsView[str, Entry]):
+    def __init__(self, node: ManifestNode) -> None:
+        super().__init__(node)
+        self._node = node
+
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
+        return self._node.scan()
+
+
+class ManifestNode(Mapping[str, Entry]):
+    """A tree node read lazily from the manifest cache: ``get`` is one B-tree lookup, so a
+    draft on a 50 000-entry directory never decodes the whole node to find one name."""
+
+    def __init__(self, manifest: ManifestCache, oid: str, count: int) -> None:
+        self.manifest, self.oid, self.count = manifest, oid, count
+
+    def __getitem__(self, name: str) -> Entry:
+        raw = self.manifest.entry(self.oid, name_bytes(name))
+        if raw is None:
+            raise KeyError(name)
+        return entry_from_raw(raw)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and \
+            self.manifest.entry(self.oid, name_bytes(name)) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.scan())
+
+    def items(self) -> _Items:
+        return _Items(self)
+
+    def scan(self) -> Iterator[tuple[str, Entry]]:
+        after: bytes | None = None
+        while True:
+            batch = self.manifest.entries(self.oid, after, 1024)
+            for name, raw in batch:
+                yield name.decode("utf-8", "surrogateescape"), entry_from_raw(raw)
+            if len(batch) < 1024:
+                return
+            after = batch[-1][0]
+
+
+def manifest_loader(manifest: ManifestCache, store: Store) -> Loader:
+    """The ``load`` of the mount's DraftArea: nodes from LMDB; a miss is fetched (verified)
+    in a worker thread, and raises :class:`NeedNode` on the trio thread."""
+    def load(oid: str) -> Mapping[str, Entry]:
+        info = manifest.dir_info(oid)
+        if info is None:
+            if trio.lowlevel.in_trio_task():
+                raise NeedNode(oid)
+            try:
+                data = store.get(object_key(oid))
+            except NotFound:
+                raise IntegrityError(f"tree node {oid} is missing from the store") from None
+            info = manifest.put_node(oid, data)
+        return ManifestNode(manifest, oid, info[0])
+    return load
+
+
+# --- what the mount keeps per draft inode and handle ----------------------------------------
+
+@dataclass(slots=True, eq=False)
+class DNode:
+    draft: Draft
+    parent: Inode | None  # None: the draft's root
+    name: str
+    local: str | None = None  # the staging file, once the file has one
+    gone: bool = False  # unlinked, replaced by a rename, or removed
+    handles: set[int] = field(default_factory=set)
+    pending: int = 0  # writes replied to but not yet applied (write-behind)
+    idle: trio.Event | None = None  # set when ``pending`` drops to zero
+    error: OSError | None = None  # a write-behind failure, reported by the next call
+    queue: trio.MemorySendChannel[tuple[int, int, bytes]] | None = None
+
+
+class DHandle:
+    """An open staging file: ``local`` is set for a write handle (``release`` it)."""
+
+    __slots__ = ("draft", "fd", "local", "node")
+
+    def __init__(self, fd: int, local: str | None, node: Inode, draft: Draft) -> None:
+        self.fd, self.local, self.node, self.draft = fd, local, node, draft
+
+
+class DDirHandle:
+    __slots__ = ("node", "snapshot")
+
+    def __init__(self, node: Inode, snapshot: list[tuple[bytes, Info | None]]) -> None:
+        self.node, self.snapshot = node, snapshot
+
+
+def _identity(d: Draft, info: Info) -> bytes:
+    return hashlib.blake2b(d.nonce + info.ident, digest_size=16).digest()
+
+
+def _name(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}/{name}" if path else name
+
+
+def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> None:
+    for fd, off, buf in batch:
+        view = memoryview(buf)
+        while view:
+            n = os.pwrite(fd, view, off)
+            view, off = view[n:], off + n
+
+
+def _raise_pending_error(dn: DNode) -> None:
+    if dn.error is not None:
+        e, dn.error = dn.error, None
+        raise e
+
+
+class DraftOps:
+    """The ``drafts/`` side of a :class:`~artifactfs.fs.namespace.Namespace`."""
+
+    def __init__(self, ns: Namespace, area: DraftArea | None, catalog: Catalog,
+                 may_write: MayWrite | None = None) -> None:
+        self.ns, self.area, self.catalog = ns, area, catalog
+        self.may_write = may_write
+        self.handles: dict[int, DHandle] = {}
+        self.base_handles: dict[int, Inode] = {}  # handles in ns.files reading base bytes
+        self.dirs: dict[int, DDirHandle] = {}
+        self.io = trio.CapacityLimiter(8)  # fsync, truncate, listings, create/discard
+        self.copies = trio.CapacityLimiter(4)  # copy-ups: may take long
+        self.writes = trio.CapacityLimiter(4)  # write-behind
+        self._compacting: set[Draft] = set()
+        self._gids: dict[int, int] = {}
+        self._created: dict[Draft, int] = {}
+        self._fh: Iterator[int] = ns._fh if ns is not None else itertools.count(1)
+
+    # --- plumbing ------------------------------------------------------------------------------
+    async def _call(self, d: Draft, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the trio thread, loading base nodes it misses in worker threads."""
+        d.defer_compact = True
+        for _ in range(256):
+            try:
+                out = fn(*args)
+            except NeedNode as e:
+                await self.ns._load_table(e.oid)
+                continue
+            if d.compact_due and d not in self._compacting:
+                self._compacting.add(d)
+                trio.lowlevel.spawn_system_task(self._compact, d)
+            return out
+        raise IntegrityError("draft call needed too many tree nodes")
+
+    async def _thread(self, fn: Callable[..., T], *args: Any,
+                      limiter: trio.CapacityLimiter | None = None) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.io)
+
+    async def _compact(self, d: Draft) -> None:
+        try:
+            await self._thread(d.compact)
+        except Exception as e:  # the draft was discarded meanwhile, or the disk is full
+            log.warning("could not compact draft %s: %s", d.label, e)
+        finally:
+            self._compacting.discard(d)
+
+    def _area(self) -> DraftArea:
+        if self.area is None:
+            raise ReadOnly("drafts are not available on this mount")
+        return self.area
+
+    def _inside(self, ino: int, what: str) -> Inode:
+        """The inode of a write operation: a draft's, else EROFS (versions) or EPERM."""
+        n = self.ns.node(ino)
+        if n.kind in INSIDE:
+            return n
+        if n.kind in LEVELS and self.area is not None:
+            raise oserror(errno.EPERM, f"{what}: drafts/ holds only drafts (mkdir one)")
+        self.ns.check_write(ino, what)
+
+    def _where(self, n: Inode, uid: int) -> tuple[Draft, str]:
+        """The draft and path of an inode inside a draft, for the caller ``uid``."""
+        dn: DNode = n.d
+        d = dn.draft
+        d.check_access(uid)
+        if dn.gone:
+            raise oserror(errno.ENOENT)
+        parts = []
+        while dn.parent is not None:
+            parts.append(dn.name)
+            dn = dn.parent.d
+        return d, "/".join(reversed(parts))
+
+    def _dir(self, ino: int, uid: int, what: str) -> tuple[Draft, str, Inode]:
+        p = self._inside(ino, what)
+        if p.kind != Kind.DDIR:
+            raise oserror(errno.ENOTDIR)
+        d, path = self._where(p, uid)
+        return d, path, p
+
+    def _intern(self, d: Draft, info: Info, parent: Inode | None, name: str) -> Inode:
+        """The inode of a node just found at ``parent/name`` (its place is updated)."""
+        n, _ = self.ns.inodes.intern(_identity(d, info), _KIND[info.kind])
+        if n.d is None:
+            n.d = DNode(d, parent, name)
+        else:
+            n.d.parent, n.d.name, n.d.gone = parent, name, False
+        if info.local is not None:
+            n.d.local = info.local
+        return n
+
+    def _find(self, d: Draft, info: Info | None) -> Inode | None:
+        return None if info is None else self.ns.inodes.find(_identity(d, info))
+
+    def _gid(self, uid: int) -> int:
+        gid = self._gids.get(uid)
+        if gid is None:
+            try:
+                gid = pwd.getpwuid(uid).pw_gid
+            except KeyError:
+                gid = self.ns.gid
+            self._gids[uid] = gid
+        return gid
+
+    def _created_ns(self, d: Draft) -> int:
+        t = self._created.get(d)
+        if t is None:
+            t = self._created[d] = int(parse_iso(d.meta.created_at).timestamp() * 1e9)
+        return t
+
+    def _attrs(self, n: Inode, d: Draft, info: Info) -> Any:
+        from .namespace import Stat
+
+        dn: DNode = n.d
+        if info.kind == "dir":
+            mode = stat.S_IFDIR | (0o700 if dn.parent is None else 0o755)
+        elif info.kind == "symlink":
+            mode = stat.S_IFLNK | 0o777
+        else:
+            mode = stat.S_IFREG | (0o755 if info.executable else 0o644)
+        first = dn.parent is not None and dn.parent.d.parent is None
+        owner = d.meta.owner
+        return self.ns.make_attrs(Stat(n.ino, mode, info.size, info.mtime_ns or
+                                       self._created_ns(d), 0.0 if first else DRAFT_TTL,
+                                       DRAFT_TTL, uid=owner, gid=self._gid(owner),
+                                       blksize=FILE_BLKSIZE if info.kind == "file" else 0))
+
+    def level_stat_mode(self) -> int:
+        return _LEVEL_MODE if self.area is not None else stat.S_IFDIR | 0o555
+
+    def _level(self, kind: Kind, project: str, name: str = "") -> Inode:
+        idt = ident("dp", project) if kind == Kind.DRAFT_PROJECT else ident("dn", project, name)
+        n, new = self.ns.inodes.intern(idt, kind)
+        if new:
+            n.project, n.name = project, name
+        return n
+
+    def _root(self, d: Draft) -> Inode:
+        return self._intern(d, d.stat(""), None, "")
+
+    # --- looking things up ---------------------------------------------------------------
+    async def lookup(self, p: Inode, name: bytes, uid: int) -> Any:
+        """The attributes of ``p/name`` (one kernel lookup), for a ``drafts/`` inode ``p``."""
+        child, d, info = await self._lookup(p, _name(name), uid)
+        child.lookups += 1
+        return self._attrs(child, d, info) if d is not None and info is not None \
+            else self.ns.attrs(child)
+
+    async def _lookup(self, p: Inode, s: str, uid: int
+                      ) -> tuple[Inode, Draft | None, Info | None]:
+        area = self.area
+        if p.kind in LEVELS:
+            if area is None:
+                raise oserror(errno.ENOENT)
+            if p.kind == Kind.DRAFTS:
+                if s not in area.children():
+                    raise oserror(errno.ENOENT)
+                return self._level(Kind.DRAFT_PROJECT, s), None, None
+            if p.kind == Kind.DRAFT_PROJECT:
+                if s not in area.children(p.project):
+                    raise oserror(errno.ENOENT)
+                return self._level(Kind.DRAFT_NAME, p.project, s), None, None
+            try:
+                d = area.get(p.project, p.name, s)
+            except NotFound:
+                raise oserror(errno.ENOENT) from None
+            info = await self._call(d, d.stat, "")
+            return self._intern(d, info, None, ""), d, info
+        if p.kind != Kind.DDIR:
+            raise oserror(errno.ENOTDIR)
+        d, path = self._where(p, uid)
+        found = await self._call(d, d.lookup, _join(path, s))
+        if found is None:
+            raise oserror(errno.ENOENT)
+        n = self._intern(d, found, p, s)
+        if n.d.pending:  # its size is not final yet
+            await self._settle(n)
+            found = await self._call(d, d.stat, _join(path, s))
+        return n, d, found
+
+    async def getattr(self, n: Inode, uid: int) -> Any:
+        if n.kind in LEVELS:
+            return self.ns.attrs(n)
+        await self._settle(n)
+        dn: DNode = n.d
+        d = dn.draft
+        if dn.gone:
+            return self._gone_attrs(n, d)
+        if dn.parent is not None:
+            d.check_access(uid)
+        d, path = self._where(n, 0)
+        return self._attrs(n, d, await self._call(d, d.stat, path))
+
+    def _gone_attrs(self, n: Inode, d: Draft) -> Any:
+        """``fstat`` of an unlinked file that is still open."""
+        for fh in n.d.handles:
+            h = self.handles.get(fh)
+            if h is not None:
+                st = os.fstat(h.fd)
+                info = Info("file", b"", st.st_size, st.st_mtime_ns, bool(st.st_mode & 0o100))
+                return self._attrs(n, d, info)
+            base = self.ns.files.get(fh)
+            if base is not None:
+                e = base.entry
+                return self._attrs(n, d, Info("file", b"", e.size, e.mtime_ns, e.executable))
+        raise oserror(errno.ENOENT)
+
+    async def readlink(self, n: Inode, uid: int) -> bytes:
+        d, path = self._where(n, uid)
+        target = await self._call(d, d.readlink, path)
+        return target.encode("utf-8", "surrogateescape")
+
+    def access(self, n: Inode, mode: int, uid: int) -> None:
+        if n.kind in INSIDE:
+            self._where(n, uid)
+        elif self.area is None and mode & os.W_OK:
+            self.ns.check_write(n.ino, "access")
+
+    async def xattrs(self, n: Inode, uid: int) -> dict[str, str]:
+        if n.kind != Kind.DFILE:
+            return {}
+        d, path = self._where(n, uid)
+        e = (await self._call(d, d.stat, path)).entry
+        if e is None:
+            return {}
+        if e.kind == "ref" and e.ref is not None:
+            return {"digest": e.ref.sha256 or e.ref.etag or e.digest, "ref": e.ref.uri}
+        return {"digest": e.digest}
+
+    # --- directories -----------------------------------------------------------------------
+    async def opendir(self, n: Inode, uid: int) -> int:
+        snap: list[tuple[bytes, Info | None]]
+        if n.kind in LEVELS:
+            area = self.area
+            names = [] if area is None else area.children() if n.kind == Kind.DRAFTS else \
+                area.children(n.project) if n.kind == Kind.DRAFT_PROJECT else \
+                area.children(n.project, n.name)
+            snap = [(name_bytes(s), None) for s in names]
+        elif n.kind == Kind.DDIR:
+            d, path = self._where(n, uid)
+            listing = await self._thread(d.listdir, path)
+            snap = [(name_bytes(s), info) for s, info in listing]
+        else:
+            raise oserror(errno.ENOTDIR)
+        fh = next(self._fh)
+        self.dirs[fh] = DDirHandle(n, snap)
+        return fh
+
+    async def readdir(self, fh: int, start: int, reply: Callable[[bytes, Any, int], bool]
+                      ) -> None:
+        h = self.dirs[fh]
+        p = h.node
+        d, path = (None, "") if p.kind != Kind.DDIR else self._where(p, 0)
+        for i in range(start, len(h.snapshot)):
+            name, info = h.snapshot[i]
+            try:
+                if d is None:
+                    child, cd, cinfo = await self._lookup(p, _name(name), 0)
+                else:
+                    assert info is not None
+                    child, cd, cinfo = self._listed(d, path, p, _name(name), info), d, info
+                    if child.d.handles and info.kind == "file":  # being written: fresh size
+                        await self._settle(child)
+                        cinfo = d.stat(_join(path, _name(name)))
+            except (OSError, NotFound, NeedNode):
+                continue  # gone since opendir
+            attrs = self._attrs(child, cd, cinfo) if cd is not None and cinfo is not None \
+                else self.ns.attrs(child)
+            if not reply(name, attrs, i + 1):
+                self.ns.inodes.drop_if_unused(child)
+                return
+            child.lookups += 1
+
+    def _listed(self, d: Draft, path: str, p: Inode, s: str, info: Info) -> Inode:
+        """The inode of a listed entry; one new to the table must still be where listed."""
+        n = self._find(d, info)
+        if n is not None:
+            return n
+        cur = d.lookup(_join(path, s))
+        if cur is None or cur.ident != info.ident:
+            raise oserror(errno.ENOENT)
+        return self._intern(d, cur, p, s)
+
+    def releasedir(self, fh: int) -> None:
+        self.dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: int) -> None:
+        h = self.dirs.get(fh)
+        if h is not None and h.node.kind == Kind.DDIR:
+            await self._thread(h.node.d.draft.sync)
+
+    # --- files -----------------------------------------------------------------------------
+    async def open(self, n: Inode, flags: int, uid: int) -> int:
+        if n.kind != Kind.DFILE:
+            raise oserror(errno.EISDIR if n.kind in (Kind.DDIR, *LEVELS) else errno.ELOOP)
+        d, path = self._where(n, uid)
+        await self._settle(n)
+        fh = next(self._fh)
+        if flags & os.O_ACCMODE != os.O_RDONLY:
+            trunc = bool(flags & os.O_TRUNC)
+            if await self._call(d, d.needs_copy_up, path, trunc):
+                local = await self._thread(d.open_for_write, path, trunc, limiter=self.copies)
+            else:
+                local = await self._call(d, d.open_for_write, path, trunc)
+            try:
+                fd = os.open(local, os.O_RDWR | os.O_CLOEXEC)
+            except BaseException:
+                d.release(local)
+                raise
+            self.handles[fh] = DHandle(fd, local, n, d)
+            n.d.handles.add(fh)
+            self._staged(n, d, local)
+            return fh
+        info = await self._call(d, d.stat, path)
+        if info.local is not None:
+            self.handles[fh] = DHandle(os.open(info.local, os.O_RDONLY | os.O_CLOEXEC), None,
+                                       n, d)
+        else:
+            assert info.entry is not None
+            from .namespace import FileHandle
+
+            keys = piece_keys(info.entry)
+            self.ns.blobs.pin(keys)
+            self.ns.files[fh] = FileHandle(info.entry, keys)
+            self.base_handles[fh] = n
+        n.d.handles.add(fh)
+        return fh
+
+    def _staged(self, n: Inode, d: Draft, local: str) -> None:
+        """``n`` now lives in ``local``: readers of its base bytes switch to it."""
+        n.d.local = local
+        for fh in list(n.d.handles):
+            h = self.ns.files.pop(fh, None)
+            if h is None:
+                continue
+            del self.base_handles[fh]
+            self.ns.blobs.unpin(h.keys)
+            self.handles[fh] = DHandle(os.open(local, os.O_RDONLY | os.O_CLOEXEC), None, n, d)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handles[fh]
+        await self._settle(h.node)
+        buf = bytearray(size)
+        try:
+            got = os.preadv(h.fd, [buf], off, os.RWF_NOWAIT)
+        except OSError:  # not in the page cache (or no RWF_NOWAIT here): a worker thread
+            got = 0
+        if got == size:
+            return bytes(buf)
+        rest = await self._thread(os.pread, h.fd, size - got, off + got)
+        return bytes(buf[:got]) + rest
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        """Small writes are applied at once; big ones are replied to at once and applied by
+        a worker thread (in order, per file), so the writer's next request overlaps the copy
+        into the staging file.  Whatever observes the file first waits for them
+        (:meth:`_settle`); a failure is reported by the next write, flush or fsync."""
+        h = self.handles.get(fh)
+        if h is None:
+            raise ReadOnly("write: versions are read-only")  # no other handle is writable
+        if h.local is None:
+            raise oserror(errno.EBADF)
+        dn: DNode = h.node.d
+        _raise_pending_error(dn)
+        if len(buf) < WRITE_BEHIND:
+            await self._settle(h.node)
+            return os.pwrite(h.fd, buf, off)
+        if dn.queue is None:
+            send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)
+            dn.queue = send
+            trio.lowlevel.spawn_system_task(self._write_behind, dn, recv)
+        if not dn.pending:
+            dn.idle = trio.Event()
+        dn.pending += 1
+        await dn.queue.send((h.fd, off, buf))
+        return len(buf)
+
+    async def _write_behind(self, dn: DNode,
+                            recv: trio.MemoryReceiveChannel[tuple[int, int, bytes]]) -> None:
+        async with recv:
+            async for item in recv:
+                batch = [item]
+                while len(batch) < WRITE_QUEUE:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                try:
+                    if dn.error is None:
+                        await trio.to_thread.run_sync(_pwrite_batch, batch, limiter=self.writes)
+                except OSError as e:
+                    dn.error = e
+                except Exception as e:  # never let a system task die
+                    log.exception("write-behind failed")
+                    dn.error = oserror(errno.EIO, str(e))
+                finally:
+                    dn.pending -= len(batch)
+                    if not dn.pending and dn.idle is not None:
+                        dn.idle.set()
+
+    async def _settle(self, n: Inode) -> None:
+        """Wait until every write replied to for ``n`` is in its staging file."""
+        dn: DNode | None = n.d
+        while dn is not None and dn.pending and dn.idle is not None:
+            await dn.idle.wait()
+
+    async def flush(self, fh: int) -> None:
+        h = self.handles.get(fh)
+        if h is not None and h.local is not None:
+            await self._settle(h.node)
+            _raise_pending_error(h.node.d)
+
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        dn: DNode = h.node.d
+        dn.handles.discard(fh)
+        if h.local is not None:
+            await self._settle(h.node)
+            if dn.queue is not None and not any(
+                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
+                dn.queue.close()
+                dn.queue = None
+        os.close(h.fd)
+        if h.local is not None:
+            h.draft.release(h.local)
+
+    def released_base(self, fh: int) -> None:
+        """The namespace closed a handle that read a draft file's base bytes."""
+        n = self.base_handles.pop(fh, None)
+        if n is not None:
+            n.d.handles.discard(fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self.handles.get(fh)
+        if h is None:
+            return
+        await self._settle(h.node)
+        _raise_pending_error(h.node.d)
+        await self._thread(os.fdatasync if datasync else os.fsync, h.fd)
+        await self._thread(h.draft.sync)
+
+    # --- changes ---------------------------------------------------------------------------
+    async def create(self, ino: int, name: bytes, mode: int, flags: int, uid: int
+                     ) -> tuple[int, Any]:
+        d, ppath, p = self._dir(ino, uid, "create")
+        s = _name(name)
+        path = _join(ppath, s)
+        local = await self._call(d, d.create, path, bool(mode & 0o111))
+        try:
+            fd = os.open(local, os.O_RDWR | os.O_CLOEXEC)
+        except BaseException:
+            d.release(local)
+            raise
+        info = d.stat(path)
+        n = self._intern(d, info, p, s)
+        fh = next(self._fh)
+        self.handles[fh] = DHandle(fd, local, n, d)
+        n.d.handles.add(fh)
+        n.lookups += 1
+        return fh, self._attrs(n, d, info)
+
+    async def mkdir(self, ino: int, name: bytes, mode: int, uid: int) -> Any:
+        p = self.ns.node(ino)
+        s = _name(name)
+        if p.kind in LEVELS and self.area is not None:
+            child, d, info = await self._make_level(p, s, uid)
+        else:
+            d, ppath, p = self._dir(ino, uid, "mkdir")
+            await self._call(d, d.mkdir, _join(ppath, s))
+            info = d.stat(_join(ppath, s))
+            child = self._intern(d, info, p, s)
+        child.lookups += 1
+        return self._attrs(child, d, info) if d is not None and info is not None \
+            else self.ns.attrs(child)
+
+    async def _make_level(self, p: Inode, s: str, uid: int
+                          ) -> tuple[Inode, Draft | None, Info | None]:
+        area = self._area()
+        if p.kind == Kind.DRAFTS:
+            area.make_dir(s)
+            return self._level(Kind.DRAFT_PROJECT, s), None, None
+        if p.kind == Kind.DRAFT_PROJECT:
+            area.make_dir(p.project, s)
+            return self._level(Kind.DRAFT_NAME, p.project, s), None, None
+        check_name(s, "draft id")
+        project, name = p.project, p.name
+        if self.may_write is not None and not self.may_write(uid, project):
+            raise PermissionDenied(f"you may not create drafts in project {project}")
+
+        def make() -> tuple[Draft, Info]:
+            d = area.create(project, name, s, uid, self.catalog.latest(project, name))
+            return d, d.stat("")
+
+        d, info = await self._thread(make)
+        return self._intern(d, info, None, ""), d, info
+
+    async def mknod(self, ino: int, name: bytes, mode: int, uid: int) -> Any:
+        d, ppath, p = self._dir(ino, uid, "mknod")
+        if not stat.S_ISREG(mode):
+            raise oserror(errno.EPERM, "drafts hold only files, directories and symlinks")
+        s = _name(name)
+        path = _join(ppath, s)
+        d.release(await self._call(d, d.create, path, bool(mode & 0o111)))
+        info = d.stat(path)
+        n = self._intern(d, info, p, s)
+        n.lookups += 1
+        return self._attrs(n, d, info)
+
+    async def symlink(self, ino: int, name: bytes, target: bytes, uid: int) -> Any:
+        d, ppath, p = self._dir(ino, uid, "symlink")
+        s = _name(name)
+        path = _join(ppath, s)
+        await self._call(d, d.symlink, path, target.decode("utf-8", "surrogateescape"))
+        info = d.stat(path)
+        n = self._intern(d, info, p, s)
+        n.lookups += 1
+        return self._attrs(n, d, info)
+
+    async def unlink(self, ino: int, name: bytes, uid: int) -> None:
+        p = self.ns.node(ino)
+        if p.kind in LEVELS and self.area is not None:
+            await self._lookup(p, _name(name), uid)  # ENOENT, or
+            raise oserror(errno.EISDIR)
+        d, ppath, _ = self._dir(ino, uid, "unlink")
+        path = _join(ppath, _name(name))
+        old = await self._call(d, d.lookup, path)
+        await self._call(d, d.unlink, path)
+        self._gone(d, old)
+
+    def _gone(self, d: Draft, info: Info | None) -> None:
+        n = self._find(d, info)
+        if n is not None:
+            n.d.gone = True
+
+    async def rmdir(self, ino: int, name: bytes, uid: int) -> None:
+        p = self.ns.node(ino)
+        s = _name(name)
+        if p.kind in LEVELS and self.area is not None:
+            await self._remove_level(p, s, uid)
+            return
+        d, ppath, _ = self._dir(ino, uid, "rmdir")
+        path = _join(ppath, s)
+        old = await self._call(d, d.lookup, path)
+        await self._call(d, d.rmdir, path)
+        self._gone(d, old)
+
+    async def _remove_level(self, p: Inode, s: str, uid: int) -> None:
+        area = self._area()
+        if p.kind == Kind.DRAFTS:
+            check_project(s)
+            area.remove_dir(s)
+            return
+        if p.kind == Kind.DRAFT_PROJECT:
+            check_name(s, "artifact name")
+            area.remove_dir(p.project, s)
+            return
+        try:
+            d = area.get(p.project, p.name, s)
+        except NotFound:
+            raise oserror(errno.ENOENT) from None
+        d.check_access(uid)
+        if d.frozen:
+            raise oserror(errno.EBUSY, f"draft {d.label} is being committed")
+        if not await self._call(d, d.is_empty, ""):
+            raise oserror(errno.ENOTEMPTY)
+        root = self.ns.inodes.find(_identity(d, d.stat("")))
+        await self._thread(area.discard, d)
+        if root is not None:
+            root.d.gone = True
+
+    async def rename(self, ino1: int, name1: bytes, ino2: int, name2: bytes, flags: int,
+                     uid: int) -> None:
+        p1, p2 = self.ns.node(ino1), self.ns.node(ino2)
+        for p in (p1, p2):
+            if p.kind not in INSIDE and (p.kind not in LEVELS or self.area is None):
+                self.ns.check_write(p.ino, "rename")
+        if p1.kind in LEVELS or p2.kind in LEVELS:
+            raise oserror(errno.EPERM, "drafts can not be renamed")
+        d, path1, _ = self._dir(ino1, uid, "rename")
+        d2, path2, _ = self._dir(ino2, uid, "rename")
+        if d is not d2:
+            raise oserror(errno.EXDEV)
+        s1, s2 = _name(name1), _name(name2)
+        src, dst = _join(path1, s1), _join(path2, s2)
+        exchange = bool(flags & 2)  # RENAME_EXCHANGE
+        s_info = await self._call(d, d.lookup, src)
+        t_info = await self._call(d, d.lookup, dst)
+        await self._call(d, d.rename, src, dst, bool(flags & 1), exchange)
+        s_node, t_node = self._find(d, s_info), self._find(d, t_info)
+        if t_node is not None and t_node is not s_node:
+            if exchange:
+                t_node.d.parent, t_node.d.name = p1, s1
+            else:
+                t_node.d.gone = True
+        if s_node is not None:
+            s_node.d.parent, s_node.d.name = p2, s2
+
+    async def link(self, ino: int, new_parent: int, name: bytes, uid: int) -> Any:
+        self._dir(new_parent, uid, "link")
+        raise oserror(errno.EPERM, "drafts have no hard links")
+
+    async def setattr(self, ino: int, attr: Any, fields: Any, fh: int | None, uid: int) -> Any:
+        n = self.ns.node(ino)
+        if n.kind in LEVELS and self.area is not None:
+            return self.ns.attrs(n)  # chmod/touch of drafts/ and its levels: nothing kept
+        n = self._inside(ino, "setattr")
+        await self._settle(n)
+        h = self.handles.get(fh) if fh is not None else None
+        dn: DNode = n.d
+        dn.draft.check_access(uid)
+        if dn.gone:  # an unlinked open file: only its bytes can change
+            if fields.update_size and h is not None and h.local is not None:
+                await self._thread(os.ftruncate, h.fd, attr.st_size)
+            return self._gone_attrs(n, dn.draft)
+        d, path = self._where(n, uid)
+        if fields.update_size:
+            if h is not None and h.local is not None and h.node is n:
+                await self._thread(os.ftruncate, h.fd, attr.st_size)
+            else:
+                if await self._call(d, d.needs_copy_up, path, attr.st_size == 0):
+                    await self._thread(d.truncate, path, attr.st_size, limiter=self.copies)
+                else:
+                    await self._call(d, d.truncate, path, attr.st_size)
+                local = d.stat(path).local
+                if local is not None:
+                    self._staged(n, d, local)
+        if fields.update_mode:
+            await self._call(d, d.chmod, path, bool(attr.st_mode & 0o100))
+        if fields.update_mtime:
+            await self._call(d, d.utimes, path, attr.st_mtime_ns)
+        return self._attrs(n, d, await self._call(d, d.stat, path))
+
+    async def write_xattr(self, ino: int, what: str) -> None:
+        self._inside(ino, what)
+        raise oserror(errno.ENOTSUP, "drafts keep no extended attributes")
+
+    # --- the control channel's side ------------------------------------------------------------
+    def draft_gone(self, project: str, name: str, draft_id: str) -> None:
+        """A draft was committed, upserted or discarded over the control channel: the kernel
+        forgets its directory (open files keep working)."""
+        parent = self.ns.inodes.find(ident("dn", project, name))
+        if parent is not None:
+            self.ns.invalidate(parent.ino, name_bytes(draft_id))
+
+    def warm(self) -> None:
+        """Worker thread, at start: load every draft (journal replay) off the trio thread."""
+        for d in self._area().list():
+            try:
+                d.stat("")
+            except Exception as e:
+                log.error("draft %s could not be loaded: %s", d.label, e)
