@@ -35,8 +35,13 @@ def _size(n: float) -> str:
     return f"{n} B"
 
 
+# not readable=True: a mount whose daemon was killed fails access() (ENOTCONN) while the kernel
+# still answers stat() from cached attributes, and mount/unmount must reach their recovery
+MOUNTPOINT = click.Path(file_okay=False, readable=False)
+
+
 @click.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=MOUNTPOINT)
 @click.option("--cache-dir", metavar="DIR", help="Local cache directory.")
 @click.option("--cache-size", metavar="SIZE", help="Cache bound, e.g. 50GiB.")
 @click.option("--refresh", type=float, metavar="SEC",
@@ -57,7 +62,7 @@ def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | No
 
 
 @click.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=MOUNTPOINT)
 def unmount(mountpoint: str) -> None:
     """Cleanly unmount an artifactfs mount."""
     from . import registry
