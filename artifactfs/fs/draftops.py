@@ -4,7 +4,8 @@
 makes them; ``mkdir`` in ``drafts/P/N/`` creates a draft on ``latest``; ``rmdir`` of an empty
 draft, the end of ``rm -r``, discards it).  Inside a draft every call goes to
 :class:`~artifactfs.fs.drafts.Draft` (docs/drafts.md has the table); this module adds what
-the kernel needs: inodes, handles, attributes, permissions, and keeping the trio thread free.
+the kernel needs: inodes, attributes, permissions, and keeping the trio thread free.  Open
+files (reads, write-behind, fsync, release) are in ``fs/draftfiles.py``.
 
 What is subtle:
 
@@ -19,38 +20,34 @@ What is subtle:
   timeout, which makes every path walk into a draft ask ``lookup`` with the caller's uid, and
   every call on a draft inode checks the uid (the owner or root, SPEC §9).
 * The trio thread.  Draft calls run inline: they are dictionary walks plus one ``write`` to
-  the journal.  Base tree nodes come from the LMDB manifest cache; a node that is not there
-  raises :class:`NeedNode` on the trio thread (never in worker threads, which fetch it), the
-  node is loaded in a worker thread and the call is made again (every draft call is safe to
-  repeat up to its first change).  Copy-up, truncation, fsync, listing a directory, creating
-  and discarding drafts and journal compaction run in worker threads.
+  the journal.  A base node missing from the manifest cache raises ``NeedNode``; it is loaded
+  in a worker thread and the call is made again (every draft call is safe to repeat up to its
+  first change).  Copy-up, truncation, fsync, listing a directory, creating and discarding
+  drafts and journal compaction run in worker threads.
 * Kernel caches: draft inodes get one-second timeouts and never ``keep_cache`` (their bytes
-  change); a handle reading an unchanged base file is switched to the staging file when the
-  file is copied up or truncated, so the page cache never mixes base and new bytes.
+  change); after a commit, upsert or discard over the control channel the draft's entry is
+  invalidated (:meth:`DraftOps.draft_gone`).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import itertools
 import logging
 import os
 import pwd
 import stat
-from collections.abc import Callable, ItemsView, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
 from ..catalog import Catalog, parse_iso
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
-from ..model import Entry, Loader, object_key
 from ..names import check_name, check_project
-from ..store.base import Store
 from .blobcache import piece_keys
-from .cache import ManifestCache, entry_from_raw, name_bytes
+from .cache import name_bytes
+from .draftfiles import DDirHandle, DHandle, DNode, DraftFiles, NeedNode, oserror
 from .drafts import Draft, DraftArea, Info
 from .inodes import Inode, Kind, ident
 
@@ -59,8 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DRAFT_TTL = 1.0  # seconds the kernel may keep draft entries and attributes
-WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply
-WRITE_QUEUE = 16  # writes waiting per file before the writer has to wait (16 MiB at 1 MiB)
 FILE_BLKSIZE = 1 << 20  # st_blksize of draft files: cp and friends then write 1 MiB at once
 LEVELS = (Kind.DRAFTS, Kind.DRAFT_PROJECT, Kind.DRAFT_NAME)
 INSIDE = (Kind.DDIR, Kind.DFILE, Kind.DLINK)
@@ -68,115 +63,6 @@ _KIND = {"dir": Kind.DDIR, "file": Kind.DFILE, "symlink": Kind.DLINK}
 _LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itself is 0700
 MayWrite = Callable[[int, str], bool]
 T = TypeVar("T")
-
-
-def oserror(code: int, what: str = "") -> OSError:
-    return OSError(code, os.strerror(code), what) if what else OSError(code, os.strerror(code))
-
-
-# --- base tree nodes for drafts, from the manifest cache ------------------------------------
-
-class NeedNode(Exception):
-    """A base tree node is not in the manifest cache and this is the trio thread."""
-
-    def __init__(self, oid: str) -> None:
-        super().__init__(oid)
-        self.oid = oid
-
-
-class _Items(ItemsView[str, Entry]):
-    def __init__(self, node: ManifestNode) -> None:
-        super().__init__(node)
-        self._node = node
-
-    def __iter__(self) -> Iterator[tuple[str, Entry]]:
-        return self._node.scan()
-
-
-class ManifestNode(Mapping[str, Entry]):
-    """A tree node read lazily from the manifest cache: ``get`` is one B-tree lookup, so a
-    draft on a 50 000-entry directory never decodes the whole node to find one name."""
-
-    def __init__(self, manifest: ManifestCache, oid: str, count: int) -> None:
-        self.manifest, self.oid, self.count = manifest, oid, count
-
-    def __getitem__(self, name: str) -> Entry:
-        raw = self.manifest.entry(self.oid, name_bytes(name))
-        if raw is None:
-            raise KeyError(name)
-        return entry_from_raw(raw)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and \
-            self.manifest.entry(self.oid, name_bytes(name)) is not None
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self.scan())
-
-    def items(self) -> _Items:
-        return _Items(self)
-
-    def scan(self) -> Iterator[tuple[str, Entry]]:
-        after: bytes | None = None
-        while True:
-            batch = self.manifest.entries(self.oid, after, 1024)
-            for name, raw in batch:
-                yield name.decode("utf-8", "surrogateescape"), entry_from_raw(raw)
-            if len(batch) < 1024:
-                return
-            after = batch[-1][0]
-
-
-def manifest_loader(manifest: ManifestCache, store: Store) -> Loader:
-    """The ``load`` of the mount's DraftArea: nodes from LMDB; a miss is fetched (verified)
-    in a worker thread, and raises :class:`NeedNode` on the trio thread."""
-    def load(oid: str) -> Mapping[str, Entry]:
-        info = manifest.dir_info(oid)
-        if info is None:
-            if trio.lowlevel.in_trio_task():
-                raise NeedNode(oid)
-            try:
-                data = store.get(object_key(oid))
-            except NotFound:
-                raise IntegrityError(f"tree node {oid} is missing from the store") from None
-            info = manifest.put_node(oid, data)
-        return ManifestNode(manifest, oid, info[0])
-    return load
-
-
-# --- what the mount keeps per draft inode and handle ----------------------------------------
-
-@dataclass(slots=True, eq=False)
-class DNode:
-    draft: Draft
-    parent: Inode | None  # None: the draft's root
-    name: str
-    local: str | None = None  # the staging file, once the file has one
-    gone: bool = False  # unlinked, replaced by a rename, or removed
-    handles: set[int] = field(default_factory=set)
-    pending: int = 0  # writes replied to but not yet applied (write-behind)
-    idle: trio.Event | None = None  # set when ``pending`` drops to zero
-    error: OSError | None = None  # a write-behind failure, reported by the next call
-    queue: trio.MemorySendChannel[tuple[int, int, bytes]] | None = None
-
-
-class DHandle:
-    """An open staging file: ``local`` is set for a write handle (``release`` it)."""
-
-    __slots__ = ("draft", "fd", "local", "node")
-
-    def __init__(self, fd: int, local: str | None, node: Inode, draft: Draft) -> None:
-        self.fd, self.local, self.node, self.draft = fd, local, node, draft
-
-
-class DDirHandle:
-    __slots__ = ("node", "snapshot")
-
-    def __init__(self, node: Inode, snapshot: list[tuple[bytes, Info | None]]) -> None:
-        self.node, self.snapshot = node, snapshot
 
 
 def _identity(d: Draft, info: Info) -> bytes:
@@ -191,37 +77,18 @@ def _join(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
 
 
-def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> None:
-    for fd, off, buf in batch:
-        view = memoryview(buf)
-        while view:
-            n = os.pwrite(fd, view, off)
-            view, off = view[n:], off + n
-
-
-def _raise_pending_error(dn: DNode) -> None:
-    if dn.error is not None:
-        e, dn.error = dn.error, None
-        raise e
-
-
-class DraftOps:
+class DraftOps(DraftFiles):
     """The ``drafts/`` side of a :class:`~artifactfs.fs.namespace.Namespace`."""
 
     def __init__(self, ns: Namespace, area: DraftArea | None, catalog: Catalog,
                  may_write: MayWrite | None = None) -> None:
-        self.ns, self.area, self.catalog = ns, area, catalog
+        super().__init__(ns)
+        self.area, self.catalog = area, catalog
         self.may_write = may_write
-        self.handles: dict[int, DHandle] = {}
-        self.base_handles: dict[int, Inode] = {}  # handles in ns.files reading base bytes
         self.dirs: dict[int, DDirHandle] = {}
-        self.io = trio.CapacityLimiter(8)  # fsync, truncate, listings, create/discard
-        self.copies = trio.CapacityLimiter(4)  # copy-ups: may take long
-        self.writes = trio.CapacityLimiter(4)  # write-behind
         self._compacting: set[Draft] = set()
         self._gids: dict[int, int] = {}
         self._created: dict[Draft, int] = {}
-        self._fh: Iterator[int] = ns._fh if ns is not None else itertools.count(1)
 
     # --- plumbing ------------------------------------------------------------------------------
     async def _call(self, d: Draft, fn: Callable[..., T], *args: Any) -> T:
@@ -238,10 +105,6 @@ class DraftOps:
                 trio.lowlevel.spawn_system_task(self._compact, d)
             return out
         raise IntegrityError("draft call needed too many tree nodes")
-
-    async def _thread(self, fn: Callable[..., T], *args: Any,
-                      limiter: trio.CapacityLimiter | None = None) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.io)
 
     async def _compact(self, d: Draft) -> None:
         try:
@@ -532,121 +395,6 @@ class DraftOps:
             self.base_handles[fh] = n
         n.d.handles.add(fh)
         return fh
-
-    def _staged(self, n: Inode, d: Draft, local: str) -> None:
-        """``n`` now lives in ``local``: readers of its base bytes switch to it."""
-        n.d.local = local
-        for fh in list(n.d.handles):
-            h = self.ns.files.pop(fh, None)
-            if h is None:
-                continue
-            del self.base_handles[fh]
-            self.ns.blobs.unpin(h.keys)
-            self.handles[fh] = DHandle(os.open(local, os.O_RDONLY | os.O_CLOEXEC), None, n, d)
-
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        h = self.handles[fh]
-        await self._settle(h.node)
-        buf = bytearray(size)
-        try:
-            got = os.preadv(h.fd, [buf], off, os.RWF_NOWAIT)
-        except OSError:  # not in the page cache (or no RWF_NOWAIT here): a worker thread
-            got = 0
-        if got == size:
-            return bytes(buf)
-        rest = await self._thread(os.pread, h.fd, size - got, off + got)
-        return bytes(buf[:got]) + rest
-
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        """Small writes are applied at once; big ones are replied to at once and applied by
-        a worker thread (in order, per file), so the writer's next request overlaps the copy
-        into the staging file.  Whatever observes the file first waits for them
-        (:meth:`_settle`); a failure is reported by the next write, flush or fsync."""
-        h = self.handles.get(fh)
-        if h is None:
-            raise ReadOnly("write: versions are read-only")  # no other handle is writable
-        if h.local is None:
-            raise oserror(errno.EBADF)
-        dn: DNode = h.node.d
-        _raise_pending_error(dn)
-        if len(buf) < WRITE_BEHIND:
-            await self._settle(h.node)
-            return os.pwrite(h.fd, buf, off)
-        if dn.queue is None:
-            send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)
-            dn.queue = send
-            trio.lowlevel.spawn_system_task(self._write_behind, dn, recv)
-        if not dn.pending:
-            dn.idle = trio.Event()
-        dn.pending += 1
-        await dn.queue.send((h.fd, off, buf))
-        return len(buf)
-
-    async def _write_behind(self, dn: DNode,
-                            recv: trio.MemoryReceiveChannel[tuple[int, int, bytes]]) -> None:
-        async with recv:
-            async for item in recv:
-                batch = [item]
-                while len(batch) < WRITE_QUEUE:
-                    try:
-                        batch.append(recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                try:
-                    if dn.error is None:
-                        await trio.to_thread.run_sync(_pwrite_batch, batch, limiter=self.writes)
-                except OSError as e:
-                    dn.error = e
-                except Exception as e:  # never let a system task die
-                    log.exception("write-behind failed")
-                    dn.error = oserror(errno.EIO, str(e))
-                finally:
-                    dn.pending -= len(batch)
-                    if not dn.pending and dn.idle is not None:
-                        dn.idle.set()
-
-    async def _settle(self, n: Inode) -> None:
-        """Wait until every write replied to for ``n`` is in its staging file."""
-        dn: DNode | None = n.d
-        while dn is not None and dn.pending and dn.idle is not None:
-            await dn.idle.wait()
-
-    async def flush(self, fh: int) -> None:
-        h = self.handles.get(fh)
-        if h is not None and h.local is not None:
-            await self._settle(h.node)
-            _raise_pending_error(h.node.d)
-
-    async def release(self, fh: int) -> None:
-        h = self.handles.pop(fh, None)
-        if h is None:
-            return
-        dn: DNode = h.node.d
-        dn.handles.discard(fh)
-        if h.local is not None:
-            await self._settle(h.node)
-            if dn.queue is not None and not any(
-                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
-                dn.queue.close()
-                dn.queue = None
-        os.close(h.fd)
-        if h.local is not None:
-            h.draft.release(h.local)
-
-    def released_base(self, fh: int) -> None:
-        """The namespace closed a handle that read a draft file's base bytes."""
-        n = self.base_handles.pop(fh, None)
-        if n is not None:
-            n.d.handles.discard(fh)
-
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        h = self.handles.get(fh)
-        if h is None:
-            return
-        await self._settle(h.node)
-        _raise_pending_error(h.node.d)
-        await self._thread(os.fdatasync if datasync else os.fsync, h.fd)
-        await self._thread(h.draft.sync)
 
     # --- changes ---------------------------------------------------------------------------
     async def create(self, ino: int, name: bytes, mode: int, flags: int, uid: int

@@ -42,7 +42,7 @@ from . import commit, registry
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .control import ControlServer, Peer
-from .draftops import manifest_loader
+from .draftfiles import manifest_loader
 from .drafts import DraftArea
 from .namespace import Namespace
 from .ops import Operations

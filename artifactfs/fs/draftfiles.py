@@ -1,0 +1,299 @@
+"""Draft files in the mount: base tree nodes from the manifest cache, what the mount keeps per
+draft inode, and open draft files (read, write-behind, fsync, release).  ``fs/draftops.py``
+builds on it; docs/drafts.md describes the design.
+
+What is subtle:
+
+* Base nodes come from LMDB (:class:`ManifestNode`: one B-tree lookup per name, so a draft on
+  a 50 000-entry directory never decodes the whole node).  A node that is not there raises
+  :class:`NeedNode` on the trio thread, where nothing may wait on the store; worker threads
+  fetch it themselves.
+* Write-behind: a write of :data:`WRITE_BEHIND` bytes or more is replied to at once and
+  applied by a worker thread, in order, per file (one queue per inode, whatever the handle),
+  so the writer's next request overlaps the copy into the staging file.  Everything that
+  observes the file (attributes, reads, truncation, open, flush, fsync, release) first waits
+  for the queue (:meth:`DraftFiles._settle`); a failed write is reported by the next write,
+  flush (so ``close`` sees it) or fsync.  A killed daemon loses replied-to writes that were not
+  fsync'ed, exactly like a local file system's page cache.
+* A handle reading a file's unchanged base bytes (through the blob cache) is switched to the
+  staging file as soon as the file is copied up or truncated, so the kernel's page cache never
+  mixes base and new bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+from collections.abc import Callable, ItemsView, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from ..errors import IntegrityError, NotFound, ReadOnly
+from ..model import Entry, Loader, object_key
+from ..store.base import Store
+from .cache import ManifestCache, entry_from_raw, name_bytes
+from .drafts import Draft, Info
+from .inodes import Inode
+
+if TYPE_CHECKING:
+    from .namespace import Namespace
+
+log = logging.getLogger(__name__)
+WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply
+WRITE_QUEUE = 16  # writes waiting per file before the writer has to wait (16 MiB at 1 MiB)
+T = TypeVar("T")
+
+
+def oserror(code: int, what: str = "") -> OSError:
+    return OSError(code, os.strerror(code), what) if what else OSError(code, os.strerror(code))
+
+
+class NeedNode(Exception):
+    """A base tree node is not in the manifest cache and this is the trio thread."""
+
+    def __init__(self, oid: str) -> None:
+        super().__init__(oid)
+        self.oid = oid
+
+
+class _Items(ItemsView[str, Entry]):
+    def __init__(self, node: ManifestNode) -> None:
+        super().__init__(node)
+        self._node = node
+
+    def __iter__(self) -> Iterator[tuple[str, Entry]]:
+        return self._node.scan()
+
+
+class ManifestNode(Mapping[str, Entry]):
+    """A tree node read lazily from the manifest cache: ``get`` is one B-tree lookup, so a
+    draft on a 50 000-entry directory never decodes the whole node to find one name."""
+
+    def __init__(self, manifest: ManifestCache, oid: str, count: int) -> None:
+        self.manifest, self.oid, self.count = manifest, oid, count
+
+    def __getitem__(self, name: str) -> Entry:
+        raw = self.manifest.entry(self.oid, name_bytes(name))
+        if raw is None:
+            raise KeyError(name)
+        return entry_from_raw(raw)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and \
+            self.manifest.entry(self.oid, name_bytes(name)) is not None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self.scan())
+
+    def items(self) -> _Items:
+        return _Items(self)
+
+    def scan(self) -> Iterator[tuple[str, Entry]]:
+        after: bytes | None = None
+        while True:
+            batch = self.manifest.entries(self.oid, after, 1024)
+            for name, raw in batch:
+                yield name.decode("utf-8", "surrogateescape"), entry_from_raw(raw)
+            if len(batch) < 1024:
+                return
+            after = batch[-1][0]
+
+
+def manifest_loader(manifest: ManifestCache, store: Store) -> Loader:
+    """The ``load`` of the mount's DraftArea: nodes from LMDB; a miss is fetched (verified)
+    in a worker thread, and raises :class:`NeedNode` on the trio thread."""
+    def load(oid: str) -> Mapping[str, Entry]:
+        info = manifest.dir_info(oid)
+        if info is None:
+            if trio.lowlevel.in_trio_task():
+                raise NeedNode(oid)
+            try:
+                data = store.get(object_key(oid))
+            except NotFound:
+                raise IntegrityError(f"tree node {oid} is missing from the store") from None
+            info = manifest.put_node(oid, data)
+        return ManifestNode(manifest, oid, info[0])
+    return load
+
+
+@dataclass(slots=True, eq=False)
+class DNode:
+    draft: Draft
+    parent: Inode | None  # None: the draft's root
+    name: str
+    local: str | None = None  # the staging file, once the file has one
+    gone: bool = False  # unlinked, replaced by a rename, or removed
+    handles: set[int] = field(default_factory=set)
+    pending: int = 0  # writes replied to but not yet applied (write-behind)
+    idle: trio.Event | None = None  # set when ``pending`` drops to zero
+    error: OSError | None = None  # a write-behind failure, reported by the next call
+    queue: trio.MemorySendChannel[tuple[int, int, bytes]] | None = None
+
+
+class DHandle:
+    """An open staging file: ``local`` is set for a write handle (``release`` it)."""
+
+    __slots__ = ("draft", "fd", "local", "node")
+
+    def __init__(self, fd: int, local: str | None, node: Inode, draft: Draft) -> None:
+        self.fd, self.local, self.node, self.draft = fd, local, node, draft
+
+
+class DDirHandle:
+    __slots__ = ("node", "snapshot")
+
+    def __init__(self, node: Inode, snapshot: list[tuple[bytes, Info | None]]) -> None:
+        self.node, self.snapshot = node, snapshot
+
+
+def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> None:
+    for fd, off, buf in batch:
+        view = memoryview(buf)
+        while view:
+            n = os.pwrite(fd, view, off)
+            view, off = view[n:], off + n
+
+
+def _raise_pending_error(dn: DNode) -> None:
+    if dn.error is not None:
+        e, dn.error = dn.error, None
+        raise e
+
+
+class DraftFiles:
+    """Open files of drafts (the base of :class:`~artifactfs.fs.draftops.DraftOps`)."""
+
+    def __init__(self, ns: Namespace | None) -> None:
+        self.ns: Namespace = ns  # type: ignore[assignment]
+        self.handles: dict[int, DHandle] = {}
+        self.base_handles: dict[int, Inode] = {}  # handles in ns.files reading base bytes
+        self.io = trio.CapacityLimiter(8)  # fsync, truncate, listings, create/discard
+        self.copies = trio.CapacityLimiter(4)  # copy-ups: may take long
+        self.writes = trio.CapacityLimiter(4)  # write-behind
+        self._fh: Iterator[int] = ns._fh if ns is not None else itertools.count(1)
+
+    async def _thread(self, fn: Callable[..., T], *args: Any,
+                      limiter: trio.CapacityLimiter | None = None) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.io)
+
+    def _staged(self, n: Inode, d: Draft, local: str) -> None:
+        """``n`` now lives in ``local``: readers of its base bytes switch to it."""
+        n.d.local = local
+        for fh in list(n.d.handles):
+            h = self.ns.files.pop(fh, None)
+            if h is None:
+                continue
+            del self.base_handles[fh]
+            self.ns.blobs.unpin(h.keys)
+            self.handles[fh] = DHandle(os.open(local, os.O_RDONLY | os.O_CLOEXEC), None, n, d)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handles[fh]
+        await self._settle(h.node)
+        buf = bytearray(size)
+        try:
+            got = os.preadv(h.fd, [buf], off, os.RWF_NOWAIT)
+        except OSError:  # not in the page cache (or no RWF_NOWAIT here): a worker thread
+            got = 0
+        if got == size:
+            return bytes(buf)
+        rest = await self._thread(os.pread, h.fd, size - got, off + got)
+        return bytes(buf[:got]) + rest
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        """Small writes are applied at once; big ones are replied to at once and applied by
+        a worker thread (in order, per file), so the writer's next request overlaps the copy
+        into the staging file.  Whatever observes the file first waits for them
+        (:meth:`_settle`); a failure is reported by the next write, flush or fsync."""
+        h = self.handles.get(fh)
+        if h is None:
+            raise ReadOnly("write: versions are read-only")  # no other handle is writable
+        if h.local is None:
+            raise oserror(errno.EBADF)
+        dn: DNode = h.node.d
+        _raise_pending_error(dn)
+        if len(buf) < WRITE_BEHIND:
+            await self._settle(h.node)
+            return os.pwrite(h.fd, buf, off)
+        if dn.queue is None:
+            send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)
+            dn.queue = send
+            trio.lowlevel.spawn_system_task(self._write_behind, dn, recv)
+        if not dn.pending:
+            dn.idle = trio.Event()
+        dn.pending += 1
+        await dn.queue.send((h.fd, off, buf))
+        return len(buf)
+
+    async def _write_behind(self, dn: DNode,
+                            recv: trio.MemoryReceiveChannel[tuple[int, int, bytes]]) -> None:
+        async with recv:
+            async for item in recv:
+                batch = [item]
+                while len(batch) < WRITE_QUEUE:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                try:
+                    if dn.error is None:
+                        await trio.to_thread.run_sync(_pwrite_batch, batch, limiter=self.writes)
+                except OSError as e:
+                    dn.error = e
+                except Exception as e:  # never let a system task die
+                    log.exception("write-behind failed")
+                    dn.error = oserror(errno.EIO, str(e))
+                finally:
+                    dn.pending -= len(batch)
+                    if not dn.pending and dn.idle is not None:
+                        dn.idle.set()
+
+    async def _settle(self, n: Inode) -> None:
+        """Wait until every write replied to for ``n`` is in its staging file."""
+        dn: DNode | None = n.d
+        while dn is not None and dn.pending and dn.idle is not None:
+            await dn.idle.wait()
+
+    async def flush(self, fh: int) -> None:
+        h = self.handles.get(fh)
+        if h is not None and h.local is not None:
+            await self._settle(h.node)
+            _raise_pending_error(h.node.d)
+
+    async def release(self, fh: int) -> None:
+        h = self.handles.pop(fh, None)
+        if h is None:
+            return
+        dn: DNode = h.node.d
+        dn.handles.discard(fh)
+        if h.local is not None:
+            await self._settle(h.node)
+            if dn.queue is not None and not any(
+                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
+                dn.queue.close()
+                dn.queue = None
+        os.close(h.fd)
+        if h.local is not None:
+            h.draft.release(h.local)
+
+    def released_base(self, fh: int) -> None:
+        """The namespace closed a handle that read a draft file's base bytes."""
+        n = self.base_handles.pop(fh, None)
+        if n is not None:
+            n.d.handles.discard(fh)
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        h = self.handles.get(fh)
+        if h is None:
+            return
+        await self._settle(h.node)
+        _raise_pending_error(h.node.d)
+        await self._thread(os.fdatasync if datasync else os.fsync, h.fd)
+        await self._thread(h.draft.sync)
