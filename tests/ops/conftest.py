@@ -13,6 +13,8 @@ from opshelp import BIG, FS, Clock, Probe, Token
 from artifactfs.catalog import Catalog
 from artifactfs.fs.blobcache import BlobCache
 from artifactfs.fs.cache import ManifestCache
+from artifactfs.fs.draftfiles import manifest_loader
+from artifactfs.fs.drafts import DraftArea
 from artifactfs.fs.namespace import Namespace
 from artifactfs.fs.ops import Operations
 from artifactfs.repo import Repo
@@ -49,7 +51,8 @@ def make_fs(tmp_path: Any, repo: Repo) -> Iterator[Callable[..., FS]]:
     made: list[FS] = []
 
     def make(remote: bool = False, refresh: float = 10.0, cache_size: int = 1 << 30,
-             cache: str = "cache", timeout: float = 30.0) -> FS:
+             cache: str = "cache", timeout: float = 30.0, drafts: bool = False,
+             may_write: Callable[[int, str], bool] | None = None) -> FS:
         store = Probe(repo.store, remote=remote)
         clock = Clock()
         manifest = ManifestCache(str(tmp_path / cache / "manifest"))
@@ -58,9 +61,12 @@ def make_fs(tmp_path: Any, repo: Repo) -> Iterator[Callable[..., FS]]:
                           sidecar_get=lambda k: manifest.get_doc(k),
                           sidecar_put=lambda k, v: manifest.put_docs([(k, v)]))
         inval: list[tuple[int, bytes]] = []
+        area = DraftArea(str(tmp_path / cache / "drafts"), manifest_loader(manifest, store),
+                         blobs.copy_to) if drafts else None
         ns = Namespace(Catalog(store), manifest, blobs, refresh=refresh, clock=clock,
-                       invalidate=lambda p, n: inval.append((p, n)))
-        fs = FS(ns, Operations(ns), store, clock, manifest, blobs, inval)
+                       invalidate=lambda p, n: inval.append((p, n)), area=area,
+                       may_write=may_write)
+        fs = FS(ns, Operations(ns), store, clock, manifest, blobs, inval, area)
         made.append(fs)
         return fs
 

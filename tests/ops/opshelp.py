@@ -25,6 +25,7 @@ import pyfuse3
 from artifactfs.errors import StoreUnavailable
 from artifactfs.fs.blobcache import BlobCache
 from artifactfs.fs.cache import ManifestCache
+from artifactfs.fs.drafts import DraftArea
 from artifactfs.fs.namespace import Namespace
 from artifactfs.fs.ops import Operations
 from artifactfs.repo import Repo
@@ -118,8 +119,11 @@ class FS:
     manifest: ManifestCache
     blobs: BlobCache
     invalidated: list[tuple[int, bytes]] = field(default_factory=list)
+    area: DraftArea | None = None
 
     def close(self) -> None:
+        if self.area is not None:
+            self.area.close()
         self.blobs.close()
         self.manifest.close()
 

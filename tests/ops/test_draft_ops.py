@@ -1,0 +1,190 @@
+"""Handler tests for drafts: the mount's draft operations called directly, with no FUSE mount."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from types import SimpleNamespace
+from typing import Any
+
+import pyfuse3
+import pytest
+from opshelp import CTX, FS, Kernel, put
+
+from artifactfs.fs import commit as commit_mod
+from artifactfs.fs.draftfiles import WRITE_BEHIND
+from artifactfs.fs.inodes import DRAFTS_INO, Kind
+
+
+def ctx(uid: int) -> Any:
+    return SimpleNamespace(uid=uid, gid=uid, pid=1, umask=0o022)
+
+
+def fields(**kw: bool) -> Any:
+    names = ("update_atime", "update_mtime", "update_ctime", "update_mode", "update_uid",
+             "update_gid", "update_size")
+    return SimpleNamespace(**{n: kw.get(n, False) for n in names})
+
+
+async def mkdraft(fs: FS, k: Kernel, draft_id: bytes = b"d1", uid: int = 0) -> Any:
+    """mkdir -p drafts/vision/cats/ID, counting the entries handed to the kernel."""
+    ino = DRAFTS_INO
+    for name in (b"vision", b"cats", draft_id):
+        try:
+            a = await fs.ops.mkdir(ino, name, 0o755, ctx(uid))
+        except pyfuse3.FUSEError as e:
+            assert e.errno == errno.EEXIST
+            a = await fs.ops.lookup(ino, name, ctx(uid))
+        k.counts[a.st_ino] += 1
+        ino = a.st_ino
+    return a
+
+
+async def errno_of(coro: Any) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        await coro
+    return int(ei.value.errno)
+
+
+async def test_draft_work_and_lookup_counts_balance(make_fs, repo, source):
+    put(repo, source)
+    fs = make_fs(drafts=True)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k)
+    assert stat.S_IMODE(root.st_mode) == 0o700 and root.st_uid == 0
+    listed = {n.decode(): a for n, a, _ in await k.readdir(root.st_ino)}
+    assert set(listed) == set(os.listdir(source))
+    assert listed["link"].entry_timeout == 0  # every walk into a draft asks lookup (uid check)
+    fi, new = await fs.ops.create(root.st_ino, b"new.txt", 0o644, os.O_WRONLY, CTX)
+    k.counts[new.st_ino] += 1
+    assert not fi.keep_cache and not fi.direct_io
+    assert await fs.ops.write(fi.fh, 0, b"hello draft") == 11
+    await fs.ops.release(fi.fh)
+    sub = await fs.ops.mkdir(root.st_ino, b"sub", 0o755, CTX)
+    k.counts[sub.st_ino] += 1
+    k.counts[(await fs.ops.symlink(root.st_ino, b"sl", b"new.txt", CTX)).st_ino] += 1
+    k.counts[(await fs.ops.mknod(root.st_ino, b"nod", stat.S_IFREG | 0o644, 0, CTX)).st_ino] += 1
+    assert await errno_of(fs.ops.mknod(root.st_ino, b"fifo", stat.S_IFIFO | 0o644, 0, CTX)) \
+        == errno.EPERM
+    await fs.ops.rename(root.st_ino, b"new.txt", sub.st_ino, b"moved.txt", 0, CTX)
+    moved = await k.lookup(sub.st_ino, "moved.txt")
+    assert moved.st_ino == new.st_ino  # one node, one inode, across renames
+    assert await k.read_file(moved.st_ino) == b"hello draft"
+    # a base file: copied up when opened for writing; a reader opened before follows
+    readme = await k.lookup(root.st_ino, "README")
+    rfi = await fs.ops.open(readme.st_ino, os.O_RDONLY, CTX)
+    assert bytes(await fs.ops.read(rfi.fh, 0, 100)) == b"hello\n"
+    wfi = await fs.ops.open(readme.st_ino, os.O_RDWR, CTX)
+    await fs.ops.write(wfi.fh, 0, b"HELLO")
+    assert bytes(await fs.ops.read(rfi.fh, 0, 100)) == b"HELLO\n"
+    big = os.urandom(3 * WRITE_BEHIND)  # write-behind: the size is right at once anyway
+    await fs.ops.write(wfi.fh, 6, big)
+    assert (await fs.ops.getattr(readme.st_ino, CTX)).st_size == 6 + len(big)
+    assert bytes(await fs.ops.read(wfi.fh, 6, len(big))) == big
+    await fs.ops.fsync(wfi.fh, False)
+    await fs.ops.release(wfi.fh)
+    await fs.ops.release(rfi.fh)
+    a = await fs.ops.setattr(readme.st_ino, SimpleNamespace(st_size=3), fields(update_size=True),
+                             None, CTX)
+    assert a.st_size == 3 and await k.read_file(readme.st_ino) == b"HEL"
+    a = await fs.ops.setattr(readme.st_ino, SimpleNamespace(st_mode=0o755),
+                             fields(update_mode=True), None, CTX)
+    assert stat.S_IMODE(a.st_mode) == 0o755
+    assert await errno_of(fs.ops.rmdir(root.st_ino, b"sub", CTX)) == errno.ENOTEMPTY
+    await fs.ops.unlink(root.st_ino, b"run.sh", CTX)
+    assert await errno_of(fs.ops.lookup(root.st_ino, b"run.sh", CTX)) == errno.ENOENT
+    assert await errno_of(fs.ops.link(readme.st_ino, root.st_ino, b"hard", CTX)) == errno.EPERM
+    assert await errno_of(fs.ops.setxattr(readme.st_ino, b"user.x", b"1", CTX)) == errno.ENOTSUP
+    unchanged = await k.lookup((await k.lookup(root.st_ino, "data")).st_ino, "train.csv")
+    assert await fs.ops.getxattr(unchanged.st_ino, b"user.artifactfs.digest", CTX) == \
+        repo.entry(repo.resolve("vision/cats:v0"), "data/train.csv").digest.encode()
+    names = {n.decode() for n, _, _ in await k.readdir(root.st_ino)}
+    assert names == set(os.listdir(source)) - {"run.sh"} | {"sub", "sl", "nod"}
+    await k.forget_all()
+    assert fs.ns.inodes.total_lookups() == 0
+    assert len(fs.ns.inodes) == 2  # root and drafts stay
+
+
+async def test_owner_only_writers_policy_and_erofs_outside(make_fs, repo, source):
+    put(repo, source)
+    fs = make_fs(drafts=True, may_write=lambda uid, project: uid != 3000)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k, b"alice", uid=1000)
+    ops = fs.ops
+    assert (root.st_uid, stat.S_IMODE(root.st_mode)) == (1000, 0o700)
+    assert (await ops.getattr(root.st_ino, ctx(2000))).st_uid == 1000  # stat of it: fine
+    for call in (ops.lookup(root.st_ino, b"README", ctx(2000)),
+                 ops.opendir(root.st_ino, ctx(2000)),
+                 ops.create(root.st_ino, b"x", 0o644, os.O_WRONLY, ctx(2000)),
+                 ops.mkdir(root.st_ino, b"x", 0o755, ctx(2000)),
+                 ops.access(root.st_ino, os.R_OK, ctx(2000))):
+        assert await errno_of(call) == errno.EACCES
+    readme = await ops.lookup(root.st_ino, b"README", ctx(0))  # root may
+    k.counts[readme.st_ino] += 1
+    assert await errno_of(ops.getattr(readme.st_ino, ctx(2000))) == errno.EACCES
+    parent = (await k.walk("drafts/vision/cats")).st_ino
+    assert await errno_of(ops.rmdir(parent, b"alice", ctx(2000))) == errno.EACCES
+    assert await errno_of(ops.mkdir(parent, b"carol", 0o755, ctx(3000))) == errno.EACCES
+    assert await errno_of(ops.mkdir(parent, b"bad name", 0o755, CTX)) == errno.EINVAL
+    assert await errno_of(ops.mkdir(DRAFTS_INO, b"drafts", 0o755, CTX)) == errno.EINVAL
+    assert await errno_of(ops.create(DRAFTS_INO, b"f", 0o644, os.O_WRONLY, CTX)) == errno.EPERM
+    assert await errno_of(ops.rename(parent, b"alice", parent, b"bob", 0, CTX)) == errno.EPERM
+    other = await mkdraft(fs, k, b"other")
+    assert await errno_of(ops.rename(root.st_ino, b"README", other.st_ino, b"R", 0, CTX)) \
+        == errno.EXDEV
+    v0 = await k.walk("vision/cats/v0")
+    for call in (ops.mkdir(v0.st_ino, b"d", 0o755, CTX),
+                 ops.rename(v0.st_ino, b"README", root.st_ino, b"R", 0, CTX),
+                 ops.unlink(v0.st_ino, b"README", CTX),
+                 ops.setattr(v0.st_ino, SimpleNamespace(st_mode=0o777), fields(update_mode=True),
+                             None, CTX)):
+        assert await errno_of(call) == errno.EROFS
+    await k.forget_all()
+    assert fs.ns.inodes.total_lookups() == 0
+
+
+async def test_base_nodes_load_on_a_miss_and_commit_and_rm_r(make_fs, repo, source, tmp_path):
+    put(repo, source)
+    fs = make_fs(drafts=True, remote=True)  # a fresh manifest cache: no base node cached
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k)
+    deep = await k.walk("drafts/vision/cats/d1/data/deep/x.txt")  # NeedNode → load → retry
+    assert await k.read_file(deep.st_ino) == b"deep\n"
+    fi, attr = await fs.ops.create(root.st_ino, b"added.txt", 0o644, os.O_WRONLY, CTX)
+    k.counts[attr.st_ino] += 1
+    await fs.ops.write(fi.fh, 0, b"added\n")
+    await fs.ops.flush(fi.fh)
+    await fs.ops.release(fi.fh)
+    area = fs.area
+    assert area is not None
+    d = area.get("vision", "cats", "d1")
+    rec, created = commit_mod.commit_draft(area, d, repo, type_="dataset")
+    assert created and rec.version == 1
+    assert repo.entry(rec, "added.txt") is not None
+    fs.ns.drafts.draft_gone("vision", "cats", "d1")
+    parent = (await k.walk("drafts/vision/cats")).st_ino
+    assert (parent, b"d1") in fs.invalidated
+    assert await errno_of(fs.ops.lookup(parent, b"d1", CTX)) == errno.ENOENT
+    # rm -r: empty the draft, then rmdir it
+    gone = await mkdraft(fs, k, b"gone")
+    for name, _, _ in await k.readdir(gone.st_ino):
+        n = fs.ns.node((await k.lookup(gone.st_ino, name)).st_ino)
+        if n.kind == Kind.DDIR:
+            await rm_tree(fs, k, n.ino)
+            await fs.ops.rmdir(gone.st_ino, name, CTX)
+        else:
+            await fs.ops.unlink(gone.st_ino, name, CTX)
+    await fs.ops.rmdir(parent, b"gone", CTX)
+    assert [x.label for x in area.list()] == []
+    await k.forget_all()
+    assert fs.ns.inodes.total_lookups() == 0
+
+
+async def rm_tree(fs: FS, k: Kernel, ino: int) -> None:
+    for name, attr, _ in await k.readdir(ino):
+        if stat.S_ISDIR(attr.st_mode):
+            await rm_tree(fs, k, attr.st_ino)
+            await fs.ops.rmdir(ino, name, CTX)
+        else:
+            await fs.ops.unlink(ino, name, CTX)
