@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import distributed, errors, ingest
+from .. import distributed, errors, ingest, model
 from ..catalog import RunRecord, VersionRecord
 from ..config import ProjectAccess
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
@@ -136,14 +136,15 @@ def commit_draft(
     aliases: Iterable[str] = (), description: str | None = None,
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
     inputs: Iterable[str] = (), open_paths: Iterable[str] = (), wait: float = 0.0,
-    progress: ingest.Progress | None = None,
+    progress: ingest.Progress | None = None, load: model.Loader | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Turn ``draft`` into the next version; returns ``(record, created)``.
 
     ``created`` is False when the content equals the base (the base is returned) or the latest
     version.  ``open_paths``: files the caller knows are open for writing (besides those the
     draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
-    ``description``/``metadata`` left as ``None`` keep the base's.
+    ``description``/``metadata`` left as ``None`` keep the base's.  ``load``: where the tree
+    nodes on changed paths are read (default: the store, through the catalog).
     """
     opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
     _freeze(draft, wait, open_paths)
@@ -154,7 +155,7 @@ def commit_draft(
             rec, created = recovered, True
         else:
             rec, created = _build(draft, repo, opts.type_, opts.aliases, opts.description,
-                                  opts.metadata, run_rec, progress)
+                                  opts.metadata, run_rec, progress, load)
         _checkpoint("version-created")
         area.discard(draft)
         return rec, created
@@ -232,10 +233,12 @@ def finish_draft(
 
 def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description: str,
            metadata: dict[str, Any], run: RunRecord | None,
-           progress: ingest.Progress | None) -> tuple[VersionRecord, bool]:
+           progress: ingest.Progress | None, load: model.Loader | None = None
+           ) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
     changes = _changes(draft, repo, progress)
-    root = ingest.build_tree(cat.save_node, cat.load_node, base.root if base else None, changes)
+    root = ingest.build_tree(cat.save_node, load or cat.load_node, base.root if base else None,
+                             changes)
     _checkpoint("trees-built")
     if base is not None and root.digest == base.digest:
         current = cat.get_version(m.project, m.name, base.version)[0]
@@ -339,14 +342,15 @@ def handle_request(
     may_write: MayWrite | None = None,
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
-    writer: str = "local",
+    writer: str = "local", load: model.Loader | None = None,
 ) -> dict[str, Any]:
     """Serve one control request for the caller ``peer_uid``; never raises for user errors.
 
     Blocking (store I/O, hashing): the daemon runs it in a worker thread.  ``on_commit`` lets
     the daemon show a new version at once; ``open_paths`` reports the draft's files the mount
     has open for writing that the draft does not track itself; ``writer`` names this node in
-    distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts).
+    distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts);
+    ``load`` is the commit engine's reader of tree nodes (see :func:`commit_draft`).
     """
     try:
         op = request.get("op")
@@ -379,7 +383,7 @@ def handle_request(
             if distributed_draft:
                 rec, created = finish_draft(area, d, repo, writer, **kw)
             else:
-                rec, created = commit_draft(area, d, repo, **kw,
+                rec, created = commit_draft(area, d, repo, **kw, load=load,
                                             open_paths=open_paths(d) if open_paths else ())
             if on_commit is not None:
                 on_commit(rec, created)
