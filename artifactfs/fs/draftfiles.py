@@ -189,6 +189,7 @@ class DraftFiles:
         self.io = trio.CapacityLimiter(8)  # fsync, truncate, listings, create/discard
         self.copies = trio.CapacityLimiter(4)  # copy-ups: may take long
         self.writes = trio.CapacityLimiter(4)  # write-behind
+        self.writing: set[DNode] = set()  # nodes with writes not yet applied
         self._fh: Iterator[int] = ns._fh if ns is not None else itertools.count(1)
 
     async def _thread(self, fn: Callable[..., T], *args: Any,
@@ -240,6 +241,7 @@ class DraftFiles:
             trio.lowlevel.spawn_system_task(self._write_behind, dn, recv)
         if not dn.pending:
             dn.idle = trio.Event()
+            self.writing.add(dn)
         dn.pending += 1
         await dn.queue.send((h.fd, off, buf))
         return len(buf)
@@ -266,12 +268,19 @@ class DraftFiles:
                     dn.pending -= len(batch)
                     if not dn.pending and dn.idle is not None:
                         dn.idle.set()
+                        self.writing.discard(dn)
 
     async def _settle(self, n: Inode) -> None:
         """Wait until every write replied to for ``n`` is in its staging file."""
         dn: DNode | None = n.d
         while dn is not None and dn.pending and dn.idle is not None:
             await dn.idle.wait()
+
+    async def settle_all(self) -> None:
+        """Apply every write replied to (the daemon calls it before it stops)."""
+        for dn in list(self.writing):
+            while dn.pending and dn.idle is not None:
+                await dn.idle.wait()
 
     async def flush(self, fh: int) -> None:
         h = self.handles.get(fh)

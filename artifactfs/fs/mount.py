@@ -242,6 +242,8 @@ class Daemon:
             nursery.start_soon(self._signals, nursery)
             nursery.start_soon(self._after_start)
             await pyfuse3.main()
+            with trio.move_on_after(30):  # writes already replied to reach their files
+                await self.ns.drafts.settle_all()
             nursery.cancel_scope.cancel()
 
     async def _signals(self, nursery: trio.Nursery) -> None:
