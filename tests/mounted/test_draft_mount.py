@@ -305,6 +305,14 @@ def test_a_commit_waits_for_open_writers(cli, mounter, trees):
     assert r.returncode == 1 and "open.txt" in r.stderr and "open for writing" in r.stderr
     proc = subprocess.Popen([sys.executable, "-m", "artifactfs", "commit", draft],
                             env=m.env, stdout=subprocess.PIPE, text=True)
+    for _ in range(100):  # a second commit while the first one waits: a clear error
+        r = cli("commit", draft, "--wait", "0", check=False)
+        assert r.returncode == 1 and r.stderr.startswith("error:")
+        if "already being committed" in r.stderr:
+            break
+        assert "open for writing" in r.stderr  # the first one has not started yet
+    else:
+        raise AssertionError("the first commit never started waiting")
     f.write(" and the rest")
     f.close()  # the waiting commit goes on once the file is released
     out, _ = proc.communicate(timeout=60)
