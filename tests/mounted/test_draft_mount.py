@@ -443,3 +443,8 @@ def test_distributed_draft_over_two_daemons(kind, cli, mounter, trees, env, tmp_
     os.unlink(a.path("drafts", "vision", "cats", "g2", "run.sh"))
     r = cli("upsert", a.path("drafts", "vision", "cats", "g2"), check=False)
     assert r.returncode == 1 and "removes: run.sh" in r.stderr
+    # a plain (not distributed) commit of a draft based on v1, on the same store
+    Path(a.path("drafts", "vision", "cats", "g2", "plain.txt")).write_text("plain\n")
+    assert cli("commit", a.path("drafts", "vision", "cats", "g2")).stdout.splitlines()[-1] == \
+        "vision/cats:v2"
+    assert Path(a.path("vision", "cats", "latest", "plain.txt")).read_text() == "plain\n"
