@@ -210,7 +210,8 @@ def test_stale_mount_is_recovered_after_kill_9(cli, mounter, source):
     wait_for(lambda: not pid_alive(m.pid), 10, "daemon death")
     with pytest.raises(OSError) as ei:
         os.listdir(m.mp)
-    assert ei.value.errno == errno.ENOTCONN
+    # the kernel says ENOTCONN, or ECONNABORTED when the request was in flight as it died
+    assert ei.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     m.start()  # the same command, on the same mountpoint, recovers by itself
     with open(m.path("vision", "cats", "latest", "README")) as f:
         assert f.read() == "hello\n"
