@@ -205,9 +205,6 @@ class DraftOps(DraftFiles):
             n.project, n.name = project, name
         return n
 
-    def _root(self, d: Draft) -> Inode:
-        return self._intern(d, d.stat(""), None, "")
-
     # --- looking things up ---------------------------------------------------------------
     async def lookup(self, p: Inode, name: bytes, uid: int) -> Any:
         """The attributes of ``p/name`` (one kernel lookup), for a ``drafts/`` inode ``p``."""
