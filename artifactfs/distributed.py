@@ -102,7 +102,11 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
     repo.store.sync()
     if not repo.store.put_if_absent(prefix + "finished.json",
                                     json.dumps({"writer": writer, "at": now_iso()}).encode()):
-        raise AlreadyExists(f"distributed draft {project}/{name}/{draft_id} was already finished")
+        marker = _marker(repo, prefix) or {}
+        if marker.get("writer") != writer or "parts" in marker:
+            raise AlreadyExists(
+                f"distributed draft {project}/{name}/{draft_id} was already finished")
+        # our own finish died half way (no parts recorded): take it up again
     try:
         merged: dict[str, model.Entry] = {p: e for p, e in own.items() if e is not None}
         removed = {p for p, e in own.items() if e is None}

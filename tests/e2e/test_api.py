@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -159,3 +160,22 @@ def test_distributed_conflict_names_the_paths(store: Path, tmp_path: Path) -> No
         run.upsert_artifact(art, distributed_id="g2")
     with pytest.raises(artifactfs.ArtifactfsError, match=r"same/path\.txt"):
         a.finish_artifact(artifactfs.Artifact("clash", type="dataset"), distributed_id="g2")
+
+
+def test_a_finish_that_died_half_way_can_be_run_again(store: Path, tmp_path: Path) -> None:
+    from artifactfs import distributed
+    from artifactfs.repo import Repo
+    run = artifactfs.init(project="p")
+    art = artifactfs.Artifact("again", type="dataset")
+    with art.new_file("a.txt") as f:
+        f.write("a")
+    run.upsert_artifact(art, distributed_id="g3")
+    repo = Repo(str(store))
+    # what a finisher killed after its marker leaves behind
+    repo.store.put_if_absent("drafts/p/again/g3/finished.json",
+                             json.dumps({"writer": run.id, "at": "x"}).encode())
+    rec, created = distributed.finish(repo, "p", "again", "g3", "dataset", {}, writer=run.id)
+    assert created and rec.version == 0
+    other = artifactfs.init(project="p")
+    with pytest.raises(artifactfs.ArtifactfsError, match="already finished"):
+        distributed.finish(repo, "p", "again", "g3", "dataset", {}, writer=other.id)
