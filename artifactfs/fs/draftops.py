@@ -213,6 +213,26 @@ class DraftOps(DraftFiles):
         return self._attrs(child, d, info) if d is not None and info is not None \
             else self.ns.attrs(child)
 
+    async def _known(self, listing: str, name: str) -> bool:
+        """Is ``name`` a project (``projects``) or an artifact (``collections:P``) of the
+        store?  Then ``drafts/P/`` and ``drafts/P/N/`` exist without a ``mkdir``, so that
+        ``mkdir drafts/P/N/D`` alone makes a draft of an existing artifact (SPEC §4)."""
+        try:
+            return name in (await self.ns.lists.names(listing)).members
+        except Exception:
+            return False
+
+    @staticmethod
+    def _children(area: DraftArea, project: str, name: str | None = None) -> list[str]:
+        """Drafts (or artifact names with drafts) below a level; none for a level that exists
+        only because the store has that project or artifact."""
+        try:
+            return area.children(project, name)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            return []
+
     async def _lookup(self, p: Inode, s: str, uid: int
                       ) -> tuple[Inode, Draft | None, Info | None]:
         area = self.area
@@ -220,11 +240,12 @@ class DraftOps(DraftFiles):
             if area is None:
                 raise oserror(errno.ENOENT)
             if p.kind == Kind.DRAFTS:
-                if s not in area.children():
+                if s not in area.children() and not await self._known("projects", s):
                     raise oserror(errno.ENOENT)
                 return self._level(Kind.DRAFT_PROJECT, s), None, None
             if p.kind == Kind.DRAFT_PROJECT:
-                if s not in area.children(p.project):
+                if s not in self._children(area, p.project) and \
+                        not await self._known(f"collections:{p.project}", s):
                     raise oserror(errno.ENOENT)
                 return self._level(Kind.DRAFT_NAME, p.project, s), None, None
             try:
@@ -300,8 +321,8 @@ class DraftOps(DraftFiles):
         if n.kind in LEVELS:
             area = self.area
             names = [] if area is None else area.children() if n.kind == Kind.DRAFTS else \
-                area.children(n.project) if n.kind == Kind.DRAFT_PROJECT else \
-                area.children(n.project, n.name)
+                self._children(area, n.project) if n.kind == Kind.DRAFT_PROJECT else \
+                self._children(area, n.project, n.name)
             snap = [(name_bytes(s), None) for s in names]
         elif n.kind == Kind.DDIR:
             d, path = self._where(n, uid)

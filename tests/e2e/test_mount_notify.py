@@ -42,3 +42,20 @@ def test_delete_alias_and_put_appear_in_the_mount_at_once(
     assert os.readlink(art / "latest") == "v2"
     cli(store, "alias", "rm", "p/a", "best")
     assert not (art / "best").exists()
+
+
+def test_plain_mkdir_makes_a_draft_of_an_existing_artifact(
+        tmp_path: Path, mount: Callable[..., Path]) -> None:
+    store, src = tmp_path / "store", tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    cli(store, "put", str(src), "--name", "p/a", "--type", "dataset")
+    mnt = mount(store, tmp_path / "mnt")
+    draft = mnt / "drafts" / "p" / "a" / "d1"
+    draft.mkdir()  # no -p: drafts/p/ and drafts/p/a/ exist because p/a does
+    assert (draft / "a.txt").read_text() == "a"
+    (draft / "b.txt").write_text("b")
+    assert cli(store, "commit", str(draft)).strip().splitlines()[-1] == "p/a:v1"
+    assert sorted(os.listdir(mnt / "p" / "a" / "latest")) == ["a.txt", "b.txt"]
+    with pytest.raises(FileNotFoundError):
+        (mnt / "drafts" / "nosuch" / "x" / "d").mkdir()  # a new artifact takes mkdir -p
