@@ -13,10 +13,8 @@ trio nor pyfuse3, so a commit costs a small process start plus the daemon's work
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
 from typing import Any
 
 import click
@@ -24,30 +22,17 @@ import click
 from . import config as config_mod
 from . import errors
 from .errors import ArtifactfsError, UsageError
+from .fs import control as control_socket
+from .fs import registry
 from .names import check_name, check_project, parse_ref
 from .repo import parse_metadata
 
 ROOT_RUNTIME = "/run/artifactfs"
-CONNECT_TIMEOUT = 10.0
 DEFAULT_WAIT = 30.0  # seconds a commit waits for files of the draft still open for writing
 
 
 def _runtime_dirs() -> list[str]:
     return list(dict.fromkeys([config_mod.runtime_dir(), ROOT_RUNTIME]))
-
-
-def _mount_id(mountpoint: str) -> str:  # the same key as fs/registry.py
-    return hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _record(path: str) -> dict[str, Any] | None:
@@ -57,7 +42,7 @@ def _record(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     ok = isinstance(doc, dict) and isinstance(doc.get("control"), str) \
-        and isinstance(doc.get("pid"), int) and _alive(doc["pid"])
+        and isinstance(doc.get("pid"), int) and registry.pid_alive(doc["pid"])
     return doc if ok else None
 
 
@@ -89,7 +74,7 @@ def find_mount(mount: str | None) -> tuple[str, str]:
                          + ", ".join(m for m, _ in found) + "): pass --mount")
     for mp in dict.fromkeys([os.path.abspath(mount), os.path.realpath(mount)]):
         for d in _runtime_dirs():
-            rec = _record(os.path.join(d, "mounts", f"{_mount_id(mp)}.json"))
+            rec = _record(os.path.join(d, "mounts", f"{registry.mount_id(mp)}.json"))
             if rec is not None:
                 return str(rec["mountpoint"]), str(rec["control"])
     raise ArtifactfsError(f"no artifactfs daemon is serving {mount} (is it mounted?)")
@@ -110,35 +95,7 @@ def parse_draft_path(path: str) -> tuple[str, str, str, str]:
     return "/".join(parts[:-4]) or "/", project, name, draft_id
 
 
-def call(control: str, request: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-    """One request, one reply; a refusal becomes the matching :class:`ArtifactfsError`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(CONNECT_TIMEOUT)
-        try:
-            s.connect(control)
-            s.settimeout(timeout)  # a commit takes as long as its changed bytes need
-            s.sendall(json.dumps(request).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        except OSError as e:
-            raise ArtifactfsError(f"the mount daemon did not answer on {control}: "
-                                  f"{e.strerror or e}") from None
-    try:
-        reply = json.loads(buf)
-    except ValueError:
-        raise ArtifactfsError(f"bad reply from the mount daemon on {control}") from None
-    if not isinstance(reply, dict):
-        raise ArtifactfsError(f"bad reply from the mount daemon on {control}")
-    if not reply.get("ok"):
-        cls = getattr(errors, str(reply.get("kind")), None)
-        if not (isinstance(cls, type) and issubclass(cls, ArtifactfsError)):
-            cls = ArtifactfsError
-        raise cls(str(reply.get("error", "request failed")))
-    return reply
+call = control_socket.request  # one request, one reply (refusals re-raised as their error class)
 
 
 def _send(path: str, doc: dict[str, Any], timeout: float | None = None

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from .. import errors
 from ..errors import ArtifactfsError, errno_for
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,21 @@ class ControlServer:
             return {"ok": False, "error": f"bad request: {e}", "errno": 22}
 
 
-def request(path: str, doc: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    """Send one request to a daemon (blocking); raises on transport errors and refusals."""
+CONNECT_TIMEOUT = 10.0
+
+
+def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+    """Send one request to a daemon (blocking) and return its reply.
+
+    Transport failures raise :class:`ArtifactfsError`; a refusal raises the ``errors.py`` class
+    the daemon named (``kind``), so ``error: …`` lines and exit codes match a local failure.
+    ``timeout`` bounds the reply (``None``: a commit takes as long as its changed bytes need).
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
+        s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(path)
+            s.settimeout(timeout)
             s.sendall(json.dumps(doc).encode() + b"\n")
             buf = b""
             while not buf.endswith(b"\n"):
@@ -109,11 +119,17 @@ def request(path: str, doc: dict[str, Any], timeout: float = 30.0) -> dict[str, 
                     break
                 buf += chunk
         except OSError as e:
-            raise ArtifactfsError(f"the mount daemon did not answer on {path}: {e}") from None
+            raise ArtifactfsError(f"the mount daemon did not answer on {path}: "
+                                  f"{e.strerror or e}") from None
     try:
-        reply: dict[str, Any] = json.loads(buf)
+        reply = json.loads(buf)
     except ValueError:
         raise ArtifactfsError(f"bad reply from the mount daemon on {path}") from None
+    if not isinstance(reply, dict):
+        raise ArtifactfsError(f"bad reply from the mount daemon on {path}")
     if not reply.get("ok"):
-        raise ArtifactfsError(str(reply.get("error", "request failed")))
+        cls = getattr(errors, str(reply.get("kind")), None)
+        if not (isinstance(cls, type) and issubclass(cls, ArtifactfsError)):
+            cls = ArtifactfsError
+        raise cls(str(reply.get("error", "request failed")))
     return reply

@@ -26,6 +26,7 @@ from artifactfs.catalog import VersionRecord
 from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
 from artifactfs.fs import commit as commit_mod
+from artifactfs.fs import registry
 from artifactfs.fs.commit import commit_draft, handle_request, writers_policy
 from artifactfs.fs.drafts import Draft, DraftArea, store_copier
 from artifactfs.names import Ref
@@ -562,7 +563,7 @@ def daemon(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
     mnt = os.path.join(env.tmp, "mnt")
     os.makedirs(os.path.join(run, "mounts"))
     d = FakeDaemon(env, mnt, run)
-    with open(os.path.join(run, "mounts", drafts_cli._mount_id(mnt) + ".json"), "w") as f:
+    with open(os.path.join(run, "mounts", registry.mount_id(mnt) + ".json"), "w") as f:
         json.dump({"mountpoint": mnt, "pid": os.getpid(), "control": d.path}, f)
     monkeypatch.setattr(drafts_cli, "_runtime_dirs", lambda: [run])
     yield d
