@@ -48,6 +48,7 @@ import trio
 
 from .. import fetch
 from ..errors import IntegrityError, StoreUnavailable
+from ..fsutil import pwrite_all, write_all
 from ..model import CHUNK_SIZE, Entry, object_key
 from ..store.base import Store
 
@@ -132,10 +133,8 @@ def _copy_range(src: int, dst: int, length: int, dst_off: int) -> None:
         data = os.pread(src, min(8 << 20, length - done), done)
         if not data:
             raise IntegrityError(f"piece shrank while being copied ({done} of {length} bytes)")
-        view = memoryview(data)
-        while view:
-            k = os.pwrite(dst, view, dst_off + done)
-            view, done = view[k:], done + k
+        pwrite_all(dst, data, dst_off + done)
+        done += len(data)
 
 
 class BlobCache:
@@ -386,9 +385,7 @@ class BlobCache:
                 fd, data = self._materialize(p)
                 if fd is None:
                     assert data is not None
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.pwrite(out, view, p.offset + len(data) - len(view)):]
+                    pwrite_all(out, data, p.offset)
                     continue
                 try:
                     _copy_range(fd, out, p.length, p.offset)
@@ -456,9 +453,7 @@ class BlobCache:
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             os.close(fd)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ..errors import IntegrityError, NotFound, ReadOnly
+from ..fsutil import pwrite_all
 from ..model import Entry, Loader, object_key
 from ..store.base import Store
 from .cache import ManifestCache, entry_from_raw, name_bytes
@@ -167,10 +168,7 @@ class DDirHandle:
 
 def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> None:
     for fd, off, buf in batch:
-        view = memoryview(buf)
-        while view:
-            n = os.pwrite(fd, view, off)
-            view, off = view[n:], off + n
+        pwrite_all(fd, buf, off)
 
 
 def _raise_pending_error(dn: DNode) -> None:

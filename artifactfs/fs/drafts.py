@@ -44,6 +44,7 @@ from typing import Any, Literal
 from .. import fetch, model
 from ..catalog import VersionRecord, now_iso
 from ..errors import AlreadyExists, Busy, IntegrityError, NotFound, PermissionDenied
+from ..fsutil import fsync_dir
 from ..ingest import Source
 from ..names import check_name, check_project
 from ..store.base import Store
@@ -68,15 +69,7 @@ def write_json_atomic(path: str, doc: Any) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(os.path.dirname(path))
 
 
 def read_json(path: str) -> Any:
@@ -379,7 +372,7 @@ class Draft:
             os.fsync(jfd)
         finally:
             os.close(jfd)
-        _fsync_dir(self._files)
+        fsync_dir(self._files)
 
     def close(self) -> None:
         with self._lock:
@@ -921,7 +914,7 @@ class DraftArea:
             os.makedirs(parent, mode=0o700, exist_ok=True)
             final = os.path.join(parent, draft_id)
             os.rename(tmp, final)
-            _fsync_dir(parent)
+            fsync_dir(parent)
             d = self._drafts[(project, name, draft_id)] = Draft(
                 final, meta, self._load, self._copy_base)
             return d
@@ -971,7 +964,7 @@ class DraftArea:
             with draft._lock:
                 trash = os.path.join(self._trash, os.urandom(8).hex())
                 os.rename(draft.dir, trash)
-                _fsync_dir(os.path.dirname(draft.dir))
+                fsync_dir(os.path.dirname(draft.dir))
                 draft.close()
                 draft._gone = True
                 del self._drafts[(m.project, m.name, m.id)]

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import NotFound, PreconditionFailed, UsageError
+from ..fsutil import fsync_dir, write_all
 from .base import ListItem, Store
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -38,14 +39,6 @@ def _etag(st: os.stat_result) -> str:
 
 def _item(key: str, st: os.stat_result) -> ListItem:
     return ListItem(key=key, size=st.st_size, etag=_etag(st), mtime=st.st_mtime)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore(Store):
@@ -96,10 +89,7 @@ class LocalStore(Store):
         tmp = os.path.join(self._tmp, f"{os.getpid()}-{os.urandom(8).hex()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
         except BaseException:
@@ -207,7 +197,7 @@ class LocalStore(Store):
         finally:
             os.unlink(tmp)
         if durable:
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
         return True
 
     def _lock(self, key: str) -> int:
@@ -236,7 +226,7 @@ class LocalStore(Store):
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
             os.rename(tmp, path)
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
             return _etag(os.stat(path))
         finally:
             os.close(fd)
@@ -256,7 +246,7 @@ class LocalStore(Store):
                 os.utime(tmp, ns=(mtime, mtime))
             self._mkdirs(os.path.dirname(path))
             os.rename(tmp, path)
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
         finally:
             os.close(fd)
 
