@@ -280,10 +280,13 @@ class Catalog:
                 out.append(rec)
         return out
 
-    def latest(self, project: str, name: str) -> VersionRecord | None:
-        """The highest live version (read from the top, so usually one record)."""
+    def latest(self, project: str, name: str,
+               numbers: list[int] | None = None) -> VersionRecord | None:
+        """The highest live version (read from the top, so usually one record); pass the
+        version ``numbers`` when they were just listed."""
         default_ttl = self.project_ttl(project)
-        for n in reversed(self.version_numbers(project, name)):
+        nums = self.version_numbers(project, name) if numbers is None else numbers
+        for n in reversed(nums):
             rec = self.get_version(project, name, n)[0]
             if rec.is_live(default_ttl):
                 return rec
@@ -331,7 +334,7 @@ class Catalog:
         self.store.sync()
         for _ in range(MAX_ATTEMPTS):
             nums = self.version_numbers(project, name)
-            latest = self.latest(project, name)
+            latest = self.latest(project, name, nums)
             if latest is not None and latest.digest == root.digest:
                 self._apply_aliases(project, name, latest.version, aliases)
                 if aliases:

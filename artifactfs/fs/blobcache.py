@@ -48,7 +48,7 @@ import trio
 
 from .. import fetch
 from ..errors import IntegrityError, StoreUnavailable
-from ..fsutil import pwrite_all, write_all
+from ..fsutil import pwrite_all, write_file
 from ..model import CHUNK_SIZE, Entry, object_key
 from ..store.base import Store
 
@@ -451,15 +451,7 @@ class BlobCache:
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        write_file(tmp, data, mode=0o600)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         os.rename(tmp, path)
 

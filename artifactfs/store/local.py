@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 
 from ..errors import NotFound, PreconditionFailed, UsageError
-from ..fsutil import fsync_dir, write_all
+from ..fsutil import fsync_dir, write_file
 from .base import ListItem, Store
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -87,16 +87,7 @@ class LocalStore(Store):
 
     def _write_tmp(self, data: bytes, fsync: bool) -> str:
         tmp = os.path.join(self._tmp, f"{os.getpid()}-{os.urandom(8).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            write_all(fd, data)
-            if fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
+        write_file(tmp, data, fsync)
         return tmp
 
     # --- reads -----------------------------------------------------------------------------
