@@ -15,14 +15,16 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import config as config_mod
 from .errors import ArtifactfsError, UsageError
-from .names import Ref, check_alias, parse_ref
-from .repo import Repo, parse_metadata
+from .names import Ref, check_alias, parse_metadata, parse_ref
+
+if TYPE_CHECKING:
+    from .repo import Repo
 
 
 class Ctx:
@@ -35,6 +37,8 @@ class Ctx:
     @property
     def repo(self) -> Repo:
         if self._repo is None:
+            from .repo import Repo  # not imported for commands that only talk to a daemon
+
             self._repo = Repo(self.config.store, notify_mounts=True)
         return self._repo
 

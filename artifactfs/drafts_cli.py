@@ -24,8 +24,7 @@ from . import errors
 from .errors import ArtifactfsError, UsageError
 from .fs import control as control_socket
 from .fs import registry
-from .names import check_name, check_project, parse_ref
-from .repo import parse_metadata
+from .names import check_name, check_project, parse_metadata, parse_ref
 
 ROOT_RUNTIME = "/run/artifactfs"
 DEFAULT_WAIT = 30.0  # seconds a commit waits for files of the draft still open for writing

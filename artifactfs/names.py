@@ -1,15 +1,18 @@
 """Validation of user-supplied names, entry paths and version refs (SPEC §2).
 
 Everything that comes from a user or from the (untrusted) store goes through here before it
-is used as a key or a path, so a bad value is refused with a message that names it.
+is used as a key or a path, so a bad value is refused with a message that names it.  Also the
+``--metadata`` JSON of the CLI.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from .errors import InvalidName
+from .errors import InvalidName, UsageError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,9})")
@@ -115,3 +118,16 @@ def parse_ref(value: str, default_project: str | None = None, allow_ref: bool = 
     if sep and not VERSION_RE.fullmatch(ref):
         check_name(ref, "alias")
     return Ref(project, name, ref if sep else "latest")
+
+
+def parse_metadata(value: str | None) -> dict[str, Any]:
+    """``--metadata`` JSON: must be an object."""
+    if value is None or value == "":
+        return {}
+    try:
+        doc = json.loads(value)
+    except ValueError as e:
+        raise UsageError(f"invalid metadata JSON {value!r}: {e}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"invalid metadata JSON {value!r}: must be an object")
+    return doc

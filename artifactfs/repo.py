@@ -6,7 +6,6 @@ store I/O; the FUSE daemon calls the catalog from worker threads instead.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -16,19 +15,6 @@ from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
 from .store import Store, open_store
-
-
-def parse_metadata(value: str | None) -> dict[str, Any]:
-    """``--metadata`` JSON: must be an object."""
-    if value is None or value == "":
-        return {}
-    try:
-        doc = json.loads(value)
-    except ValueError as e:
-        raise UsageError(f"invalid metadata JSON {value!r}: {e}") from None
-    if not isinstance(doc, dict):
-        raise UsageError(f"invalid metadata JSON {value!r}: must be an object")
-    return doc
 
 
 class Repo:

@@ -6,7 +6,9 @@ here; drafts will add ``commit``), receive the request and the caller's credenti
 pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
 trio thread, so they must push blocking work to worker threads themselves.
 
-The socket is world-connectable (0666): every handler decides what a caller may do.
+The socket is world-connectable (0666): every handler decides what a caller may do.  The
+client half (:func:`request`) is plain blocking sockets and does not import trio, so CLI
+commands that talk to a daemon start fast.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import trio
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..errors import ArtifactfsError, errno_for
+
+if TYPE_CHECKING:
+    import trio
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 1 << 20
@@ -48,7 +51,9 @@ class ControlServer:
     def register(self, op: str, handler: Handler) -> None:
         self.handlers[op] = handler
 
-    async def serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, task_status: Any = None) -> None:
+        import trio
+
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,12 +62,14 @@ class ControlServer:
         sock.listen(64)
         try:
             await trio.serve_listeners(self._handle, [trio.SocketListener(sock)],
-                                       task_status=task_status)
+                                       task_status=task_status or trio.TASK_STATUS_IGNORED)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        import trio
+
         async with stream:
             try:
                 raw = struct.unpack("3i", stream.socket.getsockopt(

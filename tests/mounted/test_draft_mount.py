@@ -293,6 +293,39 @@ def test_draft_cli_on_a_ref_list_discard_and_errors(cli, mounter, trees, tmp_pat
     assert ei.value.errno == errno.EINVAL
 
 
+def test_write_only_handles_stay_coherent_with_readers(cli, mounter, trees):
+    """Write-only handles use direct I/O: readers that cached the old bytes, readers opened
+    later and a shared mmap all see what the write-only handle wrote."""
+    base, _, _ = trees
+    put(cli, base)
+    m = mounter()
+    draft = m.path("drafts", "vision", "cats", "coherent")
+    os.makedirs(draft)
+    path = os.path.join(draft, "f.bin")
+    old, new = b"a" * 300_000, b"b" * 200_000
+    Path(path).write_bytes(old)
+    rfd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(rfd, len(old), 0) == old  # now in the page cache
+        with open(path, "r+b") as rw, mmap.mmap(rw.fileno(), len(old)) as mm:
+            assert mm[:10] == b"a" * 10
+            wfd = os.open(path, os.O_WRONLY)
+            assert os.pwrite(wfd, new, 50_000) == len(new)
+            os.close(wfd)
+            assert mm[50_000:250_000] == new  # the shared mapping sees the direct write
+            mm[0:3] = b"xyz"
+            mm.flush()
+        want = b"xyz" + old[3:50_000] + new + old[250_000:]
+        assert os.pread(rfd, len(old), 0) == want  # and so does the cached reader
+        with open(path, "ab") as f:  # O_APPEND, write-only
+            f.write(b"tail")
+        assert Path(path).read_bytes() == want + b"tail"
+    finally:
+        os.close(rfd)
+    assert cli("commit", draft).stdout.split()[-1] == "vision/cats:v1"
+    assert Path(m.path("vision", "cats", "v1", "f.bin")).read_bytes() == want + b"tail"
+
+
 def test_a_commit_waits_for_open_writers(cli, mounter, trees):
     base, _, _ = trees
     put(cli, base)

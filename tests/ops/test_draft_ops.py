@@ -58,7 +58,12 @@ async def test_draft_work_and_lookup_counts_balance(make_fs, repo, source):
     assert listed["link"].entry_timeout == 0  # every walk into a draft asks lookup (uid check)
     fi, new = await fs.ops.create(root.st_ino, b"new.txt", 0o644, os.O_WRONLY, CTX)
     k.counts[new.st_ino] += 1
-    assert not fi.keep_cache and not fi.direct_io
+    assert not fi.keep_cache and fi.direct_io  # write-only: the writer's buffer, no page cache
+    rw, _ = await fs.ops.create(root.st_ino, b"rw.txt", 0o644, os.O_RDWR, CTX)
+    k.counts[_.st_ino] += 1
+    assert not rw.keep_cache and not rw.direct_io  # readable: the page cache (mmap needs it)
+    await fs.ops.release(rw.fh)
+    await fs.ops.unlink(root.st_ino, b"rw.txt", CTX)
     assert await fs.ops.write(fi.fh, 0, b"hello draft") == 11
     await fs.ops.release(fi.fh)
     sub = await fs.ops.mkdir(root.st_ino, b"sub", 0o755, CTX)
