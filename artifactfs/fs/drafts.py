@@ -1,35 +1,37 @@
 """Copy-on-write draft trees on local disk: the writable side of the mount, with no FUSE in it.
 
-A draft is a base version (or nothing) plus an *overlay*: directory nodes whose ``over`` maps
-names to replacement nodes or to ``None`` (a whiteout).  A name absent from ``over`` falls
-through to the base directory, so unchanged files and whole unchanged subtrees are served from
-the base version without being copied or even listed.  Renaming a base directory moves its
-node, which still points at the base subtree: no byte is copied and the commit reuses the base
-entries (:meth:`Draft.plan`).  Paths are relative to the draft root (``""`` is the root).
+A draft is a base version (or nothing) plus an *overlay* (``fs/overlay.py``): directory nodes
+whose ``over`` maps names to replacement nodes or to ``None`` (a whiteout).  A name absent from
+``over`` falls through to the base directory, so unchanged files and whole unchanged subtrees
+are served from the base version without being copied or even listed.  Renaming a base
+directory moves its node, which still points at the base subtree: no byte is copied and the
+commit reuses the base entries (:meth:`Draft.plan`).  Paths are relative to the draft root
+(``""`` is the root).  This module owns the tree's file-system meaning (:class:`Draft`) and
+the drafts area (:class:`DraftArea`); the journal and snapshot are ``fs/journal.py``'s.
 
 Subtle parts:
 
-* Persistence: a snapshot (``tree.json``, temp + fsync + rename) plus an append-only journal of
-  tree-level ops.  Each op is written (one ``write``) before the call returns, so a killed
-  daemon loses nothing; :meth:`Draft.sync` fsyncs journal and staging directory (call it on
-  fsync) so power loss loses nothing fsync'ed.  Before an op touches a path, each base
-  directory on it is *materialized* by its own journal record, so replay never reads the base.
+* Every change is a journal record: :meth:`Draft._op` writes it (one ``write``) before applying
+  it and before the call returns, so a killed daemon loses nothing; :meth:`Draft.sync` fsyncs
+  journal and staging directory (call it on fsync) so power loss loses nothing fsync'ed.
+  Before an op touches a path, each base directory on it is *materialized* by its own record,
+  so replay never reads the base.  Compaction is decided here (:data:`MIN_COMPACT`), and a
+  mount defers it to a worker thread (:attr:`Draft.defer_compact`).
 * File bytes live in ``files/<random>`` staging files that the caller reads and writes with
   ``os.pread``/``os.pwrite``.  Their names never change: rename and unlink of open files work.
+  On load, staging files that no node names are deleted.
 * A base file opened for writing is copied up with no lock held (it may be big; call that from
   a worker thread, see :meth:`Draft.needs_copy_up`).  The copy keeps the base mtime; while its
   size and mtime are untouched the commit reuses the base entry instead of re-hashing it.
 * Errors are ``OSError`` with the errno Linux gives for the same call on a local disk, checked
   in the kernel's order; a frozen draft (being committed) refuses changes with ``Busy``.
 """
-
 from __future__ import annotations
 
 import builtins
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -38,7 +40,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .. import fetch, model
@@ -48,33 +50,26 @@ from ..fsutil import fsync_dir
 from ..ingest import Source
 from ..names import check_name, check_project
 from ..store.base import Store
+from .journal import Journal, Record, apply, node_json, read_json, write_json_atomic
+from .overlay import (
+    DirNode,
+    FileNode,
+    LinkNode,
+    Node,
+    child_ident,
+    new_ident,
+    norm_path,
+    oserror,
+    over_nodes,
+    split_path,
+    staged_files,
+    wrap,
+)
 
 log = logging.getLogger(__name__)
 CopyBase = Callable[[model.Entry, str], None]  # write an entry's verified bytes to a path
 FORMAT = 1
-MIN_COMPACT = 4096
-
-
-def oserror(code: int, path: str) -> OSError:
-    return OSError(code, os.strerror(code), path)  # OSError() picks the subclass (ENOENT → …)
-
-
-def write_json_atomic(path: str, doc: Any) -> None:
-    """temp + fsync + rename + fsync(dir): the file holds the old or the new document."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogateescape"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path))
-
-
-def read_json(path: str) -> Any:
-    with open(path, "rb") as f:
-        return json.loads(f.read().decode("utf-8", "surrogateescape"))
+MIN_COMPACT = 4096  # compact once the journal has max(this, nodes in the snapshot) records
 
 
 def store_copier(store: Store) -> CopyBase:
@@ -82,97 +77,6 @@ def store_copier(store: Store) -> CopyBase:
     def copy(entry: model.Entry, dest: str) -> None:
         fetch.download_file(store, entry, dest)
     return copy
-
-
-# --- overlay nodes and their JSON form ----------------------------------------------------
-
-def new_ident() -> bytes:
-    return os.urandom(16)
-
-
-def child_ident(parent: bytes, name: str) -> bytes:
-    """The identity of an unchanged base entry: its parent's identity and its name."""
-    return hashlib.blake2b(parent + b"/" + name.encode("utf-8", "surrogateescape"),
-                           digest_size=16).digest()
-
-
-class _File:
-    __slots__ = ("entry", "executable", "ident", "mtime_ns", "pristine", "staged")
-
-    def __init__(self, ident: bytes, entry: model.Entry | None, staged: str | None = None,
-                 executable: bool = False, mtime_ns: int = 0,
-                 pristine: tuple[int, int] | None = None) -> None:
-        self.ident = ident  # stable for the node's life, across renames and copy-up (st_ino)
-        self.entry = entry  # base content (or, when staged and pristine, what it was copied from)
-        self.staged = staged  # staging file name under files/
-        self.executable = executable
-        self.mtime_ns = mtime_ns  # of base content; a staged file's mtime is its staging file's
-        self.pristine = pristine  # (size, mtime_ns) of the staging file right after copy-up
-
-
-class _Link:
-    __slots__ = ("ident", "mtime_ns", "target")
-
-    def __init__(self, ident: bytes, target: str, mtime_ns: int = 0) -> None:
-        self.ident, self.target, self.mtime_ns = ident, target, mtime_ns
-
-
-class _Dir:
-    __slots__ = ("base", "ident", "mtime_ns", "over")
-
-    def __init__(self, ident: bytes, base: model.Entry | None, mtime_ns: int = 0,
-                 over: dict[str, _Node | None] | None = None) -> None:
-        self.ident = ident
-        self.base = base  # base directory entry underneath (None: a new or opaque directory)
-        self.mtime_ns = mtime_ns
-        self.over: dict[str, _Node | None] = over if over is not None else {}
-
-
-_Node = _File | _Link | _Dir
-
-
-def _entry_json(e: model.Entry | None) -> dict[str, Any] | None:
-    return None if e is None else asdict(e)
-
-
-def _entry_from(d: dict[str, Any] | None) -> model.Entry | None:
-    if d is None:
-        return None
-    ref = model.RefInfo(**d["ref"]) if d.get("ref") else None
-    return model.Entry(**{**d, "chunks": tuple(d["chunks"]), "ref": ref})
-
-
-def _node_json(n: _Node | None) -> dict[str, Any] | None:
-    if n is None:
-        return None
-    if isinstance(n, _File):
-        return {"k": "f", "i": n.ident.hex(), "e": _entry_json(n.entry), "s": n.staged,
-                "x": n.executable, "m": n.mtime_ns, "p": n.pristine}
-    if isinstance(n, _Link):
-        return {"k": "l", "i": n.ident.hex(), "t": n.target, "m": n.mtime_ns}
-    return {"k": "d", "i": n.ident.hex(), "b": _entry_json(n.base), "m": n.mtime_ns,
-            "o": {k: _node_json(v) for k, v in n.over.items()}}
-
-
-def _node_from(d: dict[str, Any] | None) -> _Node | None:
-    if d is None:
-        return None
-    i = bytes.fromhex(d["i"])
-    if d["k"] == "f":
-        p = d.get("p")
-        return _File(i, _entry_from(d["e"]), d["s"], d["x"], d["m"], (p[0], p[1]) if p else None)
-    if d["k"] == "l":
-        return _Link(i, d["t"], d["m"])
-    return _Dir(i, _entry_from(d["b"]), d["m"], {k: _node_from(v) for k, v in d["o"].items()})
-
-
-def _wrap(e: model.Entry, ident: bytes) -> _Node:
-    """A transient node for an unchanged base entry (never mutated, never persisted)."""
-    if e.kind == "dir":
-        return _Dir(ident, e, e.mtime_ns)
-    if e.kind == "symlink":
-        return _Link(ident, e.target, e.mtime_ns)
-    return _File(ident, e, None, e.executable, e.mtime_ns)
 
 
 def root_entry(rec: VersionRecord) -> model.Entry:
@@ -228,22 +132,6 @@ class DraftMeta:
         return cls(d["project"], d["name"], d["id"], int(d["owner"]), d["created_at"], base)
 
 
-def _norm(path: str) -> str:
-    return "/".join(_split(path))
-
-
-def _split(path: str) -> list[str]:
-    if path in ("", "/"):
-        return []
-    parts = path.strip("/").split("/")
-    for p in parts:
-        if p in ("", ".", "..") or "\0" in p:
-            raise oserror(errno.EINVAL, path)
-        if len(p.encode("utf-8", "surrogateescape")) > 255:
-            raise oserror(errno.ENAMETOOLONG, path)
-    return parts
-
-
 class Draft:
     """One draft: its metadata, overlay tree, journal and staging files.  Thread-safe."""
 
@@ -254,9 +142,9 @@ class Draft:
         self._files = os.path.join(directory, "files")
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
-        self._root: _Dir | None = None
-        self._jfd = -1
-        self._seq = self._nops = self._snap_size = 0
+        self._root: DirNode | None = None
+        self._journal = Journal(directory)
+        self._nops = self._snap_size = 0  # records since the last snapshot; nodes in it
         self._frozen = self._gone = False
         self._writers: Counter[str] = Counter()
         self.nonce = os.urandom(8)  # this object's life: the mount keys its inodes on it
@@ -282,21 +170,20 @@ class Draft:
         if uid != 0 and uid != self.meta.owner:
             raise PermissionDenied(f"draft {self.label} belongs to another user")
 
-    # --- loading, journal, snapshot --------------------------------------------------------
-    def _tree(self) -> _Dir:
+    # --- loading and persistence (the files and records are fs/journal.py's) ---------------
+    def _tree(self) -> DirNode:
         if self._gone:
             raise NotFound(f"draft {self.label} was committed or discarded")
         if self._root is None:
             self._root = self._replay()
         return self._root
 
-    def _replay(self) -> _Dir:
+    def _replay(self) -> DirNode:
         ident = hashlib.blake2b(f"draft:{self.label}".encode(), digest_size=16).digest()
-        self._root = _Dir(ident, root_entry(self.base) if self.base else None)
-        self._jfd = os.open(os.path.join(self.dir, "journal"),
-                            os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._root = DirNode(ident, root_entry(self.base) if self.base else None)
+        self._journal.open()
         try:
-            self._seq = self._replay_into()
+            self._root = self._journal.replay(self._root)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self.close()
             raise IntegrityError(f"draft {self.label} is damaged: {e!r}") from None
@@ -306,44 +193,16 @@ class Draft:
         self._clean_orphans(self._root)
         return self._root
 
-    def _replay_into(self) -> int:
-        seq, snap = 0, os.path.join(self.dir, "tree.json")
-        if os.path.exists(snap):
-            doc = read_json(snap)
-            seq, node = doc["seq"], _node_from(doc["root"])
-            if not isinstance(node, _Dir):
-                raise TypeError("snapshot root is not a directory")
-            self._root = node
-        data, good = os.pread(self._jfd, os.fstat(self._jfd).st_size, 0), 0
-        for line in data.split(b"\n")[:-1]:
-            try:
-                op = json.loads(line)
-            except ValueError:
-                break  # a torn last record (power loss): everything before it stands
-            if op["q"] > seq:
-                self._apply(op)
-                seq = op["q"]
-            good += len(line) + 1
-        if good < len(data):
-            os.ftruncate(self._jfd, good)
-        return seq
-
-    def _clean_orphans(self, root: _Dir) -> None:
-        used = {n.staged for _, n in _staged(root, "")}
+    def _clean_orphans(self, root: DirNode) -> None:
+        used = {n.staged for _, n in staged_files(root, "")}
         for name in os.listdir(self._files):
             if name not in used:
                 os.unlink(os.path.join(self._files, name))
 
-    def _op(self, op: dict[str, Any]) -> None:
+    def _op(self, op: Record) -> None:
         """Journal one tree op, then apply it (the caller validated it: it cannot fail)."""
-        self._seq += 1
-        op["q"] = self._seq
-        data = json.dumps(op, separators=(",", ":")).encode() + b"\n"
-        n = os.write(self._jfd, data)
-        if n < len(data):  # a full disk: take the piece back so later records stay readable
-            os.ftruncate(self._jfd, os.fstat(self._jfd).st_size - n)
-            raise oserror(errno.ENOSPC, self.dir)
-        self._apply(op)
+        self._journal.append(op)
+        apply(self._tree(), op)
         self._nops += 1
         if self._nops > max(MIN_COMPACT, self._snap_size):
             if self.defer_compact:
@@ -354,10 +213,9 @@ class Draft:
     def compact(self) -> None:
         """Write the whole overlay as a snapshot and empty the journal."""
         with self._lock:
-            doc = {"seq": self._seq, "root": _node_json(self._tree())}
-            write_json_atomic(os.path.join(self.dir, "tree.json"), doc)
-            os.ftruncate(self._jfd, 0)
-            self._nops, self._snap_size = 0, sum(1 for _ in _over_nodes(self._tree()))
+            root = self._tree()
+            self._journal.snapshot(root)
+            self._nops, self._snap_size = 0, sum(1 for _ in over_nodes(root))
             self.compact_due = False
 
     def sync(self) -> None:
@@ -367,7 +225,7 @@ class Draft:
         so other threads keep changing the draft meanwhile."""
         with self._lock:
             self._tree()
-            jfd = os.dup(self._jfd)
+            jfd = self._journal.dup()
         try:
             os.fsync(jfd)
         finally:
@@ -376,75 +234,22 @@ class Draft:
 
     def close(self) -> None:
         with self._lock:
-            if self._jfd >= 0:
-                os.close(self._jfd)
-                self._jfd = -1
+            self._journal.close()
             self._root = None
 
-    def _apply(self, op: dict[str, Any]) -> None:
-        kind, t = op["o"], op.get("t", 0)
-        if kind == "attr":
-            n = self._over_node(op["p"])
-            if "x" in op and isinstance(n, _File):
-                n.executable = op["x"]
-            if "m" in op:
-                n.mtime_ns = op["m"]
-            if op.get("np") and isinstance(n, _File):
-                n.pristine = None
-            return
-        parent, name = self._over_parent(op["a"] if kind in ("mv", "xchg") else op["p"])
-        if kind == "set":
-            parent.over[name] = _node_from(op["n"])
-        elif kind == "del":
-            if parent.base is None:
-                parent.over.pop(name, None)
-            else:
-                parent.over[name] = None
-        elif kind == "mv":
-            node = parent.over[name]
-            self._apply({"o": "del", "p": op["a"], "t": t})
-            dparent, dname = self._over_parent(op["b"])
-            dparent.over[dname] = node
-            dparent.mtime_ns = t or dparent.mtime_ns
-        elif kind == "xchg":
-            dparent, dname = self._over_parent(op["b"])
-            parent.over[name], dparent.over[dname] = dparent.over[dname], parent.over[name]
-            dparent.mtime_ns = t or dparent.mtime_ns
-        else:
-            raise KeyError(kind)
-        parent.mtime_ns = t or parent.mtime_ns
-
-    def _over_node(self, path: str) -> _Node:
-        """A node that is in the overlay (journal records only ever name those)."""
-        node: _Node | None = self._tree()
-        for part in _split(path):
-            if not isinstance(node, _Dir):
-                raise KeyError(path)
-            node = node.over[part]
-        if node is None:
-            raise KeyError(path)
-        return node
-
-    def _over_parent(self, path: str) -> tuple[_Dir, str]:
-        head, _, name = path.rpartition("/")
-        parent = self._over_node(head)
-        if not isinstance(parent, _Dir) or not name:
-            raise KeyError(path)
-        return parent, name
-
     # --- path resolution over base + overlay -----------------------------------------------
-    def _child(self, d: _Dir, name: str) -> _Node | None:
+    def _child(self, d: DirNode, name: str) -> Node | None:
         if name in d.over:
             return d.over[name]
         if d.base is not None:
             e = self._load(d.base.oid).get(name)
             if e is not None:
-                return _wrap(e, child_ident(d.ident, name))
+                return wrap(e, child_ident(d.ident, name))
         return None
 
-    def _parent(self, path: str, write: bool) -> tuple[_Dir, str, list[str]]:
+    def _parent(self, path: str, write: bool) -> tuple[DirNode, str, list[str]]:
         """The directory holding ``path`` (materialized when ``write``), the name, the parts."""
-        parts = _split(path)
+        parts = split_path(path)
         if not parts:
             raise oserror(errno.EBUSY if write else errno.EINVAL, path)
         d = self._tree()
@@ -452,17 +257,17 @@ class Draft:
             n = self._child(d, part)
             if n is None:
                 raise oserror(errno.ENOENT, path)
-            if not isinstance(n, _Dir):
+            if not isinstance(n, DirNode):
                 raise oserror(errno.ENOTDIR, path)
             if write and part not in d.over:
-                self._op({"o": "set", "p": "/".join(parts[:i + 1]), "n": _node_json(n)})
+                self._op({"o": "set", "p": "/".join(parts[:i + 1]), "n": node_json(n)})
                 n = d.over[part]
-                assert isinstance(n, _Dir)
+                assert isinstance(n, DirNode)
             d = n
         return d, parts[-1], parts
 
-    def _get(self, path: str) -> _Node:
-        parts = _split(path)
+    def _get(self, path: str) -> Node:
+        parts = split_path(path)
         if not parts:
             return self._tree()
         d, name, _ = self._parent(path, False)
@@ -471,28 +276,28 @@ class Draft:
             raise oserror(errno.ENOENT, path)
         return n
 
-    def _materialize(self, path: str) -> _Node:
+    def _materialize(self, path: str) -> Node:
         """The node at ``path``, put into its parent's overlay (journalled) if it was base."""
-        if not _split(path):
+        if not split_path(path):
             return self._tree()
         d, name, parts = self._parent(path, True)
         n = self._child(d, name)
         if n is None:
             raise oserror(errno.ENOENT, path)
         if name not in d.over:
-            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(n)})
+            self._op({"o": "set", "p": "/".join(parts), "n": node_json(n)})
             n = d.over[name]
             assert n is not None
         return n
 
-    def _local(self, n: _File) -> str:
+    def _local(self, n: FileNode) -> str:
         assert n.staged is not None
         return os.path.join(self._files, n.staged)
 
-    def _info(self, n: _Node) -> Info:
-        if isinstance(n, _Dir):
+    def _info(self, n: Node) -> Info:
+        if isinstance(n, DirNode):
             return Info("dir", n.ident, 0, n.mtime_ns)
-        if isinstance(n, _Link):
+        if isinstance(n, LinkNode):
             return Info("symlink", n.ident, len(n.target.encode("utf-8", "surrogateescape")),
                         n.mtime_ns, target=n.target)
         if n.staged is not None:
@@ -526,10 +331,10 @@ class Draft:
         """Base entries, minus whiteouts, plus overlay entries; sorted by name."""
         with self._lock:
             d = self._get(path)
-            if not isinstance(d, _Dir):
+            if not isinstance(d, DirNode):
                 raise oserror(errno.ENOTDIR, path)
             names = self._load(d.base.oid).items() if d.base is not None else ()
-            out = {k: self._info(_wrap(e, child_ident(d.ident, k)))
+            out = {k: self._info(wrap(e, child_ident(d.ident, k)))
                    for k, e in names if k not in d.over}
             out.update({k: self._info(n) for k, n in d.over.items() if n is not None})
             return sorted(out.items())
@@ -537,18 +342,18 @@ class Draft:
     def readlink(self, path: str) -> str:
         with self._lock:
             n = self._get(path)
-            if not isinstance(n, _Link):
+            if not isinstance(n, LinkNode):
                 raise oserror(errno.EINVAL, path)
             return n.target
 
     def is_empty(self, path: str = "") -> bool:
         with self._lock:
             n = self._get(path)
-            if not isinstance(n, _Dir):
+            if not isinstance(n, DirNode):
                 raise oserror(errno.ENOTDIR, path)
             return not self._nonempty(n)
 
-    def _nonempty(self, d: _Dir) -> bool:
+    def _nonempty(self, d: DirNode) -> bool:
         if any(v is not None for v in d.over.values()):
             return True
         return d.base is not None and any(k not in d.over for k in self._load(d.base.oid))
@@ -558,8 +363,8 @@ class Draft:
         """True when :meth:`open_for_write` would copy base bytes (run it in a worker thread)."""
         with self._lock:
             n = self._get(path)
-            return isinstance(n, _File) and n.staged is None and not truncate and n.entry is not None \
-                and n.entry.size > 0
+            return isinstance(n, FileNode) and n.staged is None and not truncate \
+                and n.entry is not None and n.entry.size > 0
 
     def _new_staging(self) -> tuple[str, str]:
         name = os.urandom(12).hex()
@@ -574,8 +379,8 @@ class Draft:
             if self._child(d, name) is not None:
                 raise oserror(errno.EEXIST, path)
             staged, local = self._new_staging()
-            node = _File(new_ident(), None, staged, executable)
-            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": time.time_ns()})
+            node = FileNode(new_ident(), None, staged, executable)
+            self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": time.time_ns()})
             self._writers[staged] += 1
             return local
 
@@ -585,9 +390,9 @@ class Draft:
         while True:
             with self._changing():
                 n = self._get(path)
-                if isinstance(n, _Dir):
+                if isinstance(n, DirNode):
                     raise oserror(errno.EISDIR, path)
-                if isinstance(n, _Link):
+                if isinstance(n, LinkNode):
                     raise oserror(errno.ELOOP, path)
                 if n.staged is not None or truncate or n.entry is None or n.entry.size == 0:
                     return self._stage(path, n, truncate)
@@ -599,11 +404,11 @@ class Draft:
                 st = os.stat(local)
                 with self._changing():
                     cur = self._get(path)
-                    if isinstance(cur, _File) and cur.staged is None and cur.entry == entry:
+                    if isinstance(cur, FileNode) and cur.staged is None and cur.entry == entry:
                         self._parent(path, True)
-                        node = _File(cur.ident, entry, staged, cur.executable, 0,
-                                     (st.st_size, st.st_mtime_ns))
-                        self._op({"o": "set", "p": _norm(path), "n": _node_json(node)})
+                        node = FileNode(cur.ident, entry, staged, cur.executable, 0,
+                                        (st.st_size, st.st_mtime_ns))
+                        self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
                         self._writers[staged] += 1
                         return local
             except BaseException:
@@ -611,7 +416,7 @@ class Draft:
                 raise
             os.unlink(local)  # it changed while we copied: start again
 
-    def _stage(self, path: str, n: _File, truncate: bool) -> str:
+    def _stage(self, path: str, n: FileNode, truncate: bool) -> str:
         """Under the lock: a staged file for ``n`` with no base bytes to copy."""
         if n.staged is None:  # O_TRUNC, or an empty base file
             staged, local = self._new_staging()
@@ -621,15 +426,15 @@ class Draft:
                 st = os.stat(local)
                 pristine = (st.st_size, st.st_mtime_ns)
             self._parent(path, True)
-            node = _File(n.ident, n.entry if pristine else None, staged, n.executable, 0,
-                         pristine)
-            self._op({"o": "set", "p": _norm(path), "n": _node_json(node)})
+            node = FileNode(n.ident, n.entry if pristine else None, staged, n.executable, 0,
+                            pristine)
+            self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
         else:  # staged nodes are always in the overlay already
             staged = n.staged
             if truncate:
                 os.truncate(self._local(n), 0)
                 if n.pristine is not None:
-                    self._op({"o": "attr", "p": _norm(path), "np": True})
+                    self._op({"o": "attr", "p": norm_path(path), "np": True})
         self._writers[staged] += 1
         return os.path.join(self._files, staged)
 
@@ -655,19 +460,19 @@ class Draft:
         """Only the executable bit of files is kept; other modes are accepted and ignored."""
         with self._changing():
             n = self._get(path)
-            if isinstance(n, _File) and n.executable != executable:
+            if isinstance(n, FileNode) and n.executable != executable:
                 self._materialize(path)
-                self._op({"o": "attr", "p": _norm(path), "x": executable})
+                self._op({"o": "attr", "p": norm_path(path), "x": executable})
 
     def utimes(self, path: str, mtime_ns: int) -> None:
         with self._changing():
             n = self._materialize(path)
-            if isinstance(n, _File) and n.staged is not None:
+            if isinstance(n, FileNode) and n.staged is not None:
                 os.utime(self._local(n), ns=(mtime_ns, mtime_ns))
                 if n.pristine is not None:
-                    self._op({"o": "attr", "p": _norm(path), "np": True})
+                    self._op({"o": "attr", "p": norm_path(path), "np": True})
             else:
-                self._op({"o": "attr", "p": _norm(path), "m": mtime_ns})
+                self._op({"o": "attr", "p": norm_path(path), "m": mtime_ns})
 
     # --- namespace changes -----------------------------------------------------------------
     def mkdir(self, path: str) -> None:
@@ -676,8 +481,8 @@ class Draft:
             if self._child(d, name) is not None:
                 raise oserror(errno.EEXIST, path)
             now = time.time_ns()
-            node = _Dir(new_ident(), None, now)
-            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": now})
+            node = DirNode(new_ident(), None, now)
+            self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": now})
 
     def symlink(self, path: str, target: str) -> None:
         if not target or "\0" in target:
@@ -687,8 +492,8 @@ class Draft:
             if self._child(d, name) is not None:
                 raise oserror(errno.EEXIST, path)
             now = time.time_ns()
-            node = _Link(new_ident(), target, now)
-            self._op({"o": "set", "p": "/".join(parts), "n": _node_json(node), "t": now})
+            node = LinkNode(new_ident(), target, now)
+            self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": now})
 
     def unlink(self, path: str) -> None:
         with self._changing():
@@ -696,7 +501,7 @@ class Draft:
             n = self._child(d, name)
             if n is None:
                 raise oserror(errno.ENOENT, path)
-            if isinstance(n, _Dir):
+            if isinstance(n, DirNode):
                 raise oserror(errno.EISDIR, path)
             self._remove(d, parts, n)
 
@@ -706,15 +511,15 @@ class Draft:
             n = self._child(d, name)
             if n is None:
                 raise oserror(errno.ENOENT, path)
-            if not isinstance(n, _Dir):
+            if not isinstance(n, DirNode):
                 raise oserror(errno.ENOTDIR, path)
             if self._nonempty(n):
                 raise oserror(errno.ENOTEMPTY, path)
             self._remove(d, parts, n)
 
-    def _remove(self, d: _Dir, parts: list[str], n: _Node) -> None:
+    def _remove(self, d: DirNode, parts: list[str], n: Node) -> None:
         self._op({"o": "del", "p": "/".join(parts), "t": time.time_ns()})
-        if isinstance(n, _File) and n.staged is not None:
+        if isinstance(n, FileNode) and n.staged is not None:
             os.unlink(self._local(n))  # open handles keep working on the unlinked file
 
     def rename(self, src: str, dst: str, noreplace: bool = False, exchange: bool = False) -> None:
@@ -737,11 +542,11 @@ class Draft:
             if sparts[:len(dparts)] == dparts:
                 raise oserror(errno.EINVAL if exchange else errno.ENOTEMPTY, dst)
             if t is not None and not exchange:
-                if isinstance(s, _Dir) and not isinstance(t, _Dir):
+                if isinstance(s, DirNode) and not isinstance(t, DirNode):
                     raise oserror(errno.ENOTDIR, dst)
-                if not isinstance(s, _Dir) and isinstance(t, _Dir):
+                if not isinstance(s, DirNode) and isinstance(t, DirNode):
                     raise oserror(errno.EISDIR, dst)
-                if isinstance(t, _Dir) and self._nonempty(t):
+                if isinstance(t, DirNode) and self._nonempty(t):
                     raise oserror(errno.ENOTEMPTY, dst)
             a, b = "/".join(sparts), "/".join(dparts)
             self._materialize(a)
@@ -751,7 +556,7 @@ class Draft:
                 self._op({"o": "xchg", "a": a, "b": b, "t": now})
                 return
             self._op({"o": "mv", "a": a, "b": b, "t": now})
-            if isinstance(t, _File) and t.staged is not None:
+            if isinstance(t, FileNode) and t.staged is not None:
                 os.unlink(self._local(t))
 
     # --- commit support --------------------------------------------------------------------
@@ -776,7 +581,8 @@ class Draft:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
-                busy = sorted(p for p, n in _staged(self._tree(), "") if n.staged in self._writers)
+                busy = sorted(p for p, n in staged_files(self._tree(), "")
+                              if n.staged in self._writers)
                 left = deadline - time.monotonic()
                 if not busy or left <= 0:
                     return busy
@@ -789,7 +595,7 @@ class Draft:
             self._plan_dir(self._tree(), "", out)
             return out
 
-    def _plan_dir(self, d: _Dir, prefix: str, out: Plan) -> None:
+    def _plan_dir(self, d: DirNode, prefix: str, out: Plan) -> None:
         under = self._load(d.base.oid) if d.base is not None else {}
         for name, n in d.over.items():
             p, u = prefix + name, under.get(name)
@@ -798,13 +604,13 @@ class Draft:
                 if u is not None:
                     out.changes[p] = None
                 continue
-            if isinstance(n, _Dir):
+            if isinstance(n, DirNode):
                 want = n.base or model.EMPTY_NODE.as_entry()
                 if u is None or u.kind != "dir" or u.oid != want.oid or n.base is None:
                     out.changes[p] = want
                 self._plan_dir(n, p + "/", out)
                 continue
-            if isinstance(n, _Link):
+            if isinstance(n, LinkNode):
                 want = model.symlink_entry(n.target, n.mtime_ns)
             elif n.staged is None:
                 assert n.entry is not None
@@ -830,22 +636,6 @@ class Draft:
         except (FileNotFoundError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
-
-
-def _staged(d: _Dir, prefix: str) -> Iterator[tuple[str, _File]]:
-    for name, n in d.over.items():
-        if isinstance(n, _File) and n.staged is not None:
-            yield prefix + name, n
-        elif isinstance(n, _Dir):
-            yield from _staged(n, f"{prefix}{name}/")
-
-
-def _over_nodes(d: _Dir) -> Iterator[_Node]:
-    for n in d.over.values():
-        if n is not None:
-            yield n
-            if isinstance(n, _Dir):
-                yield from _over_nodes(n)
 
 
 class DraftArea:
