@@ -161,6 +161,14 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+def node_bytes(store: Store, oid: str) -> bytes:
+    """The stored bytes of tree node ``oid`` (unverified: decoding verifies them)."""
+    try:
+        return store.get(model.object_key(oid))
+    except NotFound:
+        raise IntegrityError(f"tree node {oid} is missing from the store") from None
+
+
 class Catalog:
     """Records of one store.  Thread-safe; every method does blocking store I/O."""
 
@@ -170,29 +178,60 @@ class Catalog:
         self.on_change = on_change  # called with (project, name) after every change
         self._nodes: OrderedDict[str, dict[str, model.Entry]] = OrderedDict()
         self._nodes_max = node_cache_size
+        self._indexes: dict[str, list[model.Part] | None] = {}  # oid -> parts (None: plain)
         self._lock = threading.Lock()
 
     # --- tree nodes ------------------------------------------------------------------------
     def save_node(self, node: model.Node) -> None:
-        self.store.put_if_absent(model.object_key(node.oid), node.data)
+        """Store a node (and the parts that came with it, first)."""
+        for oid, data in model.node_objects(node):
+            self.store.put_if_absent(model.object_key(oid), data)
+
+    def _node_bytes(self, oid: str) -> bytes:
+        return node_bytes(self.store, oid)
 
     def load_node(self, oid: str) -> dict[str, model.Entry]:
-        """Entries of tree node ``oid``, fetched once and verified against its id."""
+        """Entries of tree node ``oid`` (a split directory's parts joined), fetched once and
+        verified against its id."""
         with self._lock:
             hit = self._nodes.get(oid)
             if hit is not None:
                 self._nodes.move_to_end(oid)
                 return hit
-        try:
-            data = self.store.get(model.object_key(oid))
-        except NotFound:
-            raise IntegrityError(f"tree node {oid} is missing from the store") from None
-        entries = model.decode_node(data, oid)
-        with self._lock:
-            self._nodes[oid] = entries
-            if len(self._nodes) > self._nodes_max:
-                self._nodes.popitem(last=False)
+        data = self._node_bytes(oid)
+        parts = model.decode_index(data, oid) if model.is_index(data) else None
+        entries = model.decode_node(data, oid) if parts is None else \
+            model.merge_parts(parts, self._load_part)
+        self._remember(oid, entries, parts)
         return entries
+
+    def _load_part(self, oid: str) -> dict[str, model.Entry]:
+        data = self._node_bytes(oid)
+        return model.decode_node(data, oid)  # a part is a plain node, never an index
+
+    def load_index(self, oid: str) -> list[model.Part] | None:
+        """The parts of a split directory's node, ``None`` for a plain node."""
+        with self._lock:
+            if oid in self._indexes:
+                return self._indexes[oid]
+        data = self._node_bytes(oid)
+        if not model.is_index(data):
+            self._remember(oid, model.decode_node(data, oid), None)
+            return None
+        parts = model.decode_index(data, oid)
+        self._remember(oid, None, parts)
+        return parts
+
+    def _remember(self, oid: str, entries: dict[str, model.Entry] | None,
+                  parts: list[model.Part] | None) -> None:
+        with self._lock:
+            self._indexes[oid] = parts
+            if len(self._indexes) > 64 * self._nodes_max:
+                self._indexes.pop(next(iter(self._indexes)))
+            if entries is not None:
+                self._nodes[oid] = entries
+                if len(self._nodes) > self._nodes_max:
+                    self._nodes.popitem(last=False)
 
     # --- collections -----------------------------------------------------------------------
     def get_collection(self, project: str, name: str) -> Collection:

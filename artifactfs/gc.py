@@ -40,6 +40,7 @@ def _mark_tree(repo: Repo, oid: str, marked: set[str], report: GcReport) -> None
             continue
         marked.add(cur)
         try:
+            marked.update(p.oid for p in repo.catalog.load_index(cur) or ())
             entries = repo.catalog.load_node(cur)
         except IntegrityError as exc:
             report.problems.append(str(exc))

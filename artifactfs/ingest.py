@@ -228,14 +228,16 @@ def store_files(
 
 
 def build_tree(save: model.Saver, load: model.Loader, base_root: str | None,
-               changes: Mapping[str, model.Entry | None]) -> model.Node:
+               changes: Mapping[str, model.Entry | None],
+               index: model.Indexer | None = None) -> model.Node:
     """The root node of ``base`` with ``changes`` applied (a fresh tree when no base).
 
-    Empty directories in ``changes`` refer to the empty node, which is saved here.
+    Empty directories in ``changes`` refer to the empty node, which is saved here.  With
+    ``index``, split directories are updated part by part.
     """
     save(model.EMPTY_NODE)
     if not changes:
         node = model.encode_node(load(base_root)) if base_root else model.EMPTY_NODE
         save(node)
         return node
-    return model.apply_changes(load, save, base_root, changes)
+    return model.apply_changes(load, save, base_root, changes, index)

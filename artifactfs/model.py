@@ -10,6 +10,14 @@ encoded as canonical JSON (sorted by UTF-8 bytes, no whitespace).  Two digests m
   digest, so the same files under the same paths give the same digest whenever they were
   written ("no new version when the content did not change").
 
+A directory of more than :data:`SPLIT_AT` entries is stored as an **index node** over **parts**:
+ordinary nodes holding consecutive runs of its entries in name order.  A part ends after every
+name whose hash says so (content-defined, about :data:`PART_AVG` entries a part), so the split
+is a function of the names alone: the same entries always give the same nodes and digests, and
+a change rewrites only the parts around it (a commit that changes one file of a 50 000-entry
+directory re-encodes ~1 000 entries, not 50 000).  Loaders hand out the whole directory; only
+:func:`apply_changes` works part by part.
+
 Files up to :data:`CHUNK_SIZE` are one blob whose digest is SHA-256 of the bytes.  Larger files
 are a list of chunk blobs; their digest is SHA-256 over the chunk digests (see
 :func:`chunked_digest`), so ingest hashes each byte once and any byte range can be fetched and
@@ -18,10 +26,11 @@ verified on its own.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,6 +38,8 @@ from .errors import IntegrityError, InvalidName
 from .names import check_component, check_path
 
 CHUNK_SIZE = 8 * 1024 * 1024
+SPLIT_AT = 4096  # a directory with more entries than this is an index node over parts
+PART_AVG = 1024  # a part ends after a name whose hash is 0 modulo this: ~1 000 entries a part
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 HEX = frozenset("0123456789abcdef")
 
@@ -243,14 +254,32 @@ def _sort_key(name: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a split directory, as its index node lists it."""
+
+    first: str  # the part's first name
+    oid: str
+    digest: str  # content digest of the part node
+    entries: int  # names in the part
+    size: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
-    """An encoded tree node ready for the store."""
+    """An encoded tree node ready for the store.
+
+    For an index node, ``index`` lists all its parts and ``parts`` holds the part nodes that
+    were (re-)encoded with it: a saver stores those first (:func:`node_objects`).
+    """
 
     data: bytes
     oid: str
     digest: str
     size: int
     count: int
+    parts: tuple[Node, ...] = ()
+    index: tuple[Part, ...] = ()
 
     def as_entry(self, mtime_ns: int = 0) -> Entry:
         return Entry("dir", size=self.size, digest=self.digest, oid=self.oid, count=self.count,
@@ -283,19 +312,71 @@ def _entry_json(e: Entry, content: bool) -> str:
 
 
 def encode_node(entries: Mapping[str, Entry]) -> Node:
-    """Canonically encode one directory's entries; computes both digests and totals."""
+    """Canonically encode one directory's entries; computes both digests and totals.
+
+    More than :data:`SPLIT_AT` entries give an index node whose parts come with it."""
     names = sorted(entries, key=_sort_key)
-    full_parts, content_parts = [], []
+    if len(names) <= SPLIT_AT:
+        return _encode_leaf(names, entries)
+    runs = _split(names)
+    nodes = tuple(_encode_leaf(run, entries) for run in runs)
+    return _encode_index([_part(run, nd) for run, nd in zip(runs, nodes, strict=True)], nodes)
+
+
+def _ends_part(name: str) -> bool:
+    h = hashlib.sha256(_sort_key(name)).digest()
+    return int.from_bytes(h[:4], "big") % PART_AVG == 0
+
+
+def _split(names: Sequence[str]) -> list[list[str]]:
+    """Sorted names cut into parts: each ends after a name that ends a part, or at the end."""
+    out: list[list[str]] = []
+    cur: list[str] = []
     for n in names:
-        q = json.dumps(n, ensure_ascii=False) if _NEEDS_ESCAPE.search(n) else f'"{n}"'
+        cur.append(n)
+        if _ends_part(n):
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _part(names: Sequence[str], node: Node) -> Part:
+    return Part(names[0], node.oid, node.digest, len(names), node.size, node.count)
+
+
+def _quote(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False) if _NEEDS_ESCAPE.search(name) else f'"{name}"'
+
+
+def _encode_index(parts: Sequence[Part], new: tuple[Node, ...]) -> Node:
+    full = ",".join(f'[{_quote(p.first)},{{"d":"{p.digest}","n":{p.count},"o":"{p.oid}",'
+                    f'"s":{p.size},"t":{p.entries}}}]' for p in parts)
+    content = ",".join(f'[{_quote(p.first)},{{"d":"{p.digest}","n":{p.count},"s":{p.size},'
+                       f'"t":{p.entries}}}]' for p in parts)
+    data = f'{{"p":[{full}],"v":1}}'.encode("utf-8", "surrogateescape")
+    cdata = f'{{"p":[{content}],"v":1}}'.encode("utf-8", "surrogateescape")
+    return Node(data=data, oid=sha256_hex(data), digest=sha256_hex(cdata),
+                size=sum(p.size for p in parts), count=sum(p.count for p in parts), parts=new,
+                index=tuple(parts))
+
+
+def node_objects(node: Node) -> Iterator[tuple[str, bytes]]:
+    """(oid, bytes) to store for ``node``: its new parts first, then the node itself."""
+    for p in node.parts:
+        yield p.oid, p.data
+    yield node.oid, node.data
+
+
+def _encode_leaf(names: Sequence[str], entries: Mapping[str, Entry]) -> Node:
+    full_parts, content_parts = [], []
+    size = count = 0
+    for n in names:
+        q = _quote(n)
         e = entries[n]
         full_parts.append(f"[{q},{_entry_json(e, False)}]")
         content_parts.append(f"[{q},{_entry_json(e, True)}]")
-    full, content = ",".join(full_parts), ",".join(content_parts)
-    data = f'{{"e":[{full}],"v":1}}'.encode("utf-8", "surrogateescape")
-    cdata = f'{{"e":[{content}],"v":1}}'.encode("utf-8", "surrogateescape")
-    size = count = 0
-    for e in entries.values():
         if e.kind == "dir":
             size += e.size
             count += e.count
@@ -303,6 +384,9 @@ def encode_node(entries: Mapping[str, Entry]) -> Node:
             count += 1
             if e.kind != "symlink":
                 size += e.size
+    full, content = ",".join(full_parts), ",".join(content_parts)
+    data = f'{{"e":[{full}],"v":1}}'.encode("utf-8", "surrogateescape")
+    cdata = f'{{"e":[{content}],"v":1}}'.encode("utf-8", "surrogateescape")
     return Node(data=data, oid=sha256_hex(data), digest=sha256_hex(cdata), size=size,
                 count=count)
 
@@ -335,10 +419,59 @@ def decode_node(data: bytes, oid: str | None = None) -> dict[str, Entry]:
     return out
 
 
+def is_index(data: bytes) -> bool:
+    """Whether node bytes are an index node (canonical JSON puts ``"p"`` first)."""
+    return data.startswith(b'{"p":')
+
+
+def decode_index(data: bytes, oid: str | None = None) -> list[Part]:
+    """Decode (and, given ``oid``, verify) an index node from untrusted bytes."""
+    if oid is not None and sha256_hex(data) != oid:
+        raise IntegrityError(f"tree node {oid} does not match its digest")
+    try:
+        doc = json.loads(data.decode("utf-8", "surrogateescape"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _bad(str(e)) from None
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("p"), list) \
+            or not doc["p"]:
+        raise _bad("not a version-1 index node")
+    out: list[Part] = []
+    for item in doc["p"]:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) \
+                or not isinstance(item[1], dict):
+            raise _bad("part is not [first name, part]")
+        try:
+            check_component(item[0], "entry name")
+        except InvalidName as e:
+            raise _bad(str(e)) from None
+        d = item[1]
+        part = Part(item[0], _digest(d, "o"), _digest(d, "d"), _int(d, "t"), _int(d, "s"),
+                    _int(d, "n"))
+        if part.entries < 1 or (out and _sort_key(out[-1].first) >= _sort_key(part.first)):
+            raise _bad("parts out of order")
+        out.append(part)
+    return out
+
+
+def merge_parts(parts: Sequence[Part], load_part: Loader) -> dict[str, Entry]:
+    """A split directory's entries: every part loaded, checked against the index and joined."""
+    out: dict[str, Entry] = {}
+    for i, p in enumerate(parts):
+        sub = load_part(p.oid)
+        lo = _sort_key(p.first)
+        hi = _sort_key(parts[i + 1].first) if i + 1 < len(parts) else None
+        keys = sorted(_sort_key(n) for n in sub)
+        if len(keys) != p.entries or keys[0] != lo or (hi is not None and keys[-1] >= hi):
+            raise _bad(f"part {p.oid} does not hold what its index says")
+        out.update(sub)
+    return out
+
+
 # --- walking, diffing and path-copying updates over a loader -------------------------------
 
 Loader = Callable[[str], Mapping[str, Entry]]  # node oid -> entries
-Saver = Callable[[Node], None]
+Saver = Callable[[Node], None]  # stores node_objects(node)
+Indexer = Callable[[str], Sequence[Part] | None]  # node oid -> its parts (None: not split)
 
 
 def walk(load: Loader, oid: str, prefix: str = "") -> Iterator[tuple[str, Entry]]:
@@ -413,39 +546,109 @@ def _leaves(load: Loader, e: Entry, path: str, acc: list[str]) -> None:
 
 
 def apply_changes(
-    load: Loader, save: Saver, root: str | None, changes: Mapping[str, Entry | None]
+    load: Loader, save: Saver, root: str | None, changes: Mapping[str, Entry | None],
+    index: Indexer | None = None,
 ) -> Node:
     """Path-copying update: set (or, for ``None``, remove) entries at paths below ``root``.
 
     Only nodes on changed paths are re-encoded and saved; everything else is shared with the
     base.  Intermediate directories are created as needed; removing a path that is absent is
-    a no-op.  A directory entry given as a change replaces the whole subtree.
+    a no-op.  A directory entry given as a change replaces the whole subtree.  Given ``index``,
+    a split directory is updated part by part (the result is the same as encoding it whole).
     """
     by_head: dict[str, dict[str, Entry | None]] = {}
-    direct: dict[str, Entry | None] = {}
+    updates: dict[str, Entry | None] = {}
     for path, e in changes.items():
         check_path(path)
         head, sep, rest = path.partition("/")
         if sep:
             by_head.setdefault(head, {})[rest] = e
         else:
-            direct[head] = e
-    entries = dict(load(root)) if root else {}
-    for name, e in direct.items():
-        if e is None:
-            entries.pop(name, None)
-        else:
-            entries[name] = e
+            updates[head] = e
+    parts = index(root) if root and index is not None else None
+    split = _Split(load, parts) if parts else None
+    entries: dict[str, Entry] = {} if split is not None or not root else dict(load(root))
     for head, sub in by_head.items():
-        cur = entries.get(head)
+        cur = updates[head] if head in updates else \
+            split.get(head) if split is not None else entries.get(head)
         base = cur.oid if cur is not None and cur.kind == "dir" else None
         if base is None and all(v is None for v in sub.values()):
             continue
-        node = apply_changes(load, save, base, sub)
-        entries[head] = node.as_entry(cur.mtime_ns if cur is not None and cur.is_dir else 0)
-    node = encode_node(entries)
+        node = apply_changes(load, save, base, sub, index)
+        updates[head] = node.as_entry(cur.mtime_ns if cur is not None and cur.is_dir else 0)
+    if split is not None:
+        node = split.update(updates)
+    else:
+        for name, e in updates.items():
+            if e is None:
+                entries.pop(name, None)
+            else:
+                entries[name] = e
+        node = encode_node(entries)
     save(node)
     return node
+
+
+class _Split:
+    """A split directory being updated: parts are loaded only where names change."""
+
+    def __init__(self, load: Loader, parts: Sequence[Part]) -> None:
+        self.load, self.parts = load, parts
+        self.keys = [_sort_key(p.first) for p in parts]
+        self.loaded: dict[int, Mapping[str, Entry]] = {}
+
+    def _at(self, name: str) -> int:
+        return max(0, bisect.bisect_right(self.keys, _sort_key(name)) - 1)
+
+    def _part(self, i: int) -> Mapping[str, Entry]:
+        if i not in self.loaded:
+            self.loaded[i] = self.load(self.parts[i].oid)
+        return self.loaded[i]
+
+    def get(self, name: str) -> Entry | None:
+        return self._part(self._at(name)).get(name)
+
+    def update(self, updates: Mapping[str, Entry | None]) -> Node:
+        by_part: dict[int, dict[str, Entry | None]] = {}
+        for name, e in updates.items():
+            by_part.setdefault(self._at(name), {})[name] = e
+
+        def entries_of(i: int) -> dict[str, Entry]:
+            d = dict(self._part(i))
+            for n, e in by_part.get(i, {}).items():
+                if e is None:
+                    d.pop(n, None)
+                else:
+                    d[n] = e
+            return d
+
+        parts, i = self.parts, 0
+        out: list[Part] = []
+        new: list[Node] = []
+        for t in sorted(by_part):
+            if t < i:
+                continue  # taken into the window before
+            out.extend(parts[i:t])
+            # parts[t - 1] ends after a name that ends a part, so the window starts clean;
+            # it grows until it ends likewise (or at the last part)
+            window, end = entries_of(t), t + 1
+            names = sorted(window, key=_sort_key)
+            while end < len(parts) and not (names and _ends_part(names[-1])):
+                window.update(entries_of(end))
+                end += 1
+                names = sorted(window, key=_sort_key)
+            for run in _split(names):
+                node = _encode_leaf(run, window)
+                new.append(node)
+                out.append(_part(run, node))
+            i = end
+        out.extend(parts[i:])
+        if sum(p.entries for p in out) <= SPLIT_AT:  # small again: one plain node
+            whole: dict[str, Entry] = {}
+            for k in range(len(parts)):
+                whole.update(entries_of(k))
+            return encode_node(whole)
+        return _encode_index(out, tuple(new))
 
 
 def with_mtime(e: Entry, mtime_ns: int) -> Entry:

@@ -49,7 +49,7 @@ class Repo:
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
         root = ingest.build_tree(self.catalog.save_node, self.catalog.load_node,
-                                 base.root if base else None, changes)
+                                 base.root if base else None, changes, self.catalog.load_index)
         return self.catalog.commit_version(project, name, type_, root,
                                            base=base.version if base else None, **kw)
 

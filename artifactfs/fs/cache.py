@@ -6,7 +6,8 @@ What it holds, per store (the directory is named after the store URI by the call
   node object id (32 raw bytes) + entry name bytes, so a lookup is one B-tree get and a
   readdir is a cursor scan in name order; a node's whole table is written in one transaction
   together with its ``dirs`` marker, so a table is either complete or absent.  Cached forever:
-  an object id names its content.
+  an object id names its content.  A split directory's table is all its parts' entries under
+  the index node's id, and its ``dirs`` marker lists the parts (for the commit engine).
 * ``docs`` — small JSON documents with their own expiry logic in the caller (artifact version
   and alias lists, project/collection listings); they are only a head start after a restart.
 
@@ -32,16 +33,16 @@ import logging
 import marshal
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import lmdb
 
 from ..errors import IntegrityError
-from ..model import CHUNK_SIZE, Entry, RefInfo, decode_node
+from ..model import CHUNK_SIZE, Entry, Part, RefInfo, decode_index, decode_node, is_index
 
 log = logging.getLogger(__name__)
-SCHEMA = 1
+SCHEMA = 2  # 2: split directories (index nodes) record their parts
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as needed
 
 
@@ -217,8 +218,17 @@ class ManifestCache:
             v = txn.get(bytes.fromhex(oid))
         if v is None:
             return None
-        n, d = marshal.loads(v)
-        return int(n), int(d)
+        info = marshal.loads(v)
+        return int(info[0]), int(info[1])
+
+    def index(self, oid: str) -> tuple[bool, list[Part] | None]:
+        """(cached, parts): the parts of a cached split directory (``None``: a plain node)."""
+        with self.env.begin(db=self._dirs) as txn:
+            v = txn.get(bytes.fromhex(oid))
+        if v is None:
+            return False, None
+        info = marshal.loads(v)
+        return True, [Part(*p) for p in info[2]] if len(info) > 2 else None
 
     def entry(self, oid: str, name: bytes) -> Raw | None:
         """The packed entry ``name`` of a cached node (see :func:`entry_from_raw`)."""
@@ -249,13 +259,32 @@ class ManifestCache:
         return self.put_raw(oid, sorted((name_bytes(n), marshal.loads(pack_entry(e)))
                                         for n, e in entries.items()))
 
-    def put_node(self, oid: str, data: bytes) -> tuple[int, int]:
-        """Verify, decode and store an untrusted tree node (worker threads only)."""
-        return self.put_raw(oid, decode_raw(data, oid))
+    def put_node(self, oid: str, data: bytes,
+                 get_part: Callable[[str], bytes] | None = None) -> tuple[int, int]:
+        """Verify, decode and store an untrusted tree node (worker threads only).  A split
+        directory's parts are read with ``get_part`` (their bytes by object id)."""
+        if not is_index(data):
+            return self.put_raw(oid, decode_raw(data, oid))
+        parts = decode_index(data, oid)
+        pairs: list[tuple[bytes, Raw]] = []
+        for i, p in enumerate(parts):
+            if get_part is None:
+                raise IntegrityError(f"tree node {oid} is split, and its parts can not be read")
+            sub = decode_raw(get_part(p.oid), p.oid)  # a part is a plain node
+            hi = name_bytes(parts[i + 1].first) if i + 1 < len(parts) else None
+            if len(sub) != p.entries or sub[0][0] != name_bytes(p.first) \
+                    or (hi is not None and sub[-1][0] >= hi):
+                raise IntegrityError(f"part {p.oid} does not hold what its index says")
+            pairs.extend(sub)
+        return self.put_raw(oid, pairs, parts)
 
-    def put_raw(self, oid: str, pairs: list[tuple[bytes, Raw]]) -> tuple[int, int]:
+    def put_raw(self, oid: str, pairs: list[tuple[bytes, Raw]],
+                parts: list[Part] | None = None) -> tuple[int, int]:
         prefix = bytes.fromhex(oid)
         info = (len(pairs), sum(1 for _, r in pairs if r[0] == RAW_DIR))
+        marker = marshal.dumps(info if parts is None else
+                               (*info, [(p.first, p.oid, p.digest, p.entries, p.size, p.count)
+                                        for p in parts]))
         dumps = marshal.dumps
         items = [(prefix + n, dumps(r)) for n, r in pairs]
         for attempt in (0, 1):
@@ -264,7 +293,7 @@ class ManifestCache:
                     if txn.get(prefix, db=self._dirs) is None:
                         cur = txn.cursor(db=self._entries)
                         cur.putmulti(items, overwrite=True)
-                        txn.put(prefix, marshal.dumps(info), db=self._dirs)
+                        txn.put(prefix, marker, db=self._dirs)
                 return info
             except lmdb.MapFullError:
                 if attempt:

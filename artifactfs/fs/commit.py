@@ -137,6 +137,7 @@ def commit_draft(
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
     inputs: Iterable[str] = (), open_paths: Iterable[str] = (), wait: float = 0.0,
     progress: ingest.Progress | None = None, load: model.Loader | None = None,
+    index: model.Indexer | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Turn ``draft`` into the next version; returns ``(record, created)``.
 
@@ -144,7 +145,8 @@ def commit_draft(
     version.  ``open_paths``: files the caller knows are open for writing (besides those the
     draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
     ``description``/``metadata`` left as ``None`` keep the base's.  ``load``: where the tree
-    nodes on changed paths are read (default: the store, through the catalog).
+    nodes on changed paths are read (default: the store, through the catalog), ``index`` where the
+    parts of split directories are listed (likewise).
     """
     opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
     _freeze(draft, wait, open_paths)
@@ -155,7 +157,7 @@ def commit_draft(
             rec, created = recovered, True
         else:
             rec, created = _build(draft, repo, opts.type_, opts.aliases, opts.description,
-                                  opts.metadata, run_rec, progress, load)
+                                  opts.metadata, run_rec, progress, load, index)
         _checkpoint("version-created")
         area.discard(draft)
         return rec, created
@@ -233,12 +235,12 @@ def finish_draft(
 
 def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description: str,
            metadata: dict[str, Any], run: RunRecord | None,
-           progress: ingest.Progress | None, load: model.Loader | None = None
-           ) -> tuple[VersionRecord, bool]:
+           progress: ingest.Progress | None, load: model.Loader | None = None,
+           index: model.Indexer | None = None) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
     changes = _changes(draft, repo, progress)
     root = ingest.build_tree(cat.save_node, load or cat.load_node, base.root if base else None,
-                             changes)
+                             changes, index or cat.load_index)
     _checkpoint("trees-built")
     if base is not None and root.digest == base.digest:
         current = cat.get_version(m.project, m.name, base.version)[0]
@@ -343,6 +345,7 @@ def handle_request(
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
     writer: str = "local", load: model.Loader | None = None,
+    index: model.Indexer | None = None,
 ) -> dict[str, Any]:
     """Serve one control request for the caller ``peer_uid``; never raises for user errors.
 
@@ -350,7 +353,8 @@ def handle_request(
     the daemon show a new version at once; ``open_paths`` reports the draft's files the mount
     has open for writing that the draft does not track itself; ``writer`` names this node in
     distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts);
-    ``load`` is the commit engine's reader of tree nodes (see :func:`commit_draft`).
+    ``load`` and ``index`` are the commit engine's readers of tree nodes (see
+    :func:`commit_draft`).
     """
     try:
         op = request.get("op")
@@ -383,7 +387,7 @@ def handle_request(
             if distributed_draft:
                 rec, created = finish_draft(area, d, repo, writer, **kw)
             else:
-                rec, created = commit_draft(area, d, repo, **kw, load=load,
+                rec, created = commit_draft(area, d, repo, **kw, load=load, index=index,
                                             open_paths=open_paths(d) if open_paths else ())
             if on_commit is not None:
                 on_commit(rec, created)

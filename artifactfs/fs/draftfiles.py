@@ -28,13 +28,15 @@ import logging
 import os
 from collections.abc import Callable, ItemsView, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..errors import IntegrityError, NotFound, ReadOnly
+from ..catalog import node_bytes
+from ..errors import ReadOnly
 from ..fsutil import pwrite_all
-from ..model import Entry, Loader, object_key
+from ..model import Entry, Indexer, Loader, Part
 from ..store.base import Store
 from .cache import ManifestCache, entry_from_raw, name_bytes
 from .drafts import Draft, Info
@@ -115,11 +117,7 @@ def manifest_loader(manifest: ManifestCache, store: Store) -> Loader:
         if info is None:
             if trio.lowlevel.in_trio_task():
                 raise NeedNode(oid)
-            try:
-                data = store.get(object_key(oid))
-            except NotFound:
-                raise IntegrityError(f"tree node {oid} is missing from the store") from None
-            info = manifest.put_node(oid, data)
+            info = manifest.put_node(oid, node_bytes(store, oid), partial(node_bytes, store))
         return ManifestNode(manifest, oid, info[0])
     return load
 
@@ -134,6 +132,15 @@ def manifest_dicts(manifest: ManifestCache, fallback: Loader) -> Loader:
             return fallback(oid)
         return dict(ManifestNode(manifest, oid, info[0]).scan())
     return load
+
+
+def manifest_index(manifest: ManifestCache, fallback: Indexer) -> Indexer:
+    """The commit engine's view of split directories: their parts, from the manifest cache when
+    it has the node (no store read), else from ``fallback``."""
+    def index(oid: str) -> list[Part] | None:
+        cached, parts = manifest.index(oid)
+        return parts if cached else list(fallback(oid) or ()) or None
+    return index
 
 
 @dataclass(slots=True, eq=False)

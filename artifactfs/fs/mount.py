@@ -42,7 +42,7 @@ from . import commit, registry
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .control import ControlServer, Peer
-from .draftfiles import manifest_dicts, manifest_loader
+from .draftfiles import manifest_dicts, manifest_index, manifest_loader
 from .drafts import DraftArea
 from .namespace import Namespace
 from .ops import Operations
@@ -166,6 +166,7 @@ class Daemon:
             raise
         self.repo = Repo(self.store)
         self.nodes = manifest_dicts(self.manifest, self.repo.catalog.load_node)
+        self.node_index = manifest_index(self.manifest, self.repo.catalog.load_index)
         self.may_write = commit.writers_policy(cfg.projects)
         self.writer = writer_id(mid)
         self.ns = Namespace(Catalog(self.store), self.manifest, self.blobs, refresh=cfg.refresh,
@@ -218,7 +219,8 @@ class Daemon:
         reply, and a committed, upserted or discarded draft leaves the kernel's caches."""
         reply = await trio.to_thread.run_sync(functools.partial(
             commit.handle_request, req, peer.uid, self.area, self.repo,
-            may_write=self.may_write, writer=self.writer, load=self.nodes),
+            may_write=self.may_write, writer=self.writer, load=self.nodes,
+            index=self.node_index),
             limiter=self.commits)
         op = req.get("op")
         if reply.get("ok") and op in ("commit", "upsert", "draft.discard"):

@@ -37,12 +37,12 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn
 
 import trio
 
-from .. import model
-from ..catalog import Catalog
+from ..catalog import Catalog, node_bytes
 from ..errors import IntegrityError, NotFound, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
@@ -329,11 +329,7 @@ class Namespace:
         if self.manifest.dir_info(oid) is not None:
             return
         try:
-            data = self.store.get(model.object_key(oid))
-        except NotFound:
-            raise IntegrityError(f"tree node {oid} is missing from the store") from None
-        try:
-            self.manifest.put_node(oid, data)
+            self.manifest.put_node(oid, node_bytes(self.store, oid), partial(node_bytes, self.store))
         except IntegrityError as e:
             log.error("refusing tree node %s: %s", oid, e)
             raise

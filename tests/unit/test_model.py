@@ -136,3 +136,107 @@ def test_fast_encoder_equals_the_canonical_json(entries: dict[str, model.Entry])
     assert node.data == data
     assert node.digest == model.sha256_hex(cdata)
     assert model.decode_node(node.data, node.oid) == entries
+
+
+# --- split directories (index node over parts) ----------------------------------------------
+
+class SplitStore:
+    """Node objects in a dict, with the loader, indexer and saver the tree functions take."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    def save(self, node: model.Node) -> None:
+        for oid, data in model.node_objects(node):
+            self.objects[oid] = data
+
+    def load(self, oid: str) -> dict[str, model.Entry]:
+        data = self.objects[oid]
+        if model.is_index(data):
+            return model.merge_parts(model.decode_index(data, oid), self.load)
+        return model.decode_node(data, oid)
+
+    def index(self, oid: str) -> list[model.Part] | None:
+        data = self.objects[oid]
+        return model.decode_index(data, oid) if model.is_index(data) else None
+
+
+def _f(n: int) -> model.Entry:
+    return model.file_entry(n, model.sha256_hex(str(n).encode()))
+
+
+def _tiny_split():
+    from unittest import mock
+    return mock.patch.multiple(model, SPLIT_AT=8, PART_AVG=3)
+
+
+def test_big_directories_split_into_parts_deterministically():
+    entries = {f"f{i:05d}": _f(i) for i in range(3 * model.SPLIT_AT)}
+    node = model.encode_node(entries)
+    assert model.is_index(node.data) and len(node.index) > 3 and node.parts
+    assert sum(p.entries for p in node.index) == len(entries) and node.count == len(entries)
+    assert model.encode_node(dict(reversed(list(entries.items())))).oid == node.oid
+    s = SplitStore()
+    s.save(node)
+    assert s.load(node.oid) == entries
+    small = model.encode_node(dict(list(entries.items())[:model.SPLIT_AT]))
+    assert not model.is_index(small.data) and not small.parts
+    # the content digest ignores mtimes, as for plain nodes
+    stamped = {n: model.with_mtime(e, 123) for n, e in entries.items()}
+    assert model.encode_node(stamped).digest == node.digest != model.encode_node(stamped).oid
+
+
+def test_a_tampered_index_or_part_is_refused():
+    with _tiny_split():
+        node = model.encode_node({f"n{i}": _f(i) for i in range(20)})
+        s = SplitStore()
+        s.save(node)
+        first = node.index[0]
+        bad = node.data.replace(f'"t":{first.entries}'.encode(), f'"t":{first.entries + 1}'.encode(), 1)
+        with pytest.raises(IntegrityError):
+            model.decode_index(bad, node.oid)  # the id no longer matches
+        with pytest.raises(IntegrityError, match="does not hold"):
+            model.merge_parts(model.decode_index(bad), s.load)
+        swapped = model.decode_index(node.data)[::-1]
+        with pytest.raises(IntegrityError, match="out of order"):
+            model.decode_index(model._encode_index(swapped, ()).data)
+
+
+names = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
+files = st.integers(0, 50).map(_f)
+
+
+@settings(max_examples=200, deadline=None)
+@given(base=st.dictionaries(names, files, max_size=40),
+       sub=st.dictionaries(names, files, max_size=40),
+       changes=st.dictionaries(names, st.one_of(st.none(), files), max_size=8),
+       sub_changes=st.dictionaries(names, st.one_of(st.none(), files), max_size=8))
+def test_updating_a_split_directory_part_by_part_equals_encoding_it_whole(
+        base, sub, changes, sub_changes):
+    with _tiny_split():
+        s = SplitStore()
+        subnode = model.encode_node(sub)
+        s.save(subnode)
+        tree = dict(base)
+        tree["zz"] = subnode.as_entry()
+        root = model.encode_node(tree)
+        s.save(root)
+        all_changes = dict(changes)
+        all_changes.update({f"zz/{k}": v for k, v in sub_changes.items()})
+        got = model.apply_changes(s.load, s.save, root.oid, all_changes, s.index)
+        plain = model.apply_changes(s.load, s.save, root.oid, all_changes)  # whole nodes
+        want_sub = dict(sub)
+        for k, v in sub_changes.items():
+            if v is None:
+                want_sub.pop(k, None)
+            else:
+                want_sub[k] = v
+        want = dict(base)
+        want["zz"] = model.encode_node(want_sub).as_entry()
+        for k, v in changes.items():
+            if v is None:
+                want.pop(k, None)
+            else:
+                want[k] = v
+        assert got.oid == plain.oid == model.encode_node(want).oid
+        assert s.load(got.oid) == s.load(plain.oid)
