@@ -8,8 +8,11 @@ Prints markdown rows ``| metric | value | baseline | ratio |``:
   Two layouts: 50 directories of 1 000 files, and one flat directory of 50 000 files (whose
   one node must be re-encoded whole).  Medians of BENCH_TRIALS (3) commits;
 * ``cp`` of a 1 GiB file into a draft against ``cp`` of it to the local disk (same disk as the
-  drafts area), the source in the page cache, ``sync`` before each copy; medians of
-  BENCH_TRIALS interleaved copies, as throughput (higher is better).
+  drafts area; coreutils ``cp`` copies in the kernel with ``copy_file_range`` there), and
+  against a minimal pyfuse3 server that only ``pwrite`` into one local file (write-only
+  handles with ``direct_io``, like ours): the floor of the transport.  The source is in the
+  page cache, ``sync`` before each copy; medians of BENCH_TRIALS interleaved copies, as
+  throughput (higher is better).
 
 BENCH_SMALL=1 shrinks every size for a smoke run; BENCH_DIR picks the scratch disk.
 """
@@ -27,6 +30,61 @@ import time
 from benchlib import time_row
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+MINIMAL_WRITER = r'''
+import errno, os, stat, sys, pyfuse3, trio
+
+class Ops(pyfuse3.Operations):
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.size, self.fd = path, 0, None
+
+    def _attr(self, ino):
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = ino
+        a.st_mode = (stat.S_IFDIR | 0o755) if ino == pyfuse3.ROOT_INODE else (stat.S_IFREG | 0o644)
+        a.st_size = self.size if ino == 2 else 0
+        a.st_blksize = 1 << 20
+        a.entry_timeout = a.attr_timeout = 1
+        return a
+
+    async def getattr(self, ino, ctx=None):
+        return self._attr(ino)
+
+    async def lookup(self, parent, name, ctx=None):
+        if parent == pyfuse3.ROOT_INODE and name == b"data" and self.fd is not None:
+            return self._attr(2)
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    async def create(self, parent, name, mode, flags, ctx):
+        self.fd, self.size = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 0
+        return pyfuse3.FileInfo(fh=2, direct_io=True), self._attr(2)
+
+    async def write(self, fh, off, buf):
+        n = os.pwrite(self.fd, buf, off)
+        self.size = max(self.size, off + n)
+        return n
+
+    async def release(self, fh):
+        pass
+
+    async def unlink(self, parent, name, ctx):
+        os.close(self.fd)
+        self.fd = None
+        os.unlink(self.path)
+
+    async def opendir(self, ino, ctx):
+        return ino
+
+    async def readdir(self, fh, off, token):
+        pass
+
+pyfuse3.init(Ops(sys.argv[1]), sys.argv[2], {"fsname=minimal-writer"})
+try:
+    trio.run(pyfuse3.main)
+finally:
+    pyfuse3.close(unmount=True)
+'''
 
 SMALL = os.environ.get("BENCH_SMALL") == "1"
 FILES = 5000 if SMALL else 50_000
@@ -113,18 +171,37 @@ class Bench:
         os.makedirs(draft)
         local_dir = os.path.join(self.work, "local")
         os.makedirs(local_dir)
-        ours, local = [], []
-        for trial in range(TRIALS):
-            for dest, out in ((os.path.join(local_dir, f"c{trial}"), local),
-                              (os.path.join(draft, f"c{trial}"), ours)):
-                subprocess.run(["sync"], check=True)
-                t = time.perf_counter()
-                subprocess.run(["cp", src, dest], check=True)
-                out.append(BIG / (time.perf_counter() - t) / 1e6)
-                os.unlink(dest)
+        minimal_mp = os.path.join(self.work, "m-writer")
+        os.makedirs(minimal_mp)
+        server = os.path.join(self.work, "minimal_writer.py")
+        with open(server, "w") as f:
+            f.write(MINIMAL_WRITER)
+        proc = subprocess.Popen([sys.executable, server, os.path.join(local_dir, "minimal"),
+                                 minimal_mp])
+        try:
+            for _ in range(100):
+                if mounted(minimal_mp):
+                    break
+                time.sleep(0.1)
+            ours, local, minimal = [], [], []
+            for trial in range(TRIALS):
+                for dest, out in ((os.path.join(local_dir, f"c{trial}"), local),
+                                  (os.path.join(minimal_mp, "data"), minimal),
+                                  (os.path.join(draft, f"c{trial}"), ours)):
+                    subprocess.run(["sync"], check=True)
+                    t = time.perf_counter()
+                    subprocess.run(["cp", src, dest], check=True)
+                    out.append(BIG / (time.perf_counter() - t) / 1e6)
+                    os.unlink(dest)
+        finally:
+            subprocess.run(["fusermount3", "-u", "-z", minimal_mp], capture_output=True,
+                           check=False)
+            proc.wait(10)
         mib = BIG >> 20
         rate_row(f"cp of a {mib} MiB file into a draft (vs cp to local disk; higher is better)",
                  statistics.median(ours), statistics.median(local))
+        rate_row(f"cp of a {mib} MiB file into a draft (vs minimal pyfuse3 pwrite server, "
+                 "direct_io)", statistics.median(ours), statistics.median(minimal))
 
 
 def main() -> None:

@@ -260,17 +260,19 @@ class ManifestCache:
                                         for n, e in entries.items()))
 
     def put_node(self, oid: str, data: bytes,
-                 get_part: Callable[[str], bytes] | None = None) -> tuple[int, int]:
+                 get_parts: Callable[[list[str]], Iterable[bytes]] | None = None
+                 ) -> tuple[int, int]:
         """Verify, decode and store an untrusted tree node (worker threads only).  A split
-        directory's parts are read with ``get_part`` (their bytes by object id)."""
+        directory's parts are read with ``get_parts`` (their bytes, in order, by object id)."""
         if not is_index(data):
             return self.put_raw(oid, decode_raw(data, oid))
         parts = decode_index(data, oid)
+        if get_parts is None:
+            raise IntegrityError(f"tree node {oid} is split, and its parts can not be read")
         pairs: list[tuple[bytes, Raw]] = []
-        for i, p in enumerate(parts):
-            if get_part is None:
-                raise IntegrityError(f"tree node {oid} is split, and its parts can not be read")
-            sub = decode_raw(get_part(p.oid), p.oid)  # a part is a plain node
+        for i, (p, part_data) in enumerate(zip(parts, get_parts([p.oid for p in parts]),
+                                               strict=True)):
+            sub = decode_raw(part_data, p.oid)  # a part is a plain node
             hi = name_bytes(parts[i + 1].first) if i + 1 < len(parts) else None
             if len(sub) != p.entries or sub[0][0] != name_bytes(p.first) \
                     or (hi is not None and sub[-1][0] >= hi):

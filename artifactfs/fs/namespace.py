@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..catalog import Catalog, node_bytes
+from ..catalog import Catalog, node_bytes, nodes_bytes
 from ..errors import IntegrityError, NotFound, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
@@ -329,7 +329,7 @@ class Namespace:
         if self.manifest.dir_info(oid) is not None:
             return
         try:
-            self.manifest.put_node(oid, node_bytes(self.store, oid), partial(node_bytes, self.store))
+            self.manifest.put_node(oid, node_bytes(self.store, oid), partial(nodes_bytes, self.store))
         except IntegrityError as e:
             log.error("refusing tree node %s: %s", oid, e)
             raise

@@ -3,6 +3,7 @@ reference) on valid nodes, and refuses whatever the reference refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import marshal
 
@@ -92,3 +93,34 @@ def test_wrong_digest_and_bad_documents():
     for doc in (b"not json", b"[]", b'{"v":2,"e":[]}', b'{"v":1}'):
         with pytest.raises(IntegrityError):
             decode_raw(doc, model.sha256_hex(doc))
+
+
+def test_split_nodes_go_into_the_manifest_cache_whole_and_checked(tmp_path, monkeypatch):
+    from artifactfs.fs.cache import ManifestCache
+    monkeypatch.setattr(model, "SPLIT_AT", 8)
+    monkeypatch.setattr(model, "PART_AVG", 3)
+    entries = {f"n{i:03d}": model.file_entry(i, D) for i in range(40)}
+    node = model.encode_node(entries)
+    assert node.index and len(node.index) > 2
+    objects = dict(model.node_objects(node))
+    cache = ManifestCache(str(tmp_path / "m"))
+    try:
+        with pytest.raises(IntegrityError, match="split"):
+            cache.put_node(node.oid, node.data)  # its parts can not be read
+        assert cache.put_node(node.oid, node.data, lambda oids: [objects[o] for o in oids]) \
+            == (40, 0)
+        assert cache.index(node.oid) == (True, list(node.index))
+        assert cache.index(node.index[0].oid) == (False, None)  # parts are not cached alone
+        got = cache.entries(node.oid, None, 100)
+        assert [(n.decode(), entry_from_raw(r)) for n, r in got] == sorted(entries.items())
+        # a part that is not the one named, or an index that lies about a part, is refused
+        swapped = [objects[node.index[1].oid]] + [objects[p.oid] for p in node.index[1:]]
+        with pytest.raises(IntegrityError, match="does not match its digest"):
+            cache.put_node(node.oid, node.data, lambda oids: swapped)
+        lying = model._encode_index(
+            [dataclasses.replace(node.index[0], entries=node.index[0].entries + 1),
+             *node.index[1:]], ())
+        with pytest.raises(IntegrityError, match="does not hold"):
+            cache.put_node(lying.oid, lying.data, lambda oids: [objects[o] for o in oids])
+    finally:
+        cache.close()
