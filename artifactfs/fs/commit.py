@@ -25,9 +25,7 @@ Subtle parts:
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +34,6 @@ from typing import Any
 
 from .. import distributed, errors, ingest, model
 from ..catalog import RunRecord, VersionRecord
-from ..config import ProjectAccess
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
 from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
@@ -285,33 +282,6 @@ def error_reply(e: BaseException) -> dict[str, Any]:
     if isinstance(e, OSError) and e.strerror:
         msg = e.strerror + (f": {e.filename}" if e.filename else "")
     return {"ok": False, "error": msg, "kind": type(e).__name__, "errno": errors.errno_for(e)}
-
-
-def writers_policy(projects: Mapping[str, ProjectAccess]) -> MayWrite:
-    """SPEC §9 from the config: only ``writers`` (unix groups) may draft and commit; a project
-    with no ``writers`` list allows its ``readers`` (everyone when that is empty too)."""
-    def may_write(uid: int, project: str) -> bool:
-        acl = projects.get(project)
-        if uid == 0 or acl is None:
-            return True
-        allowed = acl.writers or acl.readers
-        return not allowed or bool(_groups(uid) & set(allowed))
-    return may_write
-
-
-def _groups(uid: int) -> set[str]:
-    try:
-        pw = pwd.getpwuid(uid)
-        gids = os.getgrouplist(pw.pw_name, pw.pw_gid)
-    except KeyError:
-        return set()
-    out = set()
-    for g in gids:
-        try:
-            out.add(grp.getgrgid(g).gr_name)
-        except KeyError:
-            continue
-    return out
 
 
 def new_draft_id() -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..catalog import node_bytes
+from ..catalog import node_bytes, nodes_bytes
 from ..errors import ReadOnly
 from ..fsutil import pwrite_all
 from ..model import Entry, Indexer, Loader, Part
@@ -117,7 +117,7 @@ def manifest_loader(manifest: ManifestCache, store: Store) -> Loader:
         if info is None:
             if trio.lowlevel.in_trio_task():
                 raise NeedNode(oid)
-            info = manifest.put_node(oid, node_bytes(store, oid), partial(node_bytes, store))
+            info = manifest.put_node(oid, node_bytes(store, oid), partial(nodes_bytes, store))
         return ManifestNode(manifest, oid, info[0])
     return load
 

@@ -39,6 +39,7 @@ from ..errors import ArtifactfsError, UsageError
 from ..repo import Repo
 from ..store import open_store
 from . import commit, registry
+from .access import Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .control import ControlServer, Peer
@@ -167,10 +168,12 @@ class Daemon:
         self.repo = Repo(self.store)
         self.nodes = manifest_dicts(self.manifest, self.repo.catalog.load_node)
         self.node_index = manifest_index(self.manifest, self.repo.catalog.load_index)
-        self.may_write = commit.writers_policy(cfg.projects)
+        self.access = Access(cfg.projects)
+        self.may_write = self.access.may_write
         self.writer = writer_id(mid)
         self.ns = Namespace(Catalog(self.store), self.manifest, self.blobs, refresh=cfg.refresh,
-                            invalidate=self._invalidate, area=self.area, may_write=self.may_write)
+                            invalidate=self._invalidate, area=self.area, may_write=self.may_write,
+                            access=self.access)
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])
         self.control.register("stats", self._stats)

@@ -43,9 +43,10 @@ from typing import Any, NoReturn
 import trio
 
 from ..catalog import Catalog, node_bytes, nodes_bytes
-from ..errors import IntegrityError, NotFound, ReadOnly
+from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
+from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
@@ -108,7 +109,8 @@ class Namespace:
                  refresh: float = 10.0, clock: Callable[[], float] = time.time,
                  invalidate: Callable[[int, bytes], None] | None = None,
                  uid: int | None = None, gid: int | None = None, threads: int = 8,
-                 area: DraftArea | None = None, may_write: MayWrite | None = None) -> None:
+                 area: DraftArea | None = None, may_write: MayWrite | None = None,
+                 access: Access | None = None) -> None:
         self.catalog = catalog
         self.store = catalog.store
         self.manifest = manifest
@@ -131,8 +133,14 @@ class Namespace:
             lambda ino, mode, size, mtime: Stat(ino, mode, size, mtime, IMMUTABLE, IMMUTABLE)
         self._negative: Any = None
         self.drafts = DraftOps(self, area, catalog, may_write)
+        self.acl = access
 
     # --- helpers ---------------------------------------------------------------------------
+    def _check_read(self, project: str, uid: int) -> None:
+        """SPEC §9: EACCES on a project directory for users outside its ``readers``."""
+        if self.acl is not None and not self.acl.may_read(uid, project):
+            raise PermissionDenied(f"you may not read project {project}")
+
     def node(self, ino: int) -> Inode:
         n = self.inodes.get(ino)
         if n is None:
@@ -163,6 +171,9 @@ class Namespace:
         if k in LEVELS:
             return Stat(n.ino, self.drafts.level_stat_mode(), 0, self.started_ns, DRAFT_TTL,
                         DRAFT_TTL)
+        if k == Kind.ARTIFACT and self.acl is not None and self.acl.restricted(n.project):
+            # every walk below a restricted project's artifacts asks lookup (reader check)
+            return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, 0.0, self.refresh)
         return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, self.refresh, self.refresh)
 
     def attrs(self, n: Inode) -> Any:
@@ -214,6 +225,8 @@ class Namespace:
                     self._negative = self.make_attrs(Stat(0, entry_timeout=IMMUTABLE))
                 return self._negative
             return self._hand_out(self._content(p, name, raw))
+        if k == Kind.PROJECT:
+            self._check_read(p.project, uid)
         child = await self._virtual_child(p, name)
         if child is None:
             raise NotFound(f"no such entry {name!r}")
@@ -397,6 +410,7 @@ class Namespace:
             snap = [p.encode() for p in (await self.lists.names("projects")).names]
             snap.append(b"drafts")
         elif n.kind == Kind.PROJECT:
+            self._check_read(n.project, uid)
             snap = [a.encode() for a in (await self.lists.names(f"collections:{n.project}")).names]
         elif n.kind == Kind.ARTIFACT:
             st = await self._state(n.project, n.name)
@@ -564,7 +578,9 @@ class Namespace:
         n = self.node(ino)
         if n.kind >= Kind.DRAFT_PROJECT or n.kind == Kind.DRAFTS:
             self.drafts.access(n, mode, uid)
-        elif mode & os.W_OK:
+        elif n.kind == Kind.PROJECT:
+            self._check_read(n.project, uid)
+        if n.kind < Kind.DRAFT_PROJECT and n.kind != Kind.DRAFTS and mode & os.W_OK:
             self.check_write(ino, "access")
 
     def stats(self) -> dict[str, object]:

@@ -401,6 +401,62 @@ def test_a_draft_belongs_to_its_creator(cli, mounter, trees, env):
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as other users")
+def test_only_readers_enter_a_restricted_project(cli, mounter, trees, env, tmp_path):
+    """SPEC §9 with real users from the user database: ``nobody`` is in the readers' group
+    (its primary group), ``daemon`` is not; a walk ``nobody`` cached does not let ``daemon``
+    in, and another project stays open to both."""
+    import grp
+    import pwd
+    try:
+        reader, outsider = pwd.getpwnam("nobody"), pwd.getpwnam("daemon")
+        readers_group = grp.getgrgid(reader.pw_gid).gr_name
+    except KeyError:
+        pytest.skip("needs the users nobody and daemon")
+    if readers_group in {grp.getgrgid(g).gr_name for g in
+                         os.getgrouplist(outsider.pw_name, outsider.pw_gid)}:
+        pytest.skip("daemon is in nobody's group here")
+    base, _, _ = trees
+    put(cli, base)
+    put(cli, base, "open/things")
+    config = Path(env["XDG_CONFIG_HOME"]) / "artifactfs" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[projects.vision]\nreaders = ["{readers_group}"]\n')
+    top = tempfile.mkdtemp(prefix="afs-readers-", dir="/tmp")
+    os.chmod(top, 0o755)
+    try:
+        m = mounter(os.path.join(top, "mnt"), "--allow-other")
+        readme = m.path("vision", "cats", "latest", "README")
+        probe = (f"import os, sys\n"
+                 f"out = []\n"
+                 f"for op in (lambda: os.listdir({m.path('vision')!r}),\n"
+                 f"           lambda: open({readme!r}).read(),\n"
+                 f"           lambda: os.listdir({m.path('open', 'things', 'v0')!r})):\n"
+                 f"    try:\n"
+                 f"        op()\n"
+                 f"        out.append('ok')\n"
+                 f"    except PermissionError:\n"
+                 f"        out.append('denied')\n"
+                 f"print(' '.join(out))\n")
+
+        def as_user(pw: Any) -> str:
+            r = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                                "--clear-groups", sys.executable, "-c", probe],
+                               env={"PATH": env["PATH"], "HOME": "/nonexistent"},
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+
+        assert as_user(reader) == "ok ok ok"
+        assert as_user(outsider) == "denied denied ok"  # right after the reader's walk
+        assert Path(readme).read_text() == (base / "README").read_text()  # root may
+    finally:
+        mp = os.path.join(top, "mnt")
+        if mounted(mp):
+            subprocess.run(["fusermount3", "-u", "-z", mp], check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_crashed_commit_leaves_no_version_and_can_be_rerun(cli, mounter, trees, env):
     base, _, _ = trees
     put(cli, base)

@@ -11,6 +11,7 @@ import pytest
 from opshelp import BIG, FS, Clock, Probe, Token
 
 from artifactfs.catalog import Catalog
+from artifactfs.fs.access import Access
 from artifactfs.fs.blobcache import BlobCache
 from artifactfs.fs.cache import ManifestCache
 from artifactfs.fs.draftfiles import manifest_loader
@@ -52,7 +53,8 @@ def make_fs(tmp_path: Any, repo: Repo) -> Iterator[Callable[..., FS]]:
 
     def make(remote: bool = False, refresh: float = 10.0, cache_size: int = 1 << 30,
              cache: str = "cache", timeout: float = 30.0, drafts: bool = False,
-             may_write: Callable[[int, str], bool] | None = None) -> FS:
+             may_write: Callable[[int, str], bool] | None = None,
+             access: Access | None = None) -> FS:
         store = Probe(repo.store, remote=remote)
         clock = Clock()
         manifest = ManifestCache(str(tmp_path / cache / "manifest"))
@@ -65,7 +67,7 @@ def make_fs(tmp_path: Any, repo: Repo) -> Iterator[Callable[..., FS]]:
                          blobs.copy_to) if drafts else None
         ns = Namespace(Catalog(store), manifest, blobs, refresh=refresh, clock=clock,
                        invalidate=lambda p, n: inval.append((p, n)), area=area,
-                       may_write=may_write)
+                       may_write=may_write, access=access)
         fs = FS(ns, Operations(ns), store, clock, manifest, blobs, inval, area)
         made.append(fs)
         return fs

@@ -193,3 +193,33 @@ async def rm_tree(fs: FS, k: Kernel, ino: int) -> None:
             await fs.ops.rmdir(ino, name, CTX)
         else:
             await fs.ops.unlink(ino, name, CTX)
+
+
+async def test_readers_of_a_project_and_everyone_else(make_fs, repo, source):
+    """SPEC §9: users outside a project's readers get EACCES on its directory (lookup, listing,
+    access); its artifact directories are looked up on every walk so no cached entry lets
+    them in; writers may read; other projects are open."""
+    from artifactfs.config import ProjectAccess
+    from artifactfs.fs.access import Access
+    put(repo, source)
+    put(repo, source, "open/things")
+    groups = {1000: frozenset({"ml"}), 2000: frozenset({"other"}), 3000: frozenset({"admins"})}
+    acl = Access({"vision": ProjectAccess(readers=("ml",), writers=("admins",))},
+                 groups=lambda uid: groups.get(uid, frozenset()))
+    fs = make_fs(drafts=True, access=acl, may_write=acl.may_write)
+    ops = fs.ops
+    project = await ops.lookup(pyfuse3.ROOT_INODE, b"vision", ctx(2000))  # seeing it is fine
+    for uid in (0, 1000, 3000):
+        cats = await ops.lookup(project.st_ino, b"cats", ctx(uid))
+        assert cats.entry_timeout == 0  # restricted: every walk asks again
+        await ops.releasedir(await ops.opendir(project.st_ino, ctx(uid)))
+        assert await ops.access(project.st_ino, os.R_OK | os.X_OK, ctx(uid))
+    for call in (ops.lookup(project.st_ino, b"cats", ctx(2000)),
+                 ops.opendir(project.st_ino, ctx(2000)),
+                 ops.access(project.st_ino, os.X_OK, ctx(2000))):
+        assert await errno_of(call) == errno.EACCES
+    other = await ops.lookup(pyfuse3.ROOT_INODE, b"open", ctx(2000))
+    things = await ops.lookup(other.st_ino, b"things", ctx(2000))
+    assert things.entry_timeout > 0  # an open project keeps the usual timeouts
+    assert acl.may_write(3000, "vision") and not acl.may_write(1000, "vision")
+    assert acl.may_write(2000, "open")

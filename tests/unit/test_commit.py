@@ -27,7 +27,8 @@ from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
 from artifactfs.fs import commit as commit_mod
 from artifactfs.fs import registry
-from artifactfs.fs.commit import commit_draft, handle_request, writers_policy
+from artifactfs.fs.access import Access
+from artifactfs.fs.commit import commit_draft, handle_request
 from artifactfs.fs.drafts import Draft, DraftArea, store_copier
 from artifactfs.names import Ref
 from artifactfs.repo import Repo
@@ -386,11 +387,23 @@ def test_another_uid_is_denied_a_draft(env: Env) -> None:
         d.check_access(other)
 
 
-def test_writers_policy() -> None:
+def test_access_policy_from_the_user_database() -> None:
     from artifactfs.config import ProjectAccess
-    may = writers_policy({"locked": ProjectAccess(writers=("no-such-group-xyz",))})
-    assert may(UID, "open") and may(0, "locked")
-    assert not may(UID, "locked") or UID == 0
+    acl = Access({"locked": ProjectAccess(writers=("no-such-group-xyz",)),
+                  "hidden": ProjectAccess(readers=("no-such-group-xyz",))})
+    assert acl.may_write(UID, "open") and acl.may_write(0, "locked")
+    assert not acl.may_write(UID, "locked") or UID == 0
+    assert acl.may_read(UID, "locked")  # no readers list: open to all
+    assert not acl.may_read(UID, "hidden") or UID == 0
+    assert acl.restricted("hidden") and not acl.restricted("locked")
+    calls: list[int] = []
+    now = [0.0]
+    cached = Access({}, groups=lambda uid: calls.append(uid) or frozenset(), clock=lambda: now[0])
+    cached.groups(5)
+    cached.groups(5)
+    now[0] = 11.0
+    cached.groups(5)
+    assert calls == [5, 5]  # asked once per 10 s per uid
 
 
 # --- random operations on a draft and on a plain directory, compared ------------------------
