@@ -457,6 +457,41 @@ def test_only_readers_enter_a_restricted_project(cli, mounter, trees, env, tmp_p
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_a_full_disk_fails_the_writer_and_loses_nothing(cli, mounter, trees, tmp_path):
+    """The drafts area fills up during a cp: cp fails with ENOSPC, the daemon stays up, the
+    draft keeps its other files, and once space is freed the commit works."""
+    base, _, _ = trees
+    put(cli, base)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(small)], check=True)
+    m = mounter(start=False)
+    try:
+        m.cache = str(small / "cache")
+        m.start()
+        draft = Path(m.path("drafts", "vision", "cats", "full"))
+        draft.mkdir()
+        (draft / "keep.txt").write_text("kept\n")
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(40 << 20))
+        r = subprocess.run(["cp", str(big), str(draft / "big.bin")], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode != 0 and "No space left" in r.stderr, r.stderr
+        assert pid_alive(m.pid)
+        (draft / "big.bin").unlink()
+        (draft / "after.txt").write_text("after\n")
+        assert cli("commit", str(draft)).stdout.split()[-1] == "vision/cats:v1"
+        v1 = Path(m.path("vision", "cats", "v1"))
+        assert (v1 / "keep.txt").read_text() == "kept\n"
+        assert (v1 / "after.txt").read_text() == "after\n"
+        assert not (v1 / "big.bin").exists()
+        assert (v1 / "README").read_text() == (base / "README").read_text()
+    finally:
+        m.cleanup()
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
 def test_a_crashed_commit_leaves_no_version_and_can_be_rerun(cli, mounter, trees, env):
     base, _, _ = trees
     put(cli, base)
