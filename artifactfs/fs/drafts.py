@@ -6,8 +6,9 @@ whose ``over`` maps names to replacement nodes or to ``None`` (a whiteout).  A n
 are served from the base version without being copied or even listed.  Renaming a base
 directory moves its node, which still points at the base subtree: no byte is copied and the
 commit reuses the base entries (:meth:`Draft.plan`).  Paths are relative to the draft root
-(``""`` is the root).  This module owns the tree's file-system meaning (:class:`Draft`) and
-the drafts area (:class:`DraftArea`); the journal and snapshot are ``fs/journal.py``'s.
+(``""`` is the root).  This module owns one draft: its identity (:class:`DraftMeta`, the
+``meta.json`` document) and its tree's file-system meaning (:class:`Draft`).  The set of drafts
+of a mount is ``fs/draftarea.py``'s; the journal and snapshot are ``fs/journal.py``'s.
 
 Subtle parts:
 
@@ -25,31 +26,28 @@ Subtle parts:
   size and mtime are untouched the commit reuses the base entry instead of re-hashing it.
 * Errors are ``OSError`` with the errno Linux gives for the same call on a local disk, checked
   in the kernel's order; a frozen draft (being committed) refuses changes with ``Busy``.
+* ``DraftArea`` and ``store_copier`` live in ``fs/draftarea.py`` but are still importable from
+  here: a lazy module ``__getattr__`` re-exports them, since ``fs/draftarea.py`` imports this
+  module and an import at load time would be a cycle.
 """
 from __future__ import annotations
 
-import builtins
 import errno
-import fcntl
 import hashlib
-import logging
 import os
-import shutil
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .. import fetch, model
-from ..catalog import VersionRecord, now_iso
-from ..errors import AlreadyExists, Busy, IntegrityError, NotFound, PermissionDenied
+from .. import model
+from ..catalog import VersionRecord
+from ..errors import Busy, IntegrityError, NotFound, PermissionDenied
 from ..fsutil import fsync_dir
 from ..ingest import Source
-from ..names import check_name, check_project
-from ..store.base import Store
 from .journal import Journal, Record, apply, node_json, read_json, write_json_atomic
 from .overlay import (
     DirNode,
@@ -66,17 +64,9 @@ from .overlay import (
     wrap,
 )
 
-log = logging.getLogger(__name__)
 CopyBase = Callable[[model.Entry, str], None]  # write an entry's verified bytes to a path
 FORMAT = 1
 MIN_COMPACT = 4096  # compact once the journal has max(this, nodes in the snapshot) records
-
-
-def store_copier(store: Store) -> CopyBase:
-    """Copy-up from the store itself (verified); the mount passes a blob-cache backed one."""
-    def copy(entry: model.Entry, dest: str) -> None:
-        fetch.download_file(store, entry, dest)
-    return copy
 
 
 def root_entry(rec: VersionRecord) -> model.Entry:
@@ -236,6 +226,17 @@ class Draft:
         with self._lock:
             self._journal.close()
             self._root = None
+
+    def retire(self, trash: str) -> None:
+        """Move the draft's directory to ``trash`` (the area's discard) and mark it gone.
+
+        Under the draft's lock, so no change lands half in the moved directory; later calls
+        raise ``NotFound``, while open staging files keep working."""
+        with self._lock:
+            os.rename(self.dir, trash)
+            fsync_dir(os.path.dirname(self.dir))
+            self.close()
+            self._gone = True
 
     # --- path resolution over base + overlay -----------------------------------------------
     def _child(self, d: DirNode, name: str) -> Node | None:
@@ -638,124 +639,15 @@ class Draft:
         return doc if isinstance(doc, dict) else None
 
 
-class DraftArea:
-    """All drafts of one node, under ``root`` (mode 0700): ``root/PROJECT/NAME/ID/``.
-
-    One process at a time (an flock on ``root/.lock``).  Creation builds the draft in a temp
-    directory and renames it into place; discarding renames it into ``.trash`` first, so a
-    crash leaves a whole draft or none.  Empty ``PROJECT``/``NAME`` directories may exist
-    (``mkdir -p``) and hold only drafts.
-    """
-
-    def __init__(self, root: str, load: model.Loader, copy_base: CopyBase) -> None:
-        self.root = os.path.abspath(root)
-        self._load, self._copy_base = load, copy_base
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
-        self._lockfd = os.open(os.path.join(self.root, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lockfd)
-            raise Busy(f"drafts area {self.root} is in use by another process") from None
-        self._lock = threading.Lock()
-        self._trash = os.path.join(self.root, ".trash")
-        shutil.rmtree(self._trash, ignore_errors=True)
-        for e in os.scandir(self.root):
-            if e.name.startswith(".tmp-"):
-                shutil.rmtree(e.path, ignore_errors=True)
-        os.makedirs(self._trash, mode=0o700, exist_ok=True)
-        self._drafts: dict[tuple[str, str, str], Draft] = {}
-        for p in self._scan_dirs(self.root):
-            for n in self._scan_dirs(os.path.join(self.root, p)):
-                for i in self._scan_dirs(os.path.join(self.root, p, n)):
-                    d = os.path.join(self.root, p, n, i)
-                    try:
-                        meta = DraftMeta.from_json(read_json(os.path.join(d, "meta.json")))
-                    except (OSError, ValueError, KeyError, IntegrityError) as e:
-                        log.error("ignoring unreadable draft %s: %s", d, e)
-                        continue
-                    self._drafts[(p, n, i)] = Draft(d, meta, load, copy_base)
-
-    @staticmethod
-    def _scan_dirs(path: str) -> builtins.list[str]:
-        return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-
-    def close(self) -> None:
-        with self._lock:
-            for d in self._drafts.values():
-                d.close()
-            os.close(self._lockfd)
-
-    def create(self, project: str, name: str, draft_id: str, owner: int,
-               base: VersionRecord | None) -> Draft:
-        """A new draft of ``project/name`` based on ``base`` (None: empty)."""
-        check_project(project)
-        check_name(name, "artifact name")
-        check_name(draft_id, "draft id")
-        meta = DraftMeta(project, name, draft_id, owner, now_iso(), base)
-        with self._lock:
-            if (project, name, draft_id) in self._drafts:
-                raise AlreadyExists(f"draft {meta.label} already exists")
-            tmp = os.path.join(self.root, f".tmp-{os.urandom(8).hex()}")
-            os.mkdir(tmp, 0o700)
-            os.mkdir(os.path.join(tmp, "files"), 0o700)
-            write_json_atomic(os.path.join(tmp, "meta.json"), meta.to_json())
-            parent = os.path.join(self.root, project, name)
-            os.makedirs(parent, mode=0o700, exist_ok=True)
-            final = os.path.join(parent, draft_id)
-            os.rename(tmp, final)
-            fsync_dir(parent)
-            d = self._drafts[(project, name, draft_id)] = Draft(
-                final, meta, self._load, self._copy_base)
-            return d
-
-    def get(self, project: str, name: str, draft_id: str) -> Draft:
-        with self._lock:
-            d = self._drafts.get((project, name, draft_id))
-        if d is None:
-            raise NotFound(f"no draft {project}/{name}/{draft_id}")
-        return d
-
-    def list(self, owner: int | None = None) -> builtins.list[Draft]:
-        """Every draft (of ``owner`` when given), sorted by label."""
-        with self._lock:
-            ds = sorted(self._drafts.values(), key=lambda d: d.label)
-        return [d for d in ds if owner is None or d.meta.owner == owner]
-
-    def children(self, project: str | None = None, name: str | None = None) -> builtins.list[str]:
-        """Names in ``drafts/``, ``drafts/PROJECT/`` or ``drafts/PROJECT/NAME/``."""
-        path = os.path.join(self.root, *(x for x in (project, name) if x is not None))
-        try:
-            return self._scan_dirs(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise oserror(errno.ENOENT, path) from None
-
-    def make_dir(self, project: str, name: str | None = None) -> None:
-        """``mkdir drafts/PROJECT`` or ``drafts/PROJECT/NAME`` (a place for drafts only)."""
-        check_project(project)
-        if name is not None:
-            check_name(name, "artifact name")
-        path = os.path.join(self.root, project, *(() if name is None else (name,)))
-        if os.path.isdir(path):
-            raise oserror(errno.EEXIST, path)
-        os.makedirs(path, mode=0o700)
-
-    def remove_dir(self, project: str, name: str | None = None) -> None:
-        """``rmdir`` of an intermediate directory: ENOTEMPTY while it holds drafts."""
-        path = os.path.join(self.root, project, *(() if name is None else (name,)))
-        os.rmdir(path)
-
-    def discard(self, draft: Draft) -> None:
-        """Remove a draft and its staging files (open handles keep working)."""
-        m = draft.meta
-        with self._lock:
-            if self._drafts.get((m.project, m.name, m.id)) is not draft:
-                raise NotFound(f"no draft {draft.label}")
-            with draft._lock:
-                trash = os.path.join(self._trash, os.urandom(8).hex())
-                os.rename(draft.dir, trash)
-                fsync_dir(os.path.dirname(draft.dir))
-                draft.close()
-                draft._gone = True
-                del self._drafts[(m.project, m.name, m.id)]
-        shutil.rmtree(trash, ignore_errors=True)
+# --- moved to fs/draftarea.py, still importable from here ------------------------------------
+if TYPE_CHECKING:
+    from .draftarea import DraftArea as DraftArea
+    from .draftarea import store_copier as store_copier
+else:
+    def __getattr__(name: str) -> Any:
+        """Import ``DraftArea``/``store_copier`` on first use: fs/draftarea.py imports this
+        module, so a plain import here would be a cycle."""
+        if name in ("DraftArea", "store_copier"):
+            from . import draftarea
+            return getattr(draftarea, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
