@@ -248,7 +248,10 @@ class DraftFiles:
             dn.idle = trio.Event()
             self.writing.add(dn)
         dn.pending += 1
-        await dn.queue.send((h.fd, off, buf))
+        try:
+            dn.queue.send_nowait((h.fd, off, buf))  # no schedule point when there is room
+        except trio.WouldBlock:
+            await dn.queue.send((h.fd, off, buf))
         return len(buf)
 
     async def _write_behind(self, dn: DNode,

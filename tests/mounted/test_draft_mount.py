@@ -254,8 +254,11 @@ def test_draft_cli_on_a_ref_list_discard_and_errors(cli, mounter, trees, tmp_pat
     path = cli("draft", "vision/cats:v0", "--id", "x", "--mount", m.mp).stdout.strip()
     assert path == m.path("drafts", "vision", "cats", "x")
     assert sorted(os.listdir(path)) == sorted(os.listdir(base))  # based on v0, not latest
-    rows = json.loads(cli("draft", "list", "--json").stdout)
-    assert [(r["path"], r["base"]) for r in rows] == [(path, "vision/cats:v0")]
+    def mine() -> list[dict[str, Any]]:  # draft list shows every mount of the node
+        rows = json.loads(cli("draft", "list", "--json").stdout)
+        return [r for r in rows if r["path"].startswith(m.mp + os.sep)]
+
+    assert [(r["path"], r["base"]) for r in mine()] == [(path, "vision/cats:v0")]
     r = cli("commit", path)  # content equal to the base: no version, the base is printed
     assert r.stdout.splitlines()[-1] == "vision/cats:v0" and "unchanged" in r.stderr
     assert not os.path.exists(path)
@@ -269,7 +272,7 @@ def test_draft_cli_on_a_ref_list_discard_and_errors(cli, mounter, trees, tmp_pat
     with open(os.path.join(z, "f"), "w") as f:
         f.write("x")
     sh(["rm", "-r", z], m.mp)  # rm -r discards
-    assert json.loads(cli("draft", "list", "--json").stdout) == []
+    assert mine() == []
     os.makedirs(m.path("drafts", "vision", "newart", "n"))  # a new artifact: empty draft
     assert os.listdir(m.path("drafts", "vision", "newart", "n")) == []
     with open(m.path("drafts", "vision", "newart", "n", "a"), "w") as f:
