@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from . import model, refs
+from . import model, refs, tree
 from .errors import IntegrityError, NotFound, UsageError
 from .store.base import Store
 
@@ -102,7 +102,7 @@ def download_file(store: Store, entry: model.Entry, dest: str, progress: Progres
 
 def select(load: model.Loader, root_oid: str, path_prefix: str | None) -> Iterator[tuple[str, model.Entry]]:
     """Entries of a version whose path starts with ``path_prefix`` (a string prefix, as in W&B)."""
-    for path, e in model.walk(load, root_oid):
+    for path, e in tree.walk(load, root_oid):
         if not path_prefix or path.startswith(path_prefix) or (
                 e.kind == "dir" and path_prefix.startswith(path + "/")):
             yield path, e

@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .errors import IntegrityError, InvalidName
@@ -249,8 +249,15 @@ def _canon(obj: Any) -> bytes:
         "utf-8", "surrogateescape")
 
 
-def _sort_key(name: str) -> bytes:
+def sort_key(name: str) -> bytes:
+    """Names sort by their UTF-8 bytes (the canonical order of entries)."""
     return name.encode("utf-8", "surrogateescape")
+
+
+
+def same_content(a: Entry, b: Entry) -> bool:
+    """Whether two entries have the same content (mtimes and node ids aside)."""
+    return _entry_dict(a, True) == _entry_dict(b, True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +322,7 @@ def encode_node(entries: Mapping[str, Entry]) -> Node:
     """Canonically encode one directory's entries; computes both digests and totals.
 
     More than :data:`SPLIT_AT` entries give an index node whose parts come with it."""
-    names = sorted(entries, key=_sort_key)
+    names = sorted(entries, key=sort_key)
     if len(names) <= SPLIT_AT:
         return _encode_leaf(names, entries)
     runs = _split(names)
@@ -324,7 +331,7 @@ def encode_node(entries: Mapping[str, Entry]) -> Node:
 
 
 def _ends_part(name: str) -> bool:
-    h = hashlib.sha256(_sort_key(name)).digest()
+    h = hashlib.sha256(sort_key(name)).digest()
     return int.from_bytes(h[:4], "big") % PART_AVG == 0
 
 
@@ -394,16 +401,23 @@ def _encode_leaf(names: Sequence[str], entries: Mapping[str, Entry]) -> Node:
 EMPTY_NODE = encode_node({})
 
 
-def decode_node(data: bytes, oid: str | None = None) -> dict[str, Entry]:
-    """Decode (and, given ``oid``, verify) a node from untrusted bytes."""
+def _node_doc(data: bytes, oid: str | None, key: str) -> dict[str, Any]:
+    """Verify ``data`` against ``oid`` (if given) and parse it as a version-1 node whose list
+    is under ``key`` (``e``: entries, ``p``: parts of an index node)."""
     if oid is not None and sha256_hex(data) != oid:
         raise IntegrityError(f"tree node {oid} does not match its digest")
     try:
         doc = json.loads(data.decode("utf-8", "surrogateescape"))
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad(str(e)) from None
-    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("e"), list):
-        raise _bad("not a version-1 node")
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get(key), list):
+        raise _bad("not a version-1 node" if key == "e" else "not a version-1 index node")
+    return doc
+
+
+def decode_node(data: bytes, oid: str | None = None) -> dict[str, Entry]:
+    """Decode (and, given ``oid``, verify) a node from untrusted bytes."""
+    doc = _node_doc(data, oid, "e")
     out: dict[str, Entry] = {}
     for item in doc["e"]:
         if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str):
@@ -426,15 +440,9 @@ def is_index(data: bytes) -> bool:
 
 def decode_index(data: bytes, oid: str | None = None) -> list[Part]:
     """Decode (and, given ``oid``, verify) an index node from untrusted bytes."""
-    if oid is not None and sha256_hex(data) != oid:
-        raise IntegrityError(f"tree node {oid} does not match its digest")
-    try:
-        doc = json.loads(data.decode("utf-8", "surrogateescape"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _bad(str(e)) from None
-    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("p"), list) \
-            or not doc["p"]:
-        raise _bad("not a version-1 index node")
+    doc = _node_doc(data, oid, "p")
+    if not doc["p"]:
+        raise _bad("an index node without parts")
     out: list[Part] = []
     for item in doc["p"]:
         if not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str) \
@@ -447,7 +455,7 @@ def decode_index(data: bytes, oid: str | None = None) -> list[Part]:
         d = item[1]
         part = Part(item[0], _digest(d, "o"), _digest(d, "d"), _int(d, "t"), _int(d, "s"),
                     _int(d, "n"))
-        if part.entries < 1 or (out and _sort_key(out[-1].first) >= _sort_key(part.first)):
+        if part.entries < 1 or (out and sort_key(out[-1].first) >= sort_key(part.first)):
             raise _bad("parts out of order")
         out.append(part)
     return out
@@ -458,91 +466,20 @@ def merge_parts(parts: Sequence[Part], load_part: Loader) -> dict[str, Entry]:
     out: dict[str, Entry] = {}
     for i, p in enumerate(parts):
         sub = load_part(p.oid)
-        lo = _sort_key(p.first)
-        hi = _sort_key(parts[i + 1].first) if i + 1 < len(parts) else None
-        keys = sorted(_sort_key(n) for n in sub)
+        lo = sort_key(p.first)
+        hi = sort_key(parts[i + 1].first) if i + 1 < len(parts) else None
+        keys = sorted(sort_key(n) for n in sub)
         if len(keys) != p.entries or keys[0] != lo or (hi is not None and keys[-1] >= hi):
             raise _bad(f"part {p.oid} does not hold what its index says")
         out.update(sub)
     return out
 
 
-# --- walking, diffing and path-copying updates over a loader -------------------------------
+# --- path-copying updates over a loader (walking and diffing: tree.py) --------------------
 
 Loader = Callable[[str], Mapping[str, Entry]]  # node oid -> entries
 Saver = Callable[[Node], None]  # stores node_objects(node)
 Indexer = Callable[[str], Sequence[Part] | None]  # node oid -> its parts (None: not split)
-
-
-def walk(load: Loader, oid: str, prefix: str = "") -> Iterator[tuple[str, Entry]]:
-    """Depth-first (path, entry) for every entry below node ``oid``; dirs before contents."""
-    for name, e in sorted(load(oid).items(), key=lambda kv: _sort_key(kv[0])):
-        path = f"{prefix}{name}"
-        yield path, e
-        if e.kind == "dir":
-            yield from walk(load, e.oid, path + "/")
-
-
-def lookup(load: Loader, root: str, path: str) -> Entry | None:
-    """The entry at ``path`` below root node ``root`` (``None`` if absent)."""
-    entries = load(root)
-    parts = path.split("/")
-    for i, part in enumerate(parts):
-        e = entries.get(part)
-        if e is None:
-            return None
-        if i == len(parts) - 1:
-            return e
-        if e.kind != "dir":
-            return None
-        entries = load(e.oid)
-    return None
-
-
-@dataclass
-class Diff:
-    added: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-
-
-def _same_content(a: Entry, b: Entry) -> bool:
-    return _entry_dict(a, True) == _entry_dict(b, True)
-
-
-def diff(load: Loader, old: str, new: str, prefix: str = "", out: Diff | None = None) -> Diff:
-    """Files (and symlinks, refs, empty dirs) added, removed and changed from ``old`` to ``new``.
-
-    Subtrees with equal content digests are skipped, so the cost follows the change.
-    """
-    out = out if out is not None else Diff()
-    a, b = load(old), load(new)
-    for name in sorted(set(a) | set(b), key=_sort_key):
-        ea, eb, path = a.get(name), b.get(name), prefix + name
-        if ea is not None and eb is not None and _same_content(ea, eb):
-            continue
-        if ea is not None and eb is not None and ea.kind == "dir" and eb.kind == "dir":
-            diff(load, ea.oid, eb.oid, path + "/", out)
-            continue
-        if ea is not None and eb is not None and ea.kind != "dir" and eb.kind != "dir":
-            out.changed.append(path)
-            continue
-        if ea is not None:
-            _leaves(load, ea, path, out.removed)
-        if eb is not None:
-            _leaves(load, eb, path, out.added)
-    return out
-
-
-def _leaves(load: Loader, e: Entry, path: str, acc: list[str]) -> None:
-    if e.kind != "dir":
-        acc.append(path)
-        return
-    sub = load(e.oid)
-    if not sub:
-        acc.append(path + "/")
-    for name, child in sorted(sub.items(), key=lambda kv: _sort_key(kv[0])):
-        _leaves(load, child, f"{path}/{name}", acc)
 
 
 def apply_changes(
@@ -594,11 +531,11 @@ class _Split:
 
     def __init__(self, load: Loader, parts: Sequence[Part]) -> None:
         self.load, self.parts = load, parts
-        self.keys = [_sort_key(p.first) for p in parts]
+        self.keys = [sort_key(p.first) for p in parts]
         self.loaded: dict[int, Mapping[str, Entry]] = {}
 
     def _at(self, name: str) -> int:
-        return max(0, bisect.bisect_right(self.keys, _sort_key(name)) - 1)
+        return max(0, bisect.bisect_right(self.keys, sort_key(name)) - 1)
 
     def _part(self, i: int) -> Mapping[str, Entry]:
         if i not in self.loaded:
@@ -632,11 +569,11 @@ class _Split:
             # parts[t - 1] ends after a name that ends a part, so the window starts clean;
             # it grows until it ends likewise (or at the last part)
             window, end = entries_of(t), t + 1
-            names = sorted(window, key=_sort_key)
+            names = sorted(window, key=sort_key)
             while end < len(parts) and not (names and _ends_part(names[-1])):
                 window.update(entries_of(end))
                 end += 1
-                names = sorted(window, key=_sort_key)
+                names = sorted(window, key=sort_key)
             for run in _split(names):
                 node = _encode_leaf(run, window)
                 new.append(node)

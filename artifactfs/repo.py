@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from . import fetch, ingest, model
+from . import fetch, ingest, model, tree
 from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
@@ -84,12 +84,12 @@ class Repo:
 
     def entries(self, rec: VersionRecord) -> Iterator[tuple[str, model.Entry]]:
         """Every non-directory entry (and empty directory) of a version, in path order."""
-        for path, e in model.walk(self.catalog.load_node, rec.root):
+        for path, e in tree.walk(self.catalog.load_node, rec.root):
             if e.kind != "dir" or (e.count == 0 and not self.catalog.load_node(e.oid)):
                 yield path, e
 
     def entry(self, rec: VersionRecord, path: str) -> model.Entry | None:
-        return model.lookup(self.catalog.load_node, rec.root, path.strip("/"))
+        return tree.lookup(self.catalog.load_node, rec.root, path.strip("/"))
 
     def download(self, rec: VersionRecord, root: str, path_prefix: str | None = None,
                  progress: ingest.Progress | None = None) -> int:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifactfs import model
+from artifactfs import model, tree
 from artifactfs.errors import IntegrityError, InvalidName
 
 
@@ -75,11 +75,11 @@ def test_apply_changes_rewrites_only_changed_paths_and_diff_follows() -> None:
                                                          "g.txt": f(b"g")})
     written = set(m.nodes) - before
     assert len(written) == 3  # a/b, a and the root; e/ is gone, nothing else rewritten
-    d = model.diff(m.load, root.oid, new.oid)
+    d = tree.diff(m.load, root.oid, new.oid)
     assert d.changed == ["a/b/c.txt"] and d.added == ["g.txt"] and d.removed == ["e/f.txt"]
-    assert model.lookup(m.load, new.oid, "a/d.txt") == f(b"d")
-    assert model.lookup(m.load, new.oid, "e/f.txt") is None
-    assert [p for p, _ in model.walk(m.load, new.oid)] == [
+    assert tree.lookup(m.load, new.oid, "a/d.txt") == f(b"d")
+    assert tree.lookup(m.load, new.oid, "e/f.txt") is None
+    assert [p for p, _ in tree.walk(m.load, new.oid)] == [
         "a", "a/b", "a/b/c.txt", "a/d.txt", "e", "empty", "g.txt"]
 
 
@@ -106,7 +106,7 @@ def test_digest_depends_only_on_content(files: dict[str, bytes]) -> None:
     b = model.apply_changes(m2.load, m2.save, None,
                             {p: f(d, mtime=7) for p, d in reversed(list(keep.items()))})
     assert a.digest == b.digest
-    assert {p for p, e in model.walk(m1.load, a.oid) if e.kind == "file"} == set(keep)
+    assert {p for p, e in tree.walk(m1.load, a.oid) if e.kind == "file"} == set(keep)
 
 
 def _slow_encode(entries: dict[str, model.Entry]) -> tuple[bytes, bytes]:
