@@ -240,3 +240,38 @@ def test_updating_a_split_directory_part_by_part_equals_encoding_it_whole(
                 want[k] = v
         assert got.oid == plain.oid == model.encode_node(want).oid
         assert s.load(got.oid) == s.load(plain.oid)
+
+
+def test_split_updates_at_real_sizes_equal_whole_encodings():
+    """The real SPLIT_AT/PART_AVG: removing names that end parts (parts merge), adding names
+    (parts split) and shrinking below SPLIT_AT (a plain node again) give the same node as
+    encoding the result whole."""
+    import random
+    rnd = random.Random(7)
+    s = SplitStore()
+    entries = {f"f{i:06d}": _f(i) for i in range(model.SPLIT_AT + 2000)}
+    node = model.encode_node(entries)
+    s.save(node)
+    enders = [p.first for p in node.index[1:]]  # each follows a name that ends a part
+    for round_ in range(12):
+        names = sorted(entries)
+        changes: dict[str, model.Entry | None] = {}
+        for n in rnd.sample(names, 5):
+            changes[n] = None
+        for n in rnd.sample(enders, 2):  # the name before a part's first one ended a part
+            i = names.index(n) if n in entries else 0
+            changes[names[max(0, i - 1)]] = None
+        for _ in range(5):
+            changes[f"g{rnd.randrange(10**6):06d}"] = _f(rnd.randrange(100))
+        if round_ == 11:  # shrink below SPLIT_AT: a plain node again
+            changes.update({n: None for n in names[: len(names) - model.SPLIT_AT + 10]})
+        got = model.apply_changes(s.load, s.save, node.oid, changes, s.index)
+        for n, e in changes.items():
+            if e is None:
+                entries.pop(n, None)
+            else:
+                entries[n] = e
+        want = model.encode_node(entries)
+        assert got.oid == want.oid and got.digest == want.digest
+        assert bool(got.index) == (len(entries) > model.SPLIT_AT)
+        node = got
