@@ -254,9 +254,11 @@ def test_draft_cli_on_a_ref_list_discard_and_errors(cli, mounter, trees, tmp_pat
     path = cli("draft", "vision/cats:v0", "--id", "x", "--mount", m.mp).stdout.strip()
     assert path == m.path("drafts", "vision", "cats", "x")
     assert sorted(os.listdir(path)) == sorted(os.listdir(base))  # based on v0, not latest
-    def mine() -> list[dict[str, Any]]:  # draft list shows every mount of the node
-        rows = json.loads(cli("draft", "list", "--json").stdout)
-        return [r for r in rows if r["path"].startswith(m.mp + os.sep)]
+    def mine() -> list[dict[str, Any]]:  # without --mount: every mount of the node
+        rows: list[dict[str, Any]] = json.loads(
+            cli("draft", "list", "--mount", m.mp, "--json").stdout)
+        assert all(r["path"].startswith(m.mp + os.sep) for r in rows)
+        return rows
 
     assert [(r["path"], r["base"]) for r in mine()] == [(path, "vision/cats:v0")]
     r = cli("commit", path)  # content equal to the base: no version, the base is printed
