@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 import click
@@ -97,12 +98,49 @@ def parse_draft_path(path: str) -> tuple[str, str, str, str]:
 call = control_socket.request  # one request, one reply (refusals re-raised as their error class)
 
 
-def _send(path: str, doc: dict[str, Any], timeout: float | None = None
-          ) -> tuple[str, dict[str, Any]]:
+def _send(path: str, doc: dict[str, Any], timeout: float | None = None,
+          progress: str | None = None) -> tuple[str, dict[str, Any]]:
+    """One request about the draft at ``path``; ``progress`` labels a progress bar of the bytes
+    the daemon stores (shown only when stderr is a terminal)."""
     mount, project, name, draft_id = parse_draft_path(path)
     mp, control = find_mount(mount)
     req = {**doc, "project": project, "name": name, "id": draft_id}
-    return mp, call(control, req, timeout)
+    if progress is None or not sys.stderr.isatty():
+        return mp, call(control, req, timeout)
+    with _ProgressBar(progress) as bar:
+        return mp, call(control, req, timeout, on_progress=bar.update)
+
+
+class _ProgressBar:
+    """A click progress bar fed with the daemon's ``{"progress": DONE, "total": N}`` lines;
+    nothing is drawn until a total is known, and it never goes backwards."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.shown = 0
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def update(self, doc: dict[str, Any]) -> None:
+        try:
+            done, total = int(doc.get("progress", 0)), int(doc.get("total", 0))
+        except (TypeError, ValueError):
+            return
+        if self.bar is None:
+            if total <= 0:
+                return
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                         show_eta=True, show_percent=True)
+            self.bar.__enter__()
+        if done > self.shown:
+            self.bar.update(done - self.shown)
+            self.shown = done
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
 class _DraftGroup(click.Group):
@@ -188,7 +226,7 @@ def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: 
         raise UsageError("--input needs --run: inputs are recorded on a run")
     _, reply = _send(path, {"op": "commit", "type": type_, "aliases": list(aliases),
                             "description": description, "metadata": meta, "run": run,
-                            "inputs": list(inputs), "wait": wait})
+                            "inputs": list(inputs), "wait": wait}, progress="commit")
     if not reply.get("created"):
         click.echo(f"unchanged: content equals {reply['label']}", err=True)
     click.echo(str(reply["label"]))
@@ -202,7 +240,7 @@ def upsert(path: str, wait: float) -> None:
     """Add this draft's new and changed files to the distributed draft of its id (in the
     store, shared by every node); the local draft is then gone.  One `artifactfs commit` of a
     draft with the same id, on any node, finishes it."""
-    _, reply = _send(path, {"op": "upsert", "wait": wait})
+    _, reply = _send(path, {"op": "upsert", "wait": wait}, progress="upsert")
     click.echo(f"upserted {path}: {reply['entries']} entries from writer {reply['writer']}")
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from .drafts import Draft, DraftArea
 
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
+Report = Callable[[int, int], None]  # (bytes stored so far, bytes to store): commit progress
 CRASH_ENV = "ARTIFACTFS_TEST_CRASH"  # tests only: "STEP" raises once there, "STEP:exit" dies
 
 
@@ -133,7 +135,7 @@ def commit_draft(
     aliases: Iterable[str] = (), description: str | None = None,
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
     inputs: Iterable[str] = (), open_paths: Iterable[str] = (), wait: float = 0.0,
-    progress: ingest.Progress | None = None, load: model.Loader | None = None,
+    report: Report | None = None, load: model.Loader | None = None,
     index: model.Indexer | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Turn ``draft`` into the next version; returns ``(record, created)``.
@@ -154,7 +156,7 @@ def commit_draft(
             rec, created = recovered, True
         else:
             rec, created = _build(draft, repo, opts.type_, opts.aliases, opts.description,
-                                  opts.metadata, run_rec, progress, load, index)
+                                  opts.metadata, run_rec, report, load, index)
         _checkpoint("version-created")
         area.discard(draft)
         return rec, created
@@ -162,14 +164,33 @@ def commit_draft(
         draft.thaw()
 
 
-def _changes(draft: Draft, repo: Repo, progress: ingest.Progress | None = None
-             ) -> dict[str, Any]:
+def _changes(draft: Draft, repo: Repo, report: Report | None = None) -> dict[str, Any]:
     """The draft's changes from its base, with its new and modified files stored."""
     plan = draft.plan()
     changes: dict[str, Any] = dict(plan.changes)
-    changes.update(ingest.store_files(repo.store, plan.sources, progress))
+    changes.update(ingest.store_files(repo.store, plan.sources, _counter(plan.sources, report)))
     _checkpoint("ingested")
     return changes
+
+
+def _counter(sources: Iterable[ingest.Source], report: Report | None
+             ) -> ingest.Progress | None:
+    """Ingest's byte increments (from worker threads) as ``report(done, total)`` calls."""
+    if report is None:
+        return None
+    total = sum(s.size for s in sources if s.kind == "file")
+    done = 0
+    lock = threading.Lock()
+
+    def progress(n: int) -> None:
+        nonlocal done
+        with lock:
+            done += n
+            now = done
+        report(now, total)
+
+    report(0, total)
+    return progress
 
 
 def has_parts(repo: Repo, draft: Draft) -> bool:
@@ -180,7 +201,7 @@ def has_parts(repo: Repo, draft: Draft) -> bool:
 
 
 def upsert_draft(area: DraftArea, draft: Draft, repo: Repo, writer: str, *,
-                 wait: float = 0.0) -> int:
+                 wait: float = 0.0, report: Report | None = None) -> int:
     """Hand this draft's new and changed files to the shared draft of its id in the store
     (SPEC §4, distributed drafts), then drop the local draft.  Returns the number of entries
     this writer has in the shared draft.  A distributed draft only adds or replaces files:
@@ -196,7 +217,8 @@ def upsert_draft(area: DraftArea, draft: Draft, repo: Repo, writer: str, *,
             raise UsageError(f"upsert can only add or replace files, but draft {draft.label} "
                              f"removes: {shown}; remove them in the finishing commit instead")
         changes = dict(plan.changes)
-        changes.update(ingest.store_files(repo.store, plan.sources))
+        changes.update(ingest.store_files(repo.store, plan.sources,
+                                          _counter(plan.sources, report)))
         count = distributed.upsert(repo, m.project, m.name, m.id, changes, writer)
         area.discard(draft)
         return count
@@ -208,7 +230,7 @@ def finish_draft(
     area: DraftArea, draft: Draft, repo: Repo, writer: str, *, type_: str | None = None,
     aliases: Iterable[str] = (), description: str | None = None,
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
-    inputs: Iterable[str] = (), wait: float = 0.0,
+    inputs: Iterable[str] = (), wait: float = 0.0, report: Report | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Commit a distributed draft: every upserted part plus this draft's own changes, on this
     draft's base.  Two writers giving different content for a path fail (paths named) and
@@ -218,7 +240,7 @@ def finish_draft(
     _freeze(draft, wait)
     try:
         run_rec = _run_of(repo, draft, run, opts)
-        changes = _changes(draft, repo)
+        changes = _changes(draft, repo, report)
         rec, created = distributed.finish(
             repo, m.project, m.name, m.id, opts.type_, changes, writer, base=draft.base,
             description=opts.description, metadata=opts.metadata, aliases=opts.aliases,
@@ -232,10 +254,10 @@ def finish_draft(
 
 def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description: str,
            metadata: dict[str, Any], run: RunRecord | None,
-           progress: ingest.Progress | None, load: model.Loader | None = None,
+           report: Report | None, load: model.Loader | None = None,
            index: model.Indexer | None = None) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
-    changes = _changes(draft, repo, progress)
+    changes = _changes(draft, repo, report)
     root = ingest.build_tree(cat.save_node, load or cat.load_node, base.root if base else None,
                              changes, index or cat.load_index)
     _checkpoint("trees-built")
@@ -315,7 +337,7 @@ def handle_request(
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
     writer: str = "local", load: model.Loader | None = None,
-    index: model.Indexer | None = None,
+    index: model.Indexer | None = None, report: Report | None = None,
 ) -> dict[str, Any]:
     """Serve one control request for the caller ``peer_uid``; never raises for user errors.
 
@@ -324,7 +346,7 @@ def handle_request(
     has open for writing that the draft does not track itself; ``writer`` names this node in
     distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts);
     ``load`` and ``index`` are the commit engine's readers of tree nodes (see
-    :func:`commit_draft`).
+    :func:`commit_draft`); ``report`` hears the bytes a commit or upsert stores.
     """
     try:
         op = request.get("op")
@@ -345,7 +367,7 @@ def handle_request(
                 raise errors.PermissionDenied(f"you may not commit to project {d.meta.project}")
             wait = float(_field(request, "wait", (int, float), 0))
             if op == "upsert":
-                n = upsert_draft(area, d, repo, writer, wait=wait)
+                n = upsert_draft(area, d, repo, writer, wait=wait, report=report)
                 return {"ok": True, "entries": n, "writer": writer}
             kw: dict[str, Any] = {
                 "type_": _field(request, "type", str),
@@ -355,9 +377,10 @@ def handle_request(
                 "inputs": _field(request, "inputs", list, []), "wait": wait}
             distributed_draft = has_parts(repo, d)
             if distributed_draft:
-                rec, created = finish_draft(area, d, repo, writer, **kw)
+                rec, created = finish_draft(area, d, repo, writer, **kw, report=report)
             else:
                 rec, created = commit_draft(area, d, repo, **kw, load=load, index=index,
+                                            report=report,
                                             open_paths=open_paths(d) if open_paths else ())
             if on_commit is not None:
                 on_commit(rec, created)

@@ -1,7 +1,9 @@
 """The daemon's control channel: a unix socket speaking one JSON line each way.
 
 Requests are ``{"op": NAME, ...}``; replies ``{"ok": true, ...}`` or ``{"ok": false, "error":
-MSG, "errno": N}``.  Handlers are registered by name (``stats``, ``refresh``, ``cleanup``
+MSG, "errno": N}``.  A handler may send lines without ``"ok"`` before its reply (``Peer.say``:
+progress of a long commit, ``{"progress": DONE, "total": N}``); a client that did not ask for
+them never gets any.  Handlers are registered by name (``stats``, ``refresh``, ``cleanup``
 here; drafts will add ``commit``), receive the request and the caller's credentials (uid, gid,
 pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
 trio thread, so they must push blocking work to worker threads themselves.
@@ -20,7 +22,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
@@ -38,6 +40,8 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    # send one line before the reply (trio thread); None when the client went away
+    say: Callable[[dict[str, Any]], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
@@ -74,7 +78,12 @@ class ControlServer:
             try:
                 raw = struct.unpack("3i", stream.socket.getsockopt(
                     socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-                peer = Peer(*raw)
+
+                async def say(doc: dict[str, Any]) -> None:
+                    await stream.send_all(json.dumps(doc).encode() + b"\n")
+
+                pid, uid, gid = raw
+                peer = Peer(pid, uid, gid, say=say)
                 buf = b""
                 with trio.fail_after(30):
                     while b"\n" not in buf and len(buf) < MAX_REQUEST:
@@ -106,37 +115,54 @@ class ControlServer:
 CONNECT_TIMEOUT = 10.0
 
 
-def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0) -> dict[str, Any]:
+def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0,
+            on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Send one request to a daemon (blocking) and return its reply.
 
     Transport failures raise :class:`ArtifactfsError`; a refusal raises the ``errors.py`` class
     the daemon named (``kind``), so ``error: …`` lines and exit codes match a local failure.
     ``timeout`` bounds the reply (``None``: a commit takes as long as its changed bytes need).
+    With ``on_progress`` the request asks for progress lines and each one is handed to it.
     """
+    if on_progress is not None:
+        doc = {**doc, "progress": True}
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(path)
             s.settimeout(timeout)
             s.sendall(json.dumps(doc).encode() + b"\n")
-            buf = b""
-            while not buf.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
+            reply = _read_reply(s, path, on_progress)
         except OSError as e:
             raise ArtifactfsError(f"the mount daemon did not answer on {path}: "
                                   f"{e.strerror or e}") from None
-    try:
-        reply = json.loads(buf)
-    except ValueError:
-        raise ArtifactfsError(f"bad reply from the mount daemon on {path}") from None
-    if not isinstance(reply, dict):
-        raise ArtifactfsError(f"bad reply from the mount daemon on {path}")
     if not reply.get("ok"):
         cls = getattr(errors, str(reply.get("kind")), None)
         if not (isinstance(cls, type) and issubclass(cls, ArtifactfsError)):
             cls = ArtifactfsError
         raise cls(str(reply.get("error", "request failed")))
     return reply
+
+
+def _read_reply(s: socket.socket, path: str,
+                on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    """Lines until the one with ``"ok"`` (the reply); the others go to ``on_progress``."""
+    buf = b""
+    while True:
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ArtifactfsError(f"the mount daemon on {path} closed the connection "
+                                      "without a reply")
+            buf += chunk
+        line, buf = buf.split(b"\n", 1)
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise ArtifactfsError(f"bad reply from the mount daemon on {path}") from None
+        if not isinstance(doc, dict):
+            raise ArtifactfsError(f"bad reply from the mount daemon on {path}")
+        if "ok" in doc:
+            return doc
+        if on_progress is not None:
+            on_progress(doc)

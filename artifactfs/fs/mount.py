@@ -26,6 +26,7 @@ import resource
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -147,6 +148,30 @@ def _raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 16), hard))
 
 
+def _progress_lines(peer: Peer, every: float = 0.2) -> commit.Report | None:
+    """A commit's progress as lines to the client (from the commit's worker thread), at most
+    one per ``every`` seconds plus the last; a client that went away stops hearing them."""
+    say = peer.say
+    if say is None:
+        return None
+    token = trio.lowlevel.current_trio_token()  # reports come from ingest's pool threads
+    lock = threading.Lock()  # one line at a time on the stream
+    last = [0.0]
+
+    def report(done: int, total: int) -> None:
+        with lock:
+            now = time.monotonic()
+            if done < total and now - last[0] < every:
+                return
+            last[0] = now
+            try:
+                trio.from_thread.run(say, {"progress": done, "total": total}, trio_token=token)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError,
+                    OSError):
+                pass
+    return report
+
+
 class Daemon:
     """One mount's objects; :meth:`run` is the trio main."""
 
@@ -223,7 +248,7 @@ class Daemon:
         reply = await trio.to_thread.run_sync(functools.partial(
             commit.handle_request, req, peer.uid, self.area, self.repo,
             may_write=self.may_write, writer=self.writer, load=self.nodes,
-            index=self.node_index),
+            index=self.node_index, report=_progress_lines(peer) if req.get("progress") else None),
             limiter=self.commits)
         op = req.get("op")
         if reply.get("ok") and op in ("commit", "upsert", "draft.discard"):

@@ -331,6 +331,42 @@ def test_write_only_handles_stay_coherent_with_readers(cli, mounter, trees):
     assert Path(m.path("vision", "cats", "v1", "f.bin")).read_bytes() == want + b"tail"
 
 
+def test_commit_reports_progress_to_a_terminal(cli, mounter, trees, env):
+    """SPEC §5: long transfers show a progress bar on a terminal.  The daemon sends progress
+    lines only to a client that asks; the CLI asks when stderr is a terminal."""
+    from artifactfs.fs import control, registry
+    base, _, _ = trees
+    put(cli, base)
+    m = mounter()
+    draft = Path(m.path("drafts", "vision", "cats", "p"))
+    draft.mkdir()
+    (draft / "big.bin").write_bytes(os.urandom(40 << 20))
+    (draft / "small.txt").write_text("small\n")
+    rec = registry.read(m.mp)
+    assert rec is not None
+    seen: list[dict[str, Any]] = []
+    reply = control.request(rec.control, {"op": "commit", "project": "vision", "name": "cats",
+                                          "id": "p"}, None, on_progress=seen.append)
+    assert reply["ok"] and reply["label"] == "vision/cats:v1"
+    total = (40 << 20) + len("small\n")
+    assert seen and all(d["total"] == total for d in seen)
+    assert seen[0]["progress"] == 0 and max(d["progress"] for d in seen) == total
+    # without asking: the reply only (what a script sees)
+    draft.mkdir()
+    (draft / "more.bin").write_bytes(os.urandom(1 << 20))
+    r = cli("commit", str(draft))
+    assert r.stdout.split()[-1] == "vision/cats:v2" and r.stderr == ""
+    # on a terminal: a bar on stderr, the label still the last line
+    draft.mkdir()
+    (draft / "again.bin").write_bytes(os.urandom(8 << 20))
+    cmd = f"{sys.executable} -m artifactfs commit {draft}"
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout
+    assert "commit" in r.stdout and "100%" in r.stdout, r.stdout
+    assert r.stdout.strip().splitlines()[-1].strip() == "vision/cats:v3"
+
+
 def test_a_commit_waits_for_open_writers(cli, mounter, trees):
     base, _, _ = trees
     put(cli, base)
