@@ -48,7 +48,7 @@ from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
 from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
-from .cache import RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
+from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from .drafts import DraftArea
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, ident
@@ -57,6 +57,7 @@ from .listings import ArtifactState, Listings
 log = logging.getLogger(__name__)
 IMMUTABLE = 86400.0  # seconds the kernel may cache immutable entries and attributes
 BATCH = 256  # entries read from LMDB per readdir step
+READ_AHEAD_DIRS = 512  # subdirectory tables queued for read-ahead at most
 XATTR = "user.artifactfs."
 PREFETCH_PIECES = 8  # 64 MiB ahead of a sequential reader
 
@@ -83,12 +84,13 @@ class Stat:
 
 
 class DirHandle:
-    __slots__ = ("node", "resume", "snapshot")
+    __slots__ = ("node", "resume", "snapshot", "subdirs")
 
     def __init__(self, node: Inode, snapshot: list[bytes] | None) -> None:
         self.node = node
         self.snapshot = snapshot
         self.resume: tuple[int, bytes] | None = None  # (cookie, name) after the last batch
+        self.subdirs: list[str] | None = [] if snapshot is None else None  # for read-ahead
 
 
 class FileHandle:
@@ -127,6 +129,9 @@ class Namespace:
         self.dirs: dict[int, DirHandle] = {}
         self.files: dict[int, FileHandle] = {}
         self._tables: dict[str, trio.Event] = {}
+        self._ahead_loads: set[str] = set()  # tables being loaded by a read-ahead
+        self._ahead = trio.CapacityLimiter(4)
+        self._ahead_pending = 0
         # ops.py installs its builders of kernel attributes; these defaults serve tests
         self.make_attrs: Callable[[Stat], Any] = lambda s: s
         self.make_content_attrs: Callable[[int, int, int, int], Any] = \
@@ -323,19 +328,57 @@ class Namespace:
             await self._load_table(oid)
         return self.manifest.entry(oid, name)
 
-    async def _load_table(self, oid: str) -> None:
-        ev = self._tables.get(oid)
-        if ev is not None:
+    async def _load_table(self, oid: str, ahead: bool = False) -> None:
+        """Fetch a tree node into the manifest cache, once however many ask at a time.  A
+        caller that finds a read-ahead of the node failed loads it itself."""
+        while (ev := self._tables.get(oid)) is not None:
+            was_ahead = oid in self._ahead_loads
             await ev.wait()
-            if self.manifest.dir_info(oid) is None:
+            if self.manifest.dir_info(oid) is not None or ahead:
+                return
+            if not was_ahead:
                 raise IntegrityError(f"tree node {oid} could not be loaded")
-            return
         ev = self._tables[oid] = trio.Event()
         try:
-            await self.lists._thread(self._fetch_table, oid)
+            if ahead:
+                self._ahead_loads.add(oid)
+                with trio.move_on_after(self.lists.timeout):
+                    await trio.to_thread.run_sync(self._fetch_table, oid, abandon_on_cancel=True)
+            else:
+                await self.lists._thread(self._fetch_table, oid)
         finally:
             del self._tables[oid]
+            self._ahead_loads.discard(oid)
             ev.set()
+
+    def _dirs_ahead(self, oids: list[str]) -> None:
+        """Load the tables of subdirectories just listed, in the background: a walk (``find``,
+        ``ls -R``, ``rsync``) finds them ready, and their round trips to a remote store overlap
+        (a local store is only CPU work under the GIL: no read-ahead).  Four at a time; one
+        still waiting for its turn is not registered, so a listing that needs it meanwhile
+        loads it itself instead of queueing behind the read-ahead."""
+        if self.blobs.in_place:  # a local store: nothing to wait for, so nothing to overlap
+            return
+        todo = [o for o in oids if o not in self._tables and self.manifest.dir_info(o) is None]
+        if todo and self._ahead_pending < READ_AHEAD_DIRS:
+            self._ahead_pending += len(todo)
+            trio.lowlevel.spawn_system_task(self._ahead_task, todo)
+
+    async def _ahead_task(self, oids: list[str]) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for oid in oids:
+                    nursery.start_soon(self._ahead_one, oid)
+        finally:
+            self._ahead_pending -= len(oids)
+
+    async def _ahead_one(self, oid: str) -> None:
+        try:
+            async with self._ahead:
+                if oid not in self._tables and self.manifest.dir_info(oid) is None:
+                    await self._load_table(oid, ahead=True)
+        except Exception as e:  # a read-ahead never fails anything; a listing will retry
+            log.debug("read-ahead of tree node %s failed: %s", oid, e)
 
     def _fetch_table(self, oid: str) -> None:
         """Worker thread: fetch, verify and decode a tree node into the manifest cache."""
@@ -468,21 +511,29 @@ class Namespace:
                     return
                 after, cookie = batch[-1][0], cookie + len(batch)
         table, pident, ver, content_attrs = self.inodes, p.ident, p.ver, self._content_attrs
-        while True:
-            batch = self.manifest.entries(oid, after, BATCH)
-            if not batch:
-                return
-            for name, raw in batch:
-                child, new = table.child(pident, name, _KIND[raw[0]])
-                if new:
-                    child.raw, child.ver = raw, ver
-                cookie += 1
-                if not reply(name, child.attrs or content_attrs(child), cookie):
-                    self.inodes.drop_if_unused(child)
+        subdirs = h.subdirs
+        try:
+            while True:
+                batch = self.manifest.entries(oid, after, BATCH)
+                if not batch:
                     return
-                child.lookups += 1
-                h.resume = (cookie, name)
-            after = batch[-1][0]
+                for name, raw in batch:
+                    child, new = table.child(pident, name, _KIND[raw[0]])
+                    if new:
+                        child.raw, child.ver = raw, ver
+                    cookie += 1
+                    if not reply(name, child.attrs or content_attrs(child), cookie):
+                        self.inodes.drop_if_unused(child)
+                        return
+                    child.lookups += 1
+                    h.resume = (cookie, name)
+                    if raw[0] == RAW_DIR and subdirs is not None:
+                        subdirs.append(raw[3])
+                after = batch[-1][0]
+        finally:
+            if subdirs:
+                self._dirs_ahead(subdirs)
+                h.subdirs = []
 
     def releasedir(self, fh: int) -> None:
         if self.dirs.pop(fh, None) is None:

@@ -174,3 +174,26 @@ def test_manifest_cache_round_trip_and_recovery(tmp_path):
     m = ManifestCache(d)
     assert m.dir_info(oid) is None
     m.close()
+
+
+async def test_listing_a_directory_reads_its_subdirectories_ahead_on_a_remote_store(
+        make_fs, repo, source):
+    """After ``readdir`` of a version root, the tables of its subdirectories load in the
+    background (remote store only), once each; a walk then finds them cached."""
+    put(repo, source)
+    for remote in (True, False):
+        fs = make_fs(remote=remote, cache=f"cache-{remote}")
+        k = Kernel(fs.ops)
+        root = await k.walk("vision/cats/v0")
+        listed = {n.decode(): a for n, a, _ in await k.readdir(root.st_ino)}
+        subdirs = [fs.ns.node(listed[d].st_ino).oid for d in ("data", "empty", "many")]
+        with trio.move_on_after(5):
+            # polling: the read-ahead has no event a test could wait for
+            while remote and not all(fs.manifest.dir_info(o) for o in subdirs):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        cached = [fs.manifest.dir_info(o) is not None for o in subdirs]
+        assert cached == [remote] * 3
+        node_gets = {key: n for key, n in fs.store.gets.items() if key.startswith("objects/")}
+        assert all(n == 1 for n in node_gets.values())
+        await k.readdir((await k.walk("vision/cats/v0/many")).st_ino)  # ready, or loaded now
+        assert all(n == 1 for key, n in fs.store.gets.items() if key.startswith("objects/"))
