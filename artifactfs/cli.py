@@ -94,10 +94,12 @@ def cli(ctx: click.Context, store: str | None, config_file: str | None) -> None:
 @click.option("--follow-symlinks", is_flag=True, help="Store the targets' bytes, not links.")
 @click.option("--checksum/--no-checksum", default=True, help="For references: record checksums.")
 @click.option("--max-objects", default=10000, show_default=True, help="For references.")
+@click.option("--rehash", is_flag=True, help="Read and hash every file, even those unchanged "
+              "(same stat) since an earlier put whose digest the latest version holds.")
 @pass_ctx
 def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], description: str,
         metadata: str | None, path_name: str | None, follow_symlinks: bool, checksum: bool,
-        max_objects: int) -> None:
+        max_objects: int, rehash: bool) -> None:
     """Store a file, a directory or a reference URI as the next version."""
     ref = parse_ref(target, allow_ref=False)
     meta = parse_metadata(metadata)
@@ -112,12 +114,18 @@ def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], de
                                            aliases=aliases, description=description,
                                            metadata=meta)
     else:
+        from .statcache import StatCache
+        hints = None if rehash else StatCache(os.path.join(c.config.cache_dir, "put-hints.db"))
         total = _tree_size(path)
-        with _progress(f"put {ref.collection}", total) as bar:
-            rec, created = repo.put_path(path, ref.project, ref.name, type_, path_name=path_name,
-                                         follow_symlinks=follow_symlinks, progress=bar,
-                                         aliases=aliases, description=description,
-                                         metadata=meta)
+        try:
+            with _progress(f"put {ref.collection}", total) as bar:
+                rec, created = repo.put_path(
+                    path, ref.project, ref.name, type_, path_name=path_name,
+                    follow_symlinks=follow_symlinks, progress=bar, hints=hints, aliases=aliases,
+                    description=description, metadata=meta)
+        finally:
+            if hints is not None:
+                hints.close()
     if not created:
         click.echo(f"unchanged: content equals {rec.label}", err=True)
     click.echo(rec.label)

@@ -42,6 +42,9 @@ class Source:
     mtime_ns: int = 0
     executable: bool = False
     target: str = ""
+    dev: int = 0  # files: the stat identity the digest hints of statcache.py are keyed on
+    ino: int = 0
+    ctime_ns: int = 0
 
 
 def _source(apath: str, local: str, st: os.stat_result, follow: bool) -> Source | None:
@@ -50,7 +53,8 @@ def _source(apath: str, local: str, st: os.stat_result, follow: bool) -> Source 
         return Source(apath, local, "symlink", mtime_ns=st.st_mtime_ns, target=os.readlink(local))
     if stat.S_ISREG(mode):
         return Source(apath, local, "file", size=st.st_size, mtime_ns=st.st_mtime_ns,
-                      executable=bool(mode & 0o111))
+                      executable=bool(mode & 0o111), dev=st.st_dev, ino=st.st_ino,
+                      ctime_ns=st.st_ctime_ns)
     if stat.S_ISDIR(mode):
         return Source(apath, local, "dir", mtime_ns=st.st_mtime_ns)
     log.warning("skipping %s: not a regular file, directory or symlink", local)

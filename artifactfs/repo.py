@@ -7,14 +7,18 @@ store I/O; the FUSE daemon calls the catalog from worker threads instead.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import fetch, ingest, model, tree
 from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
 from .store import Store, open_store
+
+if TYPE_CHECKING:
+    from .statcache import StatCache
 
 
 class Repo:
@@ -55,18 +59,56 @@ class Repo:
 
     def put_path(
         self, local: str, project: str, name: str, type_: str, *, path_name: str | None = None,
-        follow_symlinks: bool = False, progress: ingest.Progress | None = None, **kw: Any,
+        follow_symlinks: bool = False, progress: ingest.Progress | None = None,
+        hints: StatCache | None = None, **kw: Any,
     ) -> tuple[VersionRecord, bool]:
-        """A local file or directory tree → the next version (or the unchanged latest)."""
+        """A local file or directory tree → the next version (or the unchanged latest).
+
+        With ``hints``, files whose stat is unchanged since an earlier put and whose digest the
+        latest version holds at the same path are not read again (see statcache.py)."""
         check_project(project)
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
         self.check_type(project, name, type_)
         if not os.path.lexists(local):
             raise UsageError(f"no such file or directory: {local}")
-        entries = ingest.store_files(
-            self.store, ingest.scan(local, path_name, follow_symlinks), progress)
-        return self.commit_entries(project, name, type_, entries, **kw)
+        started = time.time_ns()
+        sources = ingest.scan(local, path_name, follow_symlinks)
+        reused: dict[str, model.Entry] = {}
+        files: list[ingest.Source] = []
+        if hints is not None:
+            sources = self._unchanged(sources, hints, project, name, reused, files, progress)
+        entries = ingest.store_files(self.store, sources, progress)
+        entries.update(reused)
+        result = self.commit_entries(project, name, type_, entries, **kw)
+        if hints is not None:
+            hints.record(((s, entries[s.path].digest) for s in files), started)
+        return result
+
+    def _unchanged(self, sources: Iterable[ingest.Source], hints: StatCache, project: str,
+                   name: str, reused: dict[str, model.Entry], files: list[ingest.Source],
+                   progress: ingest.Progress | None) -> Iterator[ingest.Source]:
+        """``sources`` minus the files a hint and the latest version agree on (their entries
+        go to ``reused``); every regular file, reused or hashed, is noted in ``files``."""
+        base: dict[str, model.Entry] | None = None
+        for src in sources:
+            if src.kind == "file":
+                files.append(src)
+                digest = hints.get(src)
+                if digest is not None:
+                    if base is None:  # the latest version's files, read once on the first hint
+                        latest = self.catalog.latest(project, name)
+                        base = dict(tree.walk(self.catalog.load_node, latest.root)) \
+                            if latest is not None else {}
+                    e = base.get(src.path)
+                    if e is not None and e.kind == "file" and e.digest == digest \
+                            and e.size == src.size:
+                        reused[src.path] = model.file_entry(e.size, e.digest, e.chunks,
+                                                            src.executable, src.mtime_ns)
+                        if progress is not None:
+                            progress(src.size)
+                        continue
+            yield src
 
     def check_type(self, project: str, name: str, type_: str) -> None:
         """Fail early (before uploading anything) on a type clash."""

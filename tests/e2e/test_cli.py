@@ -246,3 +246,22 @@ def test_lineage_ttl_and_gc_commands(tmp_path: Path, tree: Path,
     run(store, "ttl", "clear", "p")
     out = run(store, "gc", "--dry-run").stdout
     assert "would remove 0" in out
+
+
+def test_put_again_reuses_settled_files_and_rehash_reads_all(tmp_path: Path, tree: Path) -> None:
+    """The CLI keeps its digest hints in the cache directory; --rehash ignores them."""
+    store, cache = tmp_path / "store", tmp_path / "cache"
+    env = {"ARTIFACTFS_CACHE_DIR": str(cache)}
+    assert run(store, "put", str(tree), "--name", "p/a", "--type", "d", env=env).stdout \
+        .strip() == "p/a:v0"
+    assert (cache / "put-hints.db").exists()
+    r = run(store, "put", str(tree), "--name", "p/a", "--type", "d", env=env)
+    assert r.stdout.strip() == "p/a:v0" and "unchanged" in r.stderr
+    r = run(store, "put", str(tree), "--name", "p/a", "--type", "d", "--rehash", env=env)
+    assert r.stdout.strip() == "p/a:v0" and "unchanged" in r.stderr
+    (tree / "data" / "train.csv").write_text("a,b\n3,4\n")
+    assert run(store, "put", str(tree), "--name", "p/a", "--type", "d", env=env).stdout \
+        .strip() == "p/a:v1"
+    got = tmp_path / "got"
+    run(store, "get", "p/a:v1", "--root", str(got))
+    assert (got / "data" / "train.csv").read_text() == "a,b\n3,4\n"
