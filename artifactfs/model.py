@@ -461,16 +461,23 @@ def decode_index(data: bytes, oid: str | None = None) -> list[Part]:
     return out
 
 
+def check_part(parts: Sequence[Part], i: int, names: Sequence[bytes]) -> None:
+    """Part ``i`` of an index holds ``names`` (sorted name bytes): as many as the index says,
+    the first one it names, none at or past the next part's first (so joined parts stay
+    sorted and unique).  Both joiners (here and the mount's manifest cache) call it."""
+    p = parts[i]
+    hi = sort_key(parts[i + 1].first) if i + 1 < len(parts) else None
+    if len(names) != p.entries or names[0] != sort_key(p.first) \
+            or (hi is not None and names[-1] >= hi):
+        raise _bad(f"part {p.oid} does not hold what its index says")
+
+
 def merge_parts(parts: Sequence[Part], load_part: Loader) -> dict[str, Entry]:
     """A split directory's entries: every part loaded, checked against the index and joined."""
     out: dict[str, Entry] = {}
     for i, p in enumerate(parts):
         sub = load_part(p.oid)
-        lo = sort_key(p.first)
-        hi = sort_key(parts[i + 1].first) if i + 1 < len(parts) else None
-        keys = sorted(sort_key(n) for n in sub)
-        if len(keys) != p.entries or keys[0] != lo or (hi is not None and keys[-1] >= hi):
-            raise _bad(f"part {p.oid} does not hold what its index says")
+        check_part(parts, i, sorted(sort_key(n) for n in sub))
         out.update(sub)
     return out
 

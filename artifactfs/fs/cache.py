@@ -39,7 +39,16 @@ from typing import Any
 import lmdb
 
 from ..errors import IntegrityError
-from ..model import CHUNK_SIZE, Entry, Part, RefInfo, decode_index, decode_node, is_index
+from ..model import (
+    CHUNK_SIZE,
+    Entry,
+    Part,
+    RefInfo,
+    check_part,
+    decode_index,
+    decode_node,
+    is_index,
+)
 
 log = logging.getLogger(__name__)
 SCHEMA = 2  # 2: split directories (index nodes) record their parts
@@ -273,10 +282,7 @@ class ManifestCache:
         for i, (p, part_data) in enumerate(zip(parts, get_parts([p.oid for p in parts]),
                                                strict=True)):
             sub = decode_raw(part_data, p.oid)  # a part is a plain node
-            hi = name_bytes(parts[i + 1].first) if i + 1 < len(parts) else None
-            if len(sub) != p.entries or sub[0][0] != name_bytes(p.first) \
-                    or (hi is not None and sub[-1][0] >= hi):
-                raise IntegrityError(f"part {p.oid} does not hold what its index says")
+            check_part(parts, i, [n for n, _ in sub])
             pairs.extend(sub)
         return self.put_raw(oid, pairs, parts)
 

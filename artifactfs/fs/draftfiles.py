@@ -26,7 +26,7 @@ import errno
 import itertools
 import logging
 import os
-from collections.abc import Callable, ItemsView, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -137,9 +137,9 @@ def manifest_dicts(manifest: ManifestCache, fallback: Loader) -> Loader:
 def manifest_index(manifest: ManifestCache, fallback: Indexer) -> Indexer:
     """The commit engine's view of split directories: their parts, from the manifest cache when
     it has the node (no store read), else from ``fallback``."""
-    def index(oid: str) -> list[Part] | None:
+    def index(oid: str) -> Sequence[Part] | None:
         cached, parts = manifest.index(oid)
-        return parts if cached else list(fallback(oid) or ()) or None
+        return parts if cached else fallback(oid)
     return index
 
 

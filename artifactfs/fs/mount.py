@@ -156,14 +156,15 @@ def _progress_lines(peer: Peer, every: float = 0.2) -> commit.Report | None:
         return None
     token = trio.lowlevel.current_trio_token()  # reports come from ingest's pool threads
     lock = threading.Lock()  # one line at a time on the stream
-    last = [0.0]
+    last = 0.0
 
     def report(done: int, total: int) -> None:
+        nonlocal last
         with lock:
             now = time.monotonic()
-            if done < total and now - last[0] < every:
+            if done < total and now - last < every:
                 return
-            last[0] = now
+            last = now
             try:
                 trio.from_thread.run(say, {"progress": done, "total": total}, trio_token=token)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError,

@@ -629,9 +629,10 @@ class Namespace:
         n = self.node(ino)
         if n.kind >= Kind.DRAFT_PROJECT or n.kind == Kind.DRAFTS:
             self.drafts.access(n, mode, uid)
-        elif n.kind == Kind.PROJECT:
+            return
+        if n.kind == Kind.PROJECT:
             self._check_read(n.project, uid)
-        if n.kind < Kind.DRAFT_PROJECT and n.kind != Kind.DRAFTS and mode & os.W_OK:
+        if mode & os.W_OK:
             self.check_write(ino, "access")
 
     def stats(self) -> dict[str, object]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from drafthelp import write
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -116,17 +117,6 @@ def draft_tree(repo: Repo, d: Draft, path: str = "") -> dict[str, object]:
                 data = fetch.read_range(repo.store, info.entry, 0, info.entry.size)
             out[p] = (data, info.executable)
     return out
-
-
-def write(d: Draft, path: str, data: bytes, offset: int = 0, truncate: bool = False,
-          create: bool = False) -> None:
-    local = d.create(path) if create else d.open_for_write(path, truncate)
-    try:
-        fd = os.open(local, os.O_WRONLY)
-        os.pwrite(fd, data, offset)
-        os.close(fd)
-    finally:
-        d.release(local)
 
 
 def same_ops(d: Draft, ref: str) -> None:

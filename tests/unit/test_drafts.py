@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from drafthelp import write
 
 from artifactfs import fetch, model
 from artifactfs.catalog import VersionRecord
@@ -75,17 +76,6 @@ def draft(env: Env) -> Draft:
 
 def names(d: Draft, path: str = "") -> list[str]:
     return [n for n, _ in d.listdir(path)]
-
-
-def write(d: Draft, path: str, data: bytes, offset: int = 0, truncate: bool = False,
-          create: bool = False) -> None:
-    local = d.create(path) if create else d.open_for_write(path, truncate)
-    try:
-        fd = os.open(local, os.O_WRONLY)
-        os.pwrite(fd, data, offset)
-        os.close(fd)
-    finally:
-        d.release(local)
 
 
 def errno_of(fn: Callable[[], object]) -> int:
