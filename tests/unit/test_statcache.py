@@ -40,11 +40,12 @@ def files_of(repo: Repo, ref: str) -> dict[str, bytes]:
     return {p: e.digest.encode() for p, e in repo.entries(rec) if e.kind == "file"}
 
 
-def test_unchanged_files_are_not_read_again(tmp_path, reads, monkeypatch):
+def test_unchanged_files_are_not_read_again(tmp_path, reads, monkeypatch, store_uri):
+    """On the directory store and on S3."""
     monkeypatch.setattr(statcache, "RACY_NS", -10**18)  # files written just now count as settled
     monkeypatch.setattr(statcache, "MIN_SIZE", 0)
     src = tree(tmp_path / "src")
-    repo = Repo(str(tmp_path / "store"))
+    repo = Repo(store_uri)
     hints = StatCache(str(tmp_path / "cache" / "hints.db"))
     repo.put_path(str(src), "p", "a", "dataset", hints=hints)
     assert len(reads) == 20 + 2
