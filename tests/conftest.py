@@ -142,3 +142,28 @@ def store(store_uri: str) -> Iterator[Any]:
     finally:
         s.close()
 
+
+
+@pytest.fixture(scope="session")
+def user_python() -> Iterator[Any]:
+    """How to run artifactfs as another user from this checkout (tests/users.py)."""
+    import os
+
+    from users import user_python as make
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as other users")
+    with make() as up:
+        yield up
+
+
+@pytest.fixture
+def users(user_python: Any) -> Iterator[Any]:
+    """Real users and groups for one test, removed afterwards (tests/users.py)."""
+    from users import Users
+
+    u = Users(user_python)
+    try:
+        yield u
+    finally:
+        u.cleanup()
