@@ -202,9 +202,18 @@ class DraftFiles:
         return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.io)
 
     def _staged(self, n: Inode, d: Draft, local: str) -> None:
-        """``n`` now lives in ``local``: readers of its base bytes switch to it."""
+        """``n`` now lives in ``local``: readers of its base bytes (or of the bytes it shared
+        with a hard link) switch to it."""
         n.d.local = local
         for fh in list(n.d.handles):
+            reader = self.handles.get(fh)
+            if reader is not None and reader.local is None:
+                if os.path.samestat(os.fstat(reader.fd), os.stat(local)):
+                    continue
+                fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+                os.dup2(fd, reader.fd)  # atomic: a read in flight sees one file or the other
+                os.close(fd)
+                continue
             h = self.ns.files.pop(fh, None)
             if h is None:
                 continue

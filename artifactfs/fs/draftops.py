@@ -571,8 +571,26 @@ class DraftOps(DraftFiles):
             s_node.d.parent, s_node.d.name = p2, s2
 
     async def link(self, ino: int, new_parent: int, name: bytes, uid: int) -> Any:
-        self._dir(new_parent, uid, "link")
-        raise oserror(errno.EPERM, "drafts have no hard links")
+        """link(2) inside one draft makes a copy-on-write copy (:meth:`Draft.link`); from a
+        version or another draft it is EXDEV, so tools fall back to copying."""
+        d2, ppath, p = self._dir(new_parent, uid, "link")
+        n = self.ns.node(ino)
+        if n.kind not in INSIDE:
+            raise oserror(errno.EXDEV)
+        d, src = self._where(n, uid)
+        if d is not d2:
+            raise oserror(errno.EXDEV)
+        await self._settle(n)
+        s = _name(name)
+        dst = _join(ppath, s)
+        if await self._call(d, d.link_copies, src):
+            await self._thread(d.link, src, dst, limiter=self.copies)
+        else:
+            await self._call(d, d.link, src, dst)
+        info = d.stat(dst)
+        child = self._intern(d, info, p, s)
+        child.lookups += 1
+        return self._attrs(child, d, info)
 
     async def setattr(self, ino: int, attr: Any, fields: Any, fh: int | None, uid: int) -> Any:
         n = self.ns.node(ino)
@@ -602,7 +620,13 @@ class DraftOps(DraftFiles):
         if fields.update_mode:
             await self._call(d, d.chmod, path, bool(attr.st_mode & 0o100))
         if fields.update_mtime:
-            await self._call(d, d.utimes, path, attr.st_mtime_ns)
+            if await self._call(d, d.shares_bytes, path):  # a hard link's: copied first
+                await self._thread(d.utimes, path, attr.st_mtime_ns, limiter=self.copies)
+                local = d.stat(path).local
+                if local is not None:
+                    self._staged(n, d, local)
+            else:
+                await self._call(d, d.utimes, path, attr.st_mtime_ns)
         return self._attrs(n, d, await self._call(d, d.stat, path))
 
     async def write_xattr(self, ino: int, what: str) -> None:

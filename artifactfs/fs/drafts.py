@@ -137,6 +137,7 @@ class Draft:
         self._nops = self._snap_size = 0  # records since the last snapshot; nodes in it
         self._frozen = self._gone = False
         self._writers: Counter[str] = Counter()
+        self._refs: Counter[str] = Counter()  # nodes per staging file (hard links share one)
         self.nonce = os.urandom(8)  # this object's life: the mount keys its inodes on it
         self.defer_compact = False  # True: leave compaction to the caller (see compact_due)
         self.compact_due = False
@@ -184,10 +185,28 @@ class Draft:
         return self._root
 
     def _clean_orphans(self, root: DirNode) -> None:
-        used = {n.staged for _, n in staged_files(root, "")}
+        self._refs = Counter(n.staged for _, n in staged_files(root, "") if n.staged)
         for name in os.listdir(self._files):
-            if name not in used:
+            if name not in self._refs:
                 os.unlink(os.path.join(self._files, name))
+
+    def _hold(self, staged: str) -> None:
+        """One more node names the staging file ``staged``."""
+        self._refs[staged] += 1
+
+    def _drop(self, staged: str | None) -> None:
+        """A node naming ``staged`` left the tree: the file goes with the last one (open
+        handles keep working on the unlinked file)."""
+        if staged is None:
+            return
+        self._refs[staged] -= 1
+        if self._refs[staged] <= 0:
+            del self._refs[staged]
+            os.unlink(os.path.join(self._files, staged))
+
+    def _shared(self, n: Node) -> bool:
+        """True when ``n``'s staging file is also another path's (a hard link made it)."""
+        return isinstance(n, FileNode) and n.staged is not None and self._refs[n.staged] > 1
 
     def _op(self, op: Record) -> None:
         """Journal one tree op, then apply it (the caller validated it: it cannot fail)."""
@@ -364,8 +383,11 @@ class Draft:
         """True when :meth:`open_for_write` would copy base bytes (run it in a worker thread)."""
         with self._lock:
             n = self._get(path)
-            return isinstance(n, FileNode) and n.staged is None and not truncate \
-                and n.entry is not None and n.entry.size > 0
+            if not isinstance(n, FileNode) or truncate:
+                return False
+            if n.staged is not None:
+                return self._shared(n)
+            return n.entry is not None and n.entry.size > 0
 
     def _new_staging(self) -> tuple[str, str]:
         name = os.urandom(12).hex()
@@ -382,6 +404,7 @@ class Draft:
             staged, local = self._new_staging()
             node = FileNode(new_ident(), None, staged, executable)
             self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": time.time_ns()})
+            self._hold(staged)
             self._writers[staged] += 1
             return local
 
@@ -395,21 +418,30 @@ class Draft:
                     raise oserror(errno.EISDIR, path)
                 if isinstance(n, LinkNode):
                     raise oserror(errno.ELOOP, path)
-                if n.staged is not None or truncate or n.entry is None or n.entry.size == 0:
+                shared = self._shared(n)
+                if truncate or (n.staged is not None and not shared) or \
+                        (n.staged is None and (n.entry is None or n.entry.size == 0)):
                     return self._stage(path, n, truncate)
-                entry = n.entry
+                was, entry = n.staged, n.entry
             staged, local = self._new_staging()  # copy with no lock held: may be gigabytes
             try:
-                self._copy_base(entry, local)
-                os.utime(local, ns=(entry.mtime_ns, entry.mtime_ns))
+                if was is not None:  # a hard link's shared bytes: this path gets its own
+                    _copy_file(os.path.join(self._files, was), local)
+                else:
+                    assert entry is not None
+                    self._copy_base(entry, local)
+                    os.utime(local, ns=(entry.mtime_ns, entry.mtime_ns))
                 st = os.stat(local)
                 with self._changing():
                     cur = self._get(path)
-                    if isinstance(cur, FileNode) and cur.staged is None and cur.entry == entry:
+                    if isinstance(cur, FileNode) and cur.staged == was and cur.entry == entry \
+                            and (was is None or self._shared(cur)):
                         self._parent(path, True)
-                        node = FileNode(cur.ident, entry, staged, cur.executable, 0,
-                                        (st.st_size, st.st_mtime_ns))
+                        pristine = (st.st_size, st.st_mtime_ns) if was is None else cur.pristine
+                        node = FileNode(cur.ident, entry, staged, cur.executable, 0, pristine)
                         self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
+                        self._hold(staged)
+                        self._drop(was)
                         self._writers[staged] += 1
                         return local
             except BaseException:
@@ -418,8 +450,8 @@ class Draft:
             os.unlink(local)  # it changed while we copied: start again
 
     def _stage(self, path: str, n: FileNode, truncate: bool) -> str:
-        """Under the lock: a staged file for ``n`` with no base bytes to copy."""
-        if n.staged is None:  # O_TRUNC, or an empty base file
+        """Under the lock: a staged file for ``n`` with no bytes to copy."""
+        if n.staged is None or self._shared(n):  # O_TRUNC, or an empty base file
             staged, local = self._new_staging()
             pristine = None
             if not truncate and n.entry is not None:
@@ -430,6 +462,8 @@ class Draft:
             node = FileNode(n.ident, n.entry if pristine else None, staged, n.executable, 0,
                             pristine)
             self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
+            self._hold(staged)
+            self._drop(n.staged)
         else:  # staged nodes are always in the overlay already
             staged = n.staged
             if truncate:
@@ -466,6 +500,14 @@ class Draft:
                 self._op({"o": "attr", "p": norm_path(path), "x": executable})
 
     def utimes(self, path: str, mtime_ns: int) -> None:
+        """Set a path's mtime (a hard link's shared staging file is copied first, unless the
+        time does not change)."""
+        with self._lock:
+            n = self._get(path)
+            copy = isinstance(n, FileNode) and self._shared(n) and \
+                os.stat(self._local(n)).st_mtime_ns != mtime_ns
+        if copy:
+            self.release(self.open_for_write(path))
         with self._changing():
             n = self._materialize(path)
             if isinstance(n, FileNode) and n.staged is not None:
@@ -520,8 +562,8 @@ class Draft:
 
     def _remove(self, d: DirNode, parts: list[str], n: Node) -> None:
         self._op({"o": "del", "p": "/".join(parts), "t": time.time_ns()})
-        if isinstance(n, FileNode) and n.staged is not None:
-            os.unlink(self._local(n))  # open handles keep working on the unlinked file
+        if isinstance(n, FileNode):
+            self._drop(n.staged)
 
     def rename(self, src: str, dst: str, noreplace: bool = False, exchange: bool = False) -> None:
         """POSIX rename(2)/renameat2 of files and directories, over existing targets too."""
@@ -557,8 +599,69 @@ class Draft:
                 self._op({"o": "xchg", "a": a, "b": b, "t": now})
                 return
             self._op({"o": "mv", "a": a, "b": b, "t": now})
-            if isinstance(t, FileNode) and t.staged is not None:
-                os.unlink(self._local(t))
+            if isinstance(t, FileNode):
+                self._drop(t.staged)
+
+    def link(self, src: str, dst: str) -> None:
+        """link(2) inside the draft: ``dst`` becomes a copy-on-write copy of ``src`` (same
+        content, mode and mtime), an independent file from then on.  A version holds paths
+        and content, not inodes, so a draft has no hard links; tar, ``cp -a`` and ``rsync -H``
+        only need the call to succeed.  Base content and staged bytes are shared until one
+        side is written; a staged file still open for writing is copied at once (so later
+        writes through that handle stay its own): call that from a worker thread
+        (:meth:`link_copies`)."""
+        while True:
+            with self._changing():
+                n = self._get(src)
+                if isinstance(n, DirNode):
+                    raise oserror(errno.EPERM, src)
+                parts = self._free(dst)
+                if not isinstance(n, FileNode) or n.staged is None or \
+                        n.staged not in self._writers:
+                    self._put(parts, LinkNode(new_ident(), n.target, n.mtime_ns)
+                              if isinstance(n, LinkNode) else
+                              FileNode(new_ident(), n.entry, n.staged, n.executable,
+                                       n.mtime_ns, n.pristine))
+                    return
+                was = n.staged
+            staged, local = self._new_staging()  # no lock held while the bytes are copied
+            try:
+                _copy_file(os.path.join(self._files, was), local)
+                with self._changing():
+                    cur = self._get(src)
+                    parts = self._free(dst)
+                    if isinstance(cur, FileNode) and cur.staged == was:
+                        self._put(parts, FileNode(new_ident(), None, staged, cur.executable))
+                        return
+            except BaseException:
+                os.unlink(local)
+                raise
+            os.unlink(local)  # it changed while we copied: start again
+
+    def _free(self, path: str) -> list[str]:
+        """Under the lock: the parts of ``path``, whose parent exists and holds no such name."""
+        d, name, parts = self._parent(path, True)
+        if self._child(d, name) is not None:
+            raise oserror(errno.EEXIST, path)
+        return parts
+
+    def _put(self, parts: list[str], node: Node) -> None:
+        """Under the lock: a new node at a free path (see :meth:`_free`)."""
+        self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": time.time_ns()})
+        if isinstance(node, FileNode) and node.staged is not None:
+            self._hold(node.staged)
+
+    def shares_bytes(self, path: str) -> bool:
+        """True when ``path``'s staged bytes are shared with a hard link made from it."""
+        with self._lock:
+            return self._shared(self._get(path))
+
+    def link_copies(self, src: str) -> bool:
+        """True when :meth:`link` of ``src`` would copy bytes (a file open for writing)."""
+        with self._lock:
+            n = self._get(src)
+            return isinstance(n, FileNode) and n.staged is not None and \
+                n.staged in self._writers
 
     # --- commit support --------------------------------------------------------------------
     def freeze(self) -> None:
@@ -637,6 +740,20 @@ class Draft:
         except (FileNotFoundError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
+
+
+def _copy_file(src: str, dst: str) -> None:
+    """Copy a staging file's bytes and mtime to an existing ``dst`` (in-kernel copy; a
+    reflink where the file system offers one)."""
+    with open(src, "rb") as fi, open(dst, "r+b") as fo:
+        st = os.fstat(fi.fileno())
+        left = st.st_size
+        while left > 0:
+            n = os.copy_file_range(fi.fileno(), fo.fileno(), left)
+            if n == 0:
+                break
+            left -= n
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 # --- moved to fs/draftarea.py, still importable from here ------------------------------------

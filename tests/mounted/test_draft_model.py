@@ -121,6 +121,18 @@ def test_random_operations_match_a_plain_directory(cli, mounter, tmp_path):
         def symlink(self, path: str, dest: str) -> None:
             self.both(lambda root: os.symlink(dest, os.path.join(root, path)))
 
+        @rule(src=NAMES, dst=NAMES)
+        def link(self, src: str, dst: str) -> None:
+            """A draft's hard link is a copy-on-write copy: modelled in the plain directory
+            by a real link (for its errno) replaced by a copy of what it links to."""
+            def op(root: str) -> None:
+                a, b = os.path.join(root, src), os.path.join(root, dst)
+                os.link(a, b, follow_symlinks=False)
+                if root == self.plain and not os.path.islink(b):
+                    os.unlink(b)
+                    shutil.copy2(a, b)
+            self.both(op)
+
         @rule(path=NAMES, x=st.booleans())
         def chmod(self, path: str, x: bool) -> None:
             def op(root: str) -> None:

@@ -99,13 +99,17 @@ async def test_draft_work_and_lookup_counts_balance(make_fs, repo, source):
     assert await errno_of(fs.ops.rmdir(root.st_ino, b"sub", CTX)) == errno.ENOTEMPTY
     await fs.ops.unlink(root.st_ino, b"run.sh", CTX)
     assert await errno_of(fs.ops.lookup(root.st_ino, b"run.sh", CTX)) == errno.ENOENT
-    assert await errno_of(fs.ops.link(readme.st_ino, root.st_ino, b"hard", CTX)) == errno.EPERM
+    hard = await fs.ops.link(readme.st_ino, root.st_ino, b"hard", CTX)  # a copy-on-write copy
+    k.counts[hard.st_ino] += 1
+    assert hard.st_ino != readme.st_ino and hard.st_nlink == 1
+    assert await k.read_file(hard.st_ino) == b"HEL"
+    assert await errno_of(fs.ops.link(readme.st_ino, root.st_ino, b"hard", CTX)) == errno.EEXIST
     assert await errno_of(fs.ops.setxattr(readme.st_ino, b"user.x", b"1", CTX)) == errno.ENOTSUP
     unchanged = await k.lookup((await k.lookup(root.st_ino, "data")).st_ino, "train.csv")
     assert await fs.ops.getxattr(unchanged.st_ino, b"user.artifactfs.digest", CTX) == \
         repo.entry(repo.resolve("vision/cats:v0"), "data/train.csv").digest.encode()
     names = {n.decode() for n, _, _ in await k.readdir(root.st_ino)}
-    assert names == set(os.listdir(source)) - {"run.sh"} | {"sub", "sl", "nod"}
+    assert names == set(os.listdir(source)) - {"run.sh"} | {"sub", "sl", "nod", "hard"}
     await k.forget_all()
     assert fs.ns.inodes.total_lookups() == 0
     assert len(fs.ns.inodes) == 2  # root and drafts stay

@@ -376,3 +376,57 @@ def test_empty_draft_and_new_artifact(env: Env) -> None:
     write(d, "x/y", b"y", create=True)
     plan = d.plan()
     assert set(plan.changes) == {"x"} and [s.path for s in plan.sources] == ["x/y"]
+
+
+def test_hard_links_are_copy_on_write_copies(env: Env, draft: Draft) -> None:
+    """link(2) in a draft: the new path shares content (base or staged, no bytes copied) until
+    one side is written; from then on the two are independent files."""
+    files = os.path.join(draft.dir, "files")
+    draft.link("big.bin", "big2.bin")  # base content: a second entry, no copy
+    assert env.copies == [] and os.listdir(files) == []
+    assert draft.stat("big2.bin").entry == draft.stat("big.bin").entry
+    assert draft.stat("big2.bin").ident != draft.stat("big.bin").ident
+    write(draft, "new.txt", b"fresh bytes", create=True)
+    draft.link("new.txt", "dir/new-link.txt")  # staged: one staging file, two paths
+    assert len(os.listdir(files)) == 1
+    assert env.read(draft, "dir/new-link.txt") == b"fresh bytes"
+    write(draft, "new.txt", b"FRESH")  # the writer gets its own copy first
+    assert len(os.listdir(files)) == 2
+    assert env.read(draft, "new.txt") == b"FRESH bytes"
+    assert env.read(draft, "dir/new-link.txt") == b"fresh bytes"
+    draft.link("dir/new-link.txt", "third.txt")
+    draft.unlink("dir/new-link.txt")  # the shared file stays for the other path
+    assert env.read(draft, "third.txt") == b"fresh bytes"
+    draft.truncate("third.txt", 0)
+    assert env.read(draft, "third.txt") == b"" and len(os.listdir(files)) == 2
+    draft.link("new.txt", "fourth.txt")
+    before = os.stat(draft.stat("new.txt").local or "").st_mtime_ns
+    draft.utimes("fourth.txt", 1_000_000_000)  # a time of its own: the bytes are copied
+    assert os.stat(draft.stat("new.txt").local or "").st_mtime_ns == before
+    assert draft.stat("fourth.txt").mtime_ns == 1_000_000_000
+    draft.symlink("sl", "a.txt")
+    draft.link("sl", "sl2")  # linkat without AT_SYMLINK_FOLLOW: the symlink itself
+    assert draft.readlink("sl2") == "a.txt"
+    for src, dst, code in [("dir", "d2", errno.EPERM), ("nope", "x", errno.ENOENT),
+                           ("a.txt", "new.txt", errno.EEXIST), ("a.txt", "no/x", errno.ENOENT)]:
+        with pytest.raises(OSError) as e:
+            draft.link(src, dst)
+        assert e.value.errno == code, (src, dst)
+    env.reopen()  # the journal keeps the sharing: unlinking one side keeps the other's bytes
+    d = env.area.get("vision", "cats", "d1")
+    assert env.read(d, "new.txt") == b"FRESH bytes" and env.read(d, "fourth.txt") == \
+        b"FRESH bytes"
+    d.unlink("new.txt")
+    assert env.read(d, "fourth.txt") == b"FRESH bytes"
+
+
+def test_a_link_to_a_file_open_for_writing_copies_it(env: Env, draft: Draft) -> None:
+    local = draft.create("w.txt")
+    with open(local, "wb") as f:
+        f.write(b"one")
+    assert draft.link_copies("w.txt")
+    draft.link("w.txt", "w2.txt")
+    with open(local, "ab") as f:  # the open handle keeps writing only its own file
+        f.write(b"two")
+    draft.release(local)
+    assert env.read(draft, "w.txt") == b"onetwo" and env.read(draft, "w2.txt") == b"one"
