@@ -168,7 +168,8 @@ def _changes(draft: Draft, repo: Repo, report: Report | None = None) -> dict[str
     """The draft's changes from its base, with its new and modified files stored."""
     plan = draft.plan()
     changes: dict[str, Any] = dict(plan.changes)
-    changes.update(ingest.store_files(repo.store, plan.sources, _counter(plan.sources, report)))
+    changes.update(plan.stored(ingest.store_files(repo.store, plan.sources,
+                                                  _counter(plan.sources, report))))
     _checkpoint("ingested")
     return changes
 
@@ -217,8 +218,8 @@ def upsert_draft(area: DraftArea, draft: Draft, repo: Repo, writer: str, *,
             raise UsageError(f"upsert can only add or replace files, but draft {draft.label} "
                              f"removes: {shown}; remove them in the finishing commit instead")
         changes = dict(plan.changes)
-        changes.update(ingest.store_files(repo.store, plan.sources,
-                                          _counter(plan.sources, report)))
+        changes.update(plan.stored(ingest.store_files(repo.store, plan.sources,
+                                                      _counter(plan.sources, report))))
         count = distributed.upsert(repo, m.project, m.name, m.id, changes, writer)
         area.discard(draft)
         return count

@@ -92,10 +92,23 @@ class Info:
 
 @dataclass
 class Plan:
-    """What a commit must do: entries to set (``None``: remove) and staged files to ingest."""
+    """What a commit must do: entries to set (``None``: remove) and staged files to ingest.
+
+    Paths that share a staging file (hard links) are ingested once: ``twins`` maps each other
+    path to the source path holding the same file and its own executable bit."""
 
     changes: dict[str, model.Entry | None] = field(default_factory=dict)
     sources: list[Source] = field(default_factory=list)
+    twins: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    _by_local: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def stored(self, entries: dict[str, model.Entry]) -> dict[str, model.Entry]:
+        """Ingest's ``entries`` (keyed by source path) and the entries of their twins."""
+        out = dict(entries)
+        for p, (src, executable) in self.twins.items():
+            e = entries[src]
+            out[p] = replace(e, executable=executable and e.kind == "file")
+        return out
 
 
 @dataclass(frozen=True)
@@ -725,8 +738,13 @@ class Draft:
                 if n.entry is not None and n.pristine == (st.st_size, st.st_mtime_ns):
                     want = replace(n.entry, executable=n.executable and n.entry.kind == "file")
                 else:
-                    out.sources.append(Source(p, self._local(n), "file", st.st_size,
-                                              st.st_mtime_ns, n.executable))
+                    local = self._local(n)
+                    if local in out._by_local:
+                        out.twins[p] = (out._by_local[local], n.executable)
+                    else:
+                        out._by_local[local] = p
+                        out.sources.append(Source(p, local, "file", st.st_size,
+                                                  st.st_mtime_ns, n.executable))
                     continue
             if want != u:
                 out.changes[p] = want

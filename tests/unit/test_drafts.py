@@ -430,3 +430,14 @@ def test_a_link_to_a_file_open_for_writing_copies_it(env: Env, draft: Draft) -> 
         f.write(b"two")
     draft.release(local)
     assert env.read(draft, "w.txt") == b"onetwo" and env.read(draft, "w2.txt") == b"one"
+
+
+def test_linked_staged_files_are_ingested_once(env: Env, draft: Draft) -> None:
+    write(draft, "n.txt", b"linked", create=True)
+    draft.link("n.txt", "dir/m.txt")
+    draft.chmod("dir/m.txt", True)
+    plan = draft.plan()
+    assert [s.path for s in plan.sources] == ["n.txt"]
+    entry = model.Entry("file", size=6, digest="d" * 64)
+    got = plan.stored({"n.txt": entry})
+    assert got["dir/m.txt"] == model.Entry("file", size=6, digest="d" * 64, executable=True)
