@@ -22,6 +22,14 @@ What is subtle:
   so it never waits on the disk (a miss goes to a worker thread).  Hashing through ``mmap``
   would save a copy (~10 % CPU measured) but a store file truncated under the mapping would
   kill the daemon with SIGBUS, so it is not done.
+* Verified stays verified: a ready piece remembers the identity of its file when it was
+  verified (``Ident``: device, inode, size, mtime, ctime).  The first time an open file uses
+  a piece (:meth:`check`, one ``fstat``), a changed identity drops the descriptor and the
+  piece is verified again from its file; a rewrite by any tool changes ctime, which no tool can
+  set.  Not detected: bytes that change under an unchanged identity (silent media corruption,
+  a raw write to the block device), and a change while a file is already open, until the next
+  open (reads themselves never ``fstat``).  The identity is taken *before* hashing, so a write
+  during hashing is seen at the next check.
 * Single flight: one fetch per piece however many readers wait; a failure is not remembered
   (the next read tries again) and waiters give up after ``timeout`` seconds (EIO), while the
   worker thread finishes on its own.
@@ -117,6 +125,14 @@ def _hash_fd(fd: int) -> tuple[str, int]:
         pos += n
 
 
+Ident = tuple[int, int, int, int, int]
+
+
+def ident_of(st: os.stat_result) -> Ident:
+    """What changes when anything rewrites a file: (device, inode, size, mtime, ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _copy_range(src: int, dst: int, length: int, dst_off: int) -> None:
     """``length`` bytes from the start of ``src`` to ``dst`` at ``dst_off``."""
     done = 0
@@ -165,6 +181,8 @@ class BlobCache:
         self.prefetch_limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 4))
         self.buffer_bytes = buffer_bytes
         self._fds: OrderedDict[str, int] = OrderedDict()  # trio thread only
+        self._idents: dict[int, Ident] = {}  # fd -> identity of its file when verified
+        self._retired: dict[str, list[int]] = {}  # changed files' fds, closed at the last unpin
         self._bufs: OrderedDict[str, memoryview] = OrderedDict()  # verified bytes, LRU
         self._buf_bytes = 0
         self._scratch = memoryview(bytearray(1 << 20))
@@ -249,6 +267,29 @@ class BlobCache:
                     p.key not in self._bufs and p.key not in self._failed:
                 self._start(p, self.prefetch_limiter)
 
+    def check(self, key: str) -> bool:
+        """Whether a ready piece's file is still the one verified (one ``fstat``).  If not,
+        the piece stops being ready (the next :meth:`get` verifies it again) and its
+        descriptor is closed once no open file uses it.  Called the first time an open file
+        uses a piece, not per read."""
+        fd = self._fds.get(key)
+        if fd is None:
+            return True
+        try:
+            now: Ident | None = ident_of(os.fstat(fd))
+        except OSError:
+            now = None
+        if now is not None and now == self._idents.get(fd):
+            return True
+        log.warning("the file of %s changed since it was verified: verifying it again", key)
+        del self._fds[key]
+        self._idents.pop(fd, None)
+        if self._pins.get(key):  # a reader of an open file may be using the fd right now
+            self._retired.setdefault(key, []).append(fd)
+        else:
+            os.close(fd)
+        return False
+
     def _start(self, piece: Piece, limiter: trio.CapacityLimiter) -> _Flight:
         fl = _Flight()
         self._flights[piece.key] = fl
@@ -260,9 +301,9 @@ class BlobCache:
         try:
             if self.in_place and piece.entry is None:  # start the disk read now, verify later
                 await trio.to_thread.run_sync(self._advise, piece, abandon_on_cancel=True)
-            fd, data = await trio.to_thread.run_sync(self._materialize, piece, limiter=limiter,
-                                                     abandon_on_cancel=True)
-            self._install(piece.key, fd, data)
+            fd, data, idn = await trio.to_thread.run_sync(
+                self._materialize, piece, limiter=limiter, abandon_on_cancel=True)
+            self._install(piece.key, fd, data, idn)
         except trio.Cancelled:
             fl.error = StoreUnavailable("shutting down")
             raise
@@ -280,12 +321,15 @@ class BlobCache:
             fl.event.set()
             self._close_evicted()
 
-    def _install(self, key: str, fd: int | None, data: bytes | None) -> None:
+    def _install(self, key: str, fd: int | None, data: bytes | None, idn: Ident | None
+                 ) -> None:
         if fd is not None:
             old = self._fds.pop(key, None)
             if old is not None:
                 os.close(old)
             self._fds[key] = fd
+            if idn is not None:
+                self._idents[fd] = idn
             if len(self._fds) > MAX_FDS:
                 with self._lock:
                     extra = len(self._fds) - MAX_FDS
@@ -334,6 +378,8 @@ class BlobCache:
                     view = self._bufs.pop(k, None)
                     if view is not None:
                         self._buf_bytes -= len(view)
+                    for old in self._retired.pop(k, ()):
+                        os.close(old)
                     if k in self._orphans:
                         self._orphans.discard(k)
                         fd = self._fds.pop(k, None)
@@ -355,23 +401,27 @@ class BlobCache:
         finally:
             os.close(fd)
 
-    def _materialize(self, piece: Piece) -> tuple[int | None, bytes | None]:
-        """Worker thread: a verified fd for a piece, or its verified bytes when the disk
-        cannot keep them."""
+    def _materialize(self, piece: Piece) -> tuple[int | None, bytes | None, Ident | None]:
+        """Worker thread: a verified fd for a piece and the identity of its file when it was
+        verified, or the piece's verified bytes when the disk cannot keep them."""
         if piece.entry is None and self.in_place:
             path = self.store.local_path(object_key(piece.digest))
             assert path is not None
-            return self._open_verified(path, piece, missing_ok=False), None
+            got = self._open_verified(path, piece, missing_ok=False)
+            assert got is not None
+            return got[0], None, got[1]
         path = self._path(piece.key)
-        fd = self._open_verified(path, piece, missing_ok=True)
-        if fd is not None:
+        got = self._open_verified(path, piece, missing_ok=True)
+        if got is not None:
             self.hits += 1
-            return fd, None
+            return got[0], None, got[1]
         self.misses += 1
         data = self._fetch(piece)
         self.fetched_bytes += len(data)
         fd = self._store_file(path, piece, data)
-        return fd, (data if fd is None else None)
+        if fd is None:
+            return None, data, None
+        return fd, None, ident_of(os.fstat(fd))
 
     def copy_to(self, entry: Entry, dest: str) -> None:
         """Worker thread: write an entry's verified bytes into the file ``dest`` (the copy-up
@@ -382,7 +432,7 @@ class BlobCache:
         try:
             for i in range(piece_count(entry)):
                 p = piece_at(entry, i)
-                fd, data = self._materialize(p)
+                fd, data, _ = self._materialize(p)
                 if fd is None:
                     assert data is not None
                     pwrite_all(out, data, p.offset)
@@ -397,7 +447,10 @@ class BlobCache:
     def _expected(self, piece: Piece) -> str | None:
         return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")
 
-    def _open_verified(self, path: str, piece: Piece, missing_ok: bool) -> int | None:
+    def _open_verified(self, path: str, piece: Piece, missing_ok: bool
+                       ) -> tuple[int, Ident] | None:
+        """An fd of ``path`` whose bytes were just verified, with the file's identity taken
+        before hashing (so a write during the hash shows as a change at the next check)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -406,8 +459,9 @@ class BlobCache:
             raise IntegrityError(f"object {piece.digest} is missing from the store") from None
         try:
             expected = self._expected(piece)
+            idn = ident_of(os.fstat(fd))
             if expected and _hash_fd(fd) == (expected, piece.length):
-                return fd
+                return fd, idn
         except BaseException:
             os.close(fd)
             raise
@@ -537,5 +591,10 @@ class BlobCache:
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
+        for fds in self._retired.values():
+            for fd in fds:
+                os.close(fd)
         self._fds.clear()
+        self._idents.clear()
+        self._retired.clear()
         self._bufs.clear()

@@ -21,6 +21,8 @@ What is subtle:
 * readdir cookies: virtual directories reply from a snapshot taken at opendir; version
   directories are immutable, so the cookie is the entry's index and a handle remembers where
   the last batch stopped to resume with one B-tree seek.
+* Each open file checks, the first time it reads a piece, that the piece's file is still the
+  one verified (one ``fstat``, see blobcache.py); reads themselves never check.
 * A file handle holds the entry it opened, so a file opened through ``latest`` keeps reading
   its version whatever ``latest`` becomes, and a deleted version's open files keep working.
 * The trio thread only does cheap work: LMDB reads and ``pread`` of verified pieces; store
@@ -94,11 +96,12 @@ class DirHandle:
 
 
 class FileHandle:
-    __slots__ = ("entry", "keys", "last_piece", "next_off", "pi", "piece", "window")
+    __slots__ = ("checked", "entry", "keys", "last_piece", "next_off", "pi", "piece", "window")
 
     def __init__(self, entry: Entry, keys: list[str]) -> None:
         self.entry = entry
         self.keys = keys
+        self.checked = 0  # bit i: piece i's file identity was checked since this open
         self.next_off = 0
         self.last_piece = -1
         self.pi = -1
@@ -594,6 +597,9 @@ class Namespace:
     async def _read_piece(self, h: FileHandle, i: int, off: int, n: int) -> bytes | memoryview:
         if h.pi != i:
             h.pi, h.piece = i, piece_at(h.entry, i)
+            if not h.checked >> i & 1:  # verified bytes stay verified: see BlobCache.check
+                h.checked |= 1 << i
+                self.blobs.check(h.piece.key)
         p = h.piece
         assert p is not None
         for _ in range(4):

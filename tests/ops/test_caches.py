@@ -4,6 +4,7 @@ unreachable store) and the LMDB manifest cache (crash and corruption recovery)."
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import time
@@ -11,8 +12,9 @@ import time
 import pyfuse3
 import pytest
 import trio
-from opshelp import CTX, Kernel, put, read_bytes
+from opshelp import CTX, Kernel, object_path, put, read_bytes
 
+from artifactfs.fs import blobcache
 from artifactfs.fs.cache import ManifestCache, entry_from_raw
 from artifactfs.model import Entry, RefInfo, file_entry, ref_entry, symlink_entry
 
@@ -197,3 +199,39 @@ async def test_listing_a_directory_reads_its_subdirectories_ahead_on_a_remote_st
         assert all(n == 1 for n in node_gets.values())
         await k.readdir((await k.walk("vision/cats/v0/many")).st_ino)  # ready, or loaded now
         assert all(n == 1 for key, n in fs.store.gets.items() if key.startswith("objects/"))
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["in-place", "remote"])
+async def test_a_rewritten_piece_file_is_verified_again_once_per_open(make_fs, repo, source,
+                                                                      remote, monkeypatch):
+    """One fstat per open and piece, a hash only when the file's identity changed; the fd of a
+    changed file is closed only once no open file uses it."""
+
+    hashed: list[int] = []
+    real = blobcache._hash_fd
+    monkeypatch.setattr(blobcache, "_hash_fd", lambda fd: hashed.append(fd) or real(fd))
+    put(repo, source)
+    fs = make_fs(remote=remote)
+    k = Kernel(fs.ops)
+    ino = (await k.walk("vision/cats/v0/README")).st_ino
+    assert await k.read_file(ino) == b"hello\n"
+    for _ in range(3):  # unchanged: no hashing again
+        assert await k.read_file(ino) == b"hello\n"
+    assert len(hashed) == (0 if remote else 1)  # remote: the fetched bytes were hashed
+    key = hashlib.sha256(b"hello\n").hexdigest()
+    held = (await fs.ops.open(ino, os.O_RDONLY, CTX)).fh
+    assert bytes(await fs.ops.read(held, 0, 100)) == b"hello\n"
+    path = fs.blobs._path(key) if remote else object_path(repo, key)
+    os.chmod(path, 0o600)
+    fd = os.open(path, os.O_WRONLY)  # same inode, as an editor or dd conv=notrunc would
+    os.pwrite(fd, b"J", 0)
+    os.close(fd)
+    if remote:  # a cache file: dropped and fetched again from the store
+        assert await k.read_file(ino) == b"hello\n"
+    else:
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            await k.read_file(ino)
+        assert ei.value.errno == errno.EIO
+    assert fs.blobs._retired  # the old fd stays open for the handle still holding it
+    await fs.ops.release(held)
+    assert not fs.blobs._retired
