@@ -307,52 +307,6 @@ def ttl_clear(c: Ctx, target: str) -> None:
 
 
 @cli.command()
-@click.argument("ref")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text")
-@pass_ctx
-def lineage(c: Ctx, ref: str, fmt: str) -> None:
-    """The run that produced a version and the runs that used it."""
-    rec = c.repo.resolve(ref)
-    cat = c.repo.catalog
-    producer = cat.logged_by(rec)
-    consumers = cat.used_by(rec)
-    doc: dict[str, Any] = {
-        "artifact": rec.label,
-        "logged_by": None if producer is None else {
-            "run": f"{producer.project}/{producer.id}", "job_type": producer.job_type,
-            "inputs": [str(r) for r in cat.run_artifacts(producer, "inputs")]},
-        "used_by": [{"run": f"{r.project}/{r.id}", "job_type": r.job_type,
-                     "outputs": [str(o) for o in cat.run_artifacts(r, "outputs")]}
-                    for r in consumers],
-    }
-    if fmt == "json":
-        _echo_json(doc)
-    elif fmt == "dot":
-        click.echo("digraph lineage {")
-        if producer is not None:
-            run = doc["logged_by"]["run"]
-            for i in doc["logged_by"]["inputs"]:
-                click.echo(f'  "{i}" -> "run:{run}";')
-            click.echo(f'  "run:{run}" -> "{rec.label}";')
-        for u in doc["used_by"]:
-            click.echo(f'  "{rec.label}" -> "run:{u["run"]}";')
-            for o in u["outputs"]:
-                click.echo(f'  "run:{u["run"]}" -> "{o}";')
-        click.echo("}")
-    else:
-        if producer is not None:
-            lb = doc["logged_by"]
-            ins = ", ".join(lb["inputs"]) or "nothing"
-            click.echo(f"logged by run {lb['run']} ({lb['job_type'] or 'job'}), which used {ins}")
-        else:
-            click.echo("logged by: no run recorded")
-        for u in doc["used_by"]:
-            outs = ", ".join(u["outputs"]) or "nothing"
-            click.echo(f"used by run {u['run']} ({u['job_type'] or 'job'}), which logged {outs}")
-        click.echo(rec.label)
-
-
-@cli.command()
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @click.option("--grace", default=24.0, show_default=True, metavar="HOURS",
               help="Keep objects younger than this, and those of versions deleted since.")
@@ -372,7 +326,7 @@ def gc(c: Ctx, dry_run: bool, grace: float) -> None:
 
 def _register_optional() -> None:
     """Commands that live with their subsystems: the mount daemon's and the drafts'."""
-    for module in (".fs.cli_mount", ".drafts_cli"):
+    for module in (".fs.cli_mount", ".drafts_cli", ".repro_cli"):
         try:
             found = importlib.util.find_spec(module, __package__) is not None
         except ModuleNotFoundError:  # its parent package is not in this build
