@@ -7,6 +7,7 @@ The last line on stdout of a command that names a version is ``PROJECT/NAME:vN``
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import json
@@ -36,9 +37,17 @@ class Ctx:
 
     @property
     def repo(self) -> Repo:
+        """The store's repo; a directory store must exist (see :meth:`open_repo`)."""
+        return self.open_repo(create=False)
+
+    def open_repo(self, create: bool) -> Repo:
+        """The repo, opened once; ``create`` lets a command that writes (``put``) make a new
+        directory store, for the others a missing one is an error, not a new empty store."""
         if self._repo is None:
             from .repo import Repo  # not imported for commands that only talk to a daemon
 
+            if not create:
+                config_mod.check_store_exists(self.config.store)
             self._repo = Repo(self.config.store, notify_mounts=True)
         return self._repo
 
@@ -71,7 +80,30 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None] |
         yield bar.update
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The top-level group: an unknown command is a usage error naming the close ones.
+
+    Nothing else is accepted in a command's place: the fstab form ``STORE MOUNT -o OPTIONS``
+    belongs to ``mount.artifactfs`` alone (a typo must never mount a store over a directory).
+    """
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0]
+        if name.startswith("-") or self.get_command(ctx, name) is not None \
+                or ctx.resilient_parsing:
+            return super().resolve_command(ctx, args)
+        msg = f"no such command {name!r}"
+        close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+        if close:
+            msg += f"; did you mean {' or '.join(close)}?"
+        elif "/" in name or name.startswith("."):
+            msg += "; fstab lines of type fuse.artifactfs need mount.fuse.artifactfs " \
+                   "(see docs/mount.md)"
+        raise click.UsageError(msg, ctx)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", metavar="URI", help="Store: a directory or s3://bucket[/prefix] "
               "(default: $ARTIFACTFS_STORE, the config file, then ~/.local/share/artifactfs/store).")
 @click.option("--config", "config_file", metavar="FILE", help="Read this config file instead.")
@@ -105,7 +137,7 @@ def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], de
     meta = parse_metadata(metadata)
     for a in aliases:
         check_alias(a)
-    repo = c.repo
+    repo = c.open_repo(create=True)
     if _URI_RE.match(path):
         from . import refs
         repo.check_type(ref.project, ref.name, type_)
@@ -343,26 +375,43 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def _is_mount_form(args: list[str]) -> bool:
-    """``artifactfs SOURCE MOUNTPOINT -o OPTIONS``, as mount.fuse3 runs fstab's fuse.artifactfs."""
-    positional = [a for a in args if not a.startswith("-")]
-    return (bool(args) and not args[0].startswith("-") and args[0] not in cli.commands
-            and len(positional) >= 2)
+def _usage_message(e: click.UsageError) -> str:
+    """Click's message for a usage error as one lower-case clause, e.g. ``missing option
+    --name`` (click writes ``Missing option '--name'.`` under a usage banner)."""
+    if isinstance(e, click.MissingParameter) and e.param is not None:
+        p = e.param
+        what = (f"option {max(p.opts, key=len)}" if isinstance(p, click.Option)
+                else f"argument {p.human_readable_name}")
+        return f"missing {what}"
+    if isinstance(e, click.NoSuchOption):
+        close = getattr(e, "possibilities", None)
+        return f"no such option {e.option_name}" + (
+            f"; did you mean {' or '.join(sorted(close))}?" if close else "")
+    msg = " ".join(e.format_message().split())
+    msg = re.sub(r"'(--?[A-Za-z][\w-]*)'", r"\1", msg).rstrip(".")
+    return msg[:1].lower() + msg[1:] if msg[1:2].islower() else msg
+
+
+def _show_usage_error(e: click.UsageError) -> None:
+    where = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
+    click.echo(f"error: {_usage_message(e)}{where}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning errors into ``error: …`` lines."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        if _is_mount_form(args):
-            from .fs import mounthelper
-            mounthelper.run(args)
-            return
         cli.main(args=args, prog_name="artifactfs", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:
+        if e.ctx is not None and type(e).__name__ == "NoArgsIsHelpError":
+            click.echo(e.ctx.get_help())  # a bare group: its help, as click >= 8.2 says
+            sys.exit(0)
+        _show_usage_error(e)
+        sys.exit(2)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {_usage_message(click.UsageError(e.format_message()))}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

@@ -1,9 +1,14 @@
 """Configuration: built-in defaults < /etc/artifactfs/config.toml < ~/.config/artifactfs/config.toml
 < environment < command-line flags (SPEC §11).
 
+Paths are made absolute as they are read (a flag or a variable against the working directory,
+a config file's against the file's directory), so a daemon that later changes directory to
+``/`` serves the store the user meant.
+
 The TOML files may hold::
 
-    store = "s3://bucket/prefix"          # or a directory
+    store = "s3://bucket/prefix"          # or a directory (relative: to this file's directory)
+    project = "vision"                     # the default project (see default_project)
     cache_dir = "/var/cache/artifactfs"
     cache_size = "50GiB"
     refresh = 10
@@ -20,9 +25,12 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import UsageError
+from .errors import NotFound, UsageError
+from .names import check_project
 
 SYSTEM_CONFIG = "/etc/artifactfs/config.toml"
+DEFAULT_PROJECT = "uncategorized"  # wandb's project for runs that name none
+_URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?i?b?)?\s*", re.I)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15,
@@ -65,6 +73,47 @@ def runtime_dir() -> str:
                         "artifactfs")
 
 
+def default_store() -> str:
+    """The built-in store: ``$XDG_DATA_HOME/artifactfs/store`` (``~/.local/share/…``)."""
+    return os.path.join(xdg_data_home(), "artifactfs", "store")
+
+
+def store_directory(uri: str) -> str | None:
+    """The directory of a directory store (a path or ``file:///path``); None for URIs."""
+    if uri.startswith("file://"):
+        return uri[len("file://"):] or None
+    if not uri or _URI_RE.match(uri):
+        return None
+    return os.path.expanduser(uri)
+
+
+def check_store_exists(uri: str) -> None:
+    """NotFound for a directory store that does not exist, unless it is the default one (which
+    is made on first use): a typo in ``--store`` must not serve, or fill, a new empty store."""
+    path = store_directory(uri)
+    if path is None or os.path.isdir(path):
+        return
+    if os.path.abspath(path) == os.path.abspath(default_store()):
+        return
+    raise NotFound(f"store {path} does not exist: check --store "
+                   f"(mkdir -p {path} makes an empty store)")
+
+
+def absolute_path(path: str, base: str | None = None) -> str:
+    """``path`` with ``~`` expanded, made absolute against ``base`` (default: the working
+    directory); an empty string stays empty."""
+    if not path:
+        return path
+    return os.path.normpath(os.path.join(base or os.getcwd(), os.path.expanduser(path)))
+
+
+def absolute_store(uri: str, base: str | None = None) -> str:
+    """A store as given, with a plain directory path made absolute (see :func:`absolute_path`)."""
+    if not uri or _URI_RE.match(uri):
+        return uri
+    return absolute_path(uri, base)
+
+
 @dataclass(frozen=True)
 class ProjectAccess:
     readers: tuple[str, ...] = ()
@@ -73,17 +122,22 @@ class ProjectAccess:
 
 @dataclass(frozen=True)
 class Config:
-    store: str = field(default_factory=lambda: os.path.join(xdg_data_home(), "artifactfs", "store"))
+    store: str = field(default_factory=default_store)
     cache_dir: str = field(default_factory=lambda: os.path.join(xdg_cache_home(), "artifactfs"))
     cache_size: int = 20 * 2**30
     refresh: float = 10.0
+    project: str = DEFAULT_PROJECT
     projects: dict[str, ProjectAccess] = field(default_factory=dict)
 
     def with_flags(self, **flags: Any) -> Config:
-        """A copy with every flag that is not ``None`` applied."""
+        """A copy with every flag that is not ``None`` applied (paths made absolute)."""
         changes = {k: v for k, v in flags.items() if v is not None}
         if "cache_size" in changes:
             changes["cache_size"] = parse_size(changes["cache_size"])
+        if "store" in changes:
+            changes["store"] = absolute_store(changes["store"])
+        if "cache_dir" in changes:
+            changes["cache_dir"] = absolute_path(changes["cache_dir"])
         return replace(self, **changes)
 
 
@@ -101,10 +155,13 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 def _apply(cfg: Config, doc: dict[str, Any], where: str) -> Config:
     out = cfg
+    here = os.path.dirname(os.path.abspath(where))
     if "store" in doc:
-        out = replace(out, store=str(doc["store"]))
+        out = replace(out, store=absolute_store(str(doc["store"]), here))
     if "cache_dir" in doc:
-        out = replace(out, cache_dir=os.path.expanduser(str(doc["cache_dir"])))
+        out = replace(out, cache_dir=absolute_path(str(doc["cache_dir"]), here))
+    if "project" in doc:
+        out = replace(out, project=str(doc["project"]))
     if "cache_size" in doc:
         out = replace(out, cache_size=parse_size(doc["cache_size"]))
     if "refresh" in doc:
@@ -126,15 +183,29 @@ def _apply(cfg: Config, doc: dict[str, Any], where: str) -> Config:
 def load(config_file: str | None = None) -> Config:
     """Defaults, then the system and user config files (or ``config_file``), then env."""
     cfg = Config()
-    files = [config_file] if config_file else [
+    files = [absolute_path(config_file)] if config_file else [
         SYSTEM_CONFIG, os.path.join(xdg_config_home(), "artifactfs", "config.toml")]
     for path in files:
         cfg = _apply(cfg, _read_toml(path), path)
     env = os.environ
     if env.get("ARTIFACTFS_STORE"):
-        cfg = replace(cfg, store=env["ARTIFACTFS_STORE"])
+        cfg = replace(cfg, store=absolute_store(env["ARTIFACTFS_STORE"]))
     if env.get("ARTIFACTFS_CACHE_DIR"):
-        cfg = replace(cfg, cache_dir=env["ARTIFACTFS_CACHE_DIR"])
+        cfg = replace(cfg, cache_dir=absolute_path(env["ARTIFACTFS_CACHE_DIR"]))
     if env.get("ARTIFACTFS_CACHE_SIZE"):
         cfg = replace(cfg, cache_size=parse_size(env["ARTIFACTFS_CACHE_SIZE"]))
+    if env.get("ARTIFACTFS_PROJECT"):
+        cfg = replace(cfg, project=env["ARTIFACTFS_PROJECT"])
     return cfg
+
+
+def default_project(cfg: Config | None = None) -> str:
+    """The project of names given without one (``put PATH``, ``get NAME:REF``, the API's bare
+    ``name:alias``): ``$ARTIFACTFS_PROJECT``, else ``project = "…"`` in the config file, else
+    ``uncategorized`` (as wandb)."""
+    project = (cfg if cfg is not None else load()).project
+    try:
+        return check_project(project)
+    except UsageError as e:
+        raise UsageError(f"invalid default project ({e}): set ARTIFACTFS_PROJECT or "
+                         "project = \"…\" in the config file") from None

@@ -105,7 +105,7 @@ def import_wandb(manifest: str, files_dir: str | None, target: str, type_: str,
         if files_dir is None and os.path.isdir(os.path.join(manifest, "files")):
             files_dir = os.path.join(manifest, "files")
         manifest = os.path.join(manifest, wandb_manifest.MANIFEST)
-    repo = _ctx().repo
+    repo = _ctx().open_repo(create=True)  # a first import may make the store
     rec, created = wandb_manifest.import_manifest(
         repo, manifest, files_dir, ref.project, ref.name, type_, aliases=aliases,
         description=description, metadata=meta)

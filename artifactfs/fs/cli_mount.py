@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..config import Config, parse_size
+from ..config import Config, absolute_path, check_store_exists, parse_size
 from ..errors import ArtifactfsError, UsageError
 
 
@@ -51,14 +51,38 @@ MOUNTPOINT = click.Path(file_okay=False, readable=False)
 @click.pass_obj
 def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | None,
           refresh: float | None, allow_other: bool, foreground: bool) -> None:
-    """Mount the store at MOUNTPOINT (returns once the mount is live)."""
+    """Mount the store at MOUNTPOINT (returns once the mount is live); a missing MOUNTPOINT
+    is created when its parent is yours."""
     if refresh is not None and refresh < 0:
         raise UsageError(f"invalid --refresh {refresh!r}: must be >= 0")
     cfg = _config(obj).with_flags(cache_dir=cache_dir, cache_size=cache_size, refresh=refresh)
+    check_store_exists(cfg.store)
+    mp = absolute_path(mountpoint)
+    make_mountpoint(mp)
     from .mount import MountOptions
     from .mount import mount as do_mount
 
-    do_mount(cfg, MountOptions(mountpoint, allow_other=allow_other, foreground=foreground))
+    do_mount(cfg, MountOptions(mp, allow_other=allow_other, foreground=foreground))
+
+
+def make_mountpoint(mp: str) -> None:
+    """Create a missing mountpoint directory when its parent exists and belongs to the caller
+    (and say so); otherwise leave it to the mount to explain what is wrong."""
+    from . import registry
+
+    parent = os.path.dirname(mp)
+    if os.path.lexists(mp) or registry.mountinfo(mp) is not None:
+        return  # (a dead mount fails lstat with ENOTCONN: the mount table still lists it)
+    if not os.path.isdir(parent):
+        raise UsageError(f"mountpoint {mp} does not exist, nor does {parent}")
+    if os.stat(parent).st_uid != os.geteuid():
+        raise UsageError(f"mountpoint {mp} does not exist (and {parent} is not yours): "
+                         f"create it first")
+    try:
+        os.mkdir(mp, 0o755)
+    except FileExistsError:
+        return  # made meanwhile, or a dead mount (ENOTCONN hides it from lexists)
+    click.echo(f"created mountpoint {mp}", err=True)
 
 
 @click.command()

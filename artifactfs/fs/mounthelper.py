@@ -2,9 +2,12 @@
 
     /srv/store  /artifacts  fuse.artifactfs  _netdev,allow_other  0 0
 
-mount(8) runs ``mount.fuse.artifactfs`` (install it as a symlink to this script; see
-docs/mount.md) with the fstab source, the mountpoint and ``-o`` options, and expects it to return
-once the mount is live: we daemonize exactly like ``artifactfs mount``.  Options understood:
+mount(8) runs ``/sbin/mount.fuse.artifactfs`` (a symlink to this script, made by
+systemd/install-mount-helper.sh; see docs/mount.md) with the fstab source, the mountpoint and
+``-o`` options, and expects it to return once the mount is live: we daemonize exactly like
+``artifactfs mount``.  This form is this script's alone: ``artifactfs`` itself never reads
+``STORE MOUNT`` as a mount request (a typo there must not mount anything).  A directory store
+must exist (a typo in fstab must not serve a new empty store), the default store excepted.  Options understood:
 ``allow_other``, ``cache_dir=DIR``, ``cache_size=SIZE``, ``refresh=SEC``, ``foreground``,
 ``config=FILE``; mount(8)'s own options (``_netdev``, ``defaults``, ``x-*``, ``noauto``,
 ``nofail``, ``user``, ``rw``, ``dev``, ``suid``, …) are ignored.
@@ -42,6 +45,8 @@ def parse_args(argv: list[str]) -> tuple[str, str, dict[str, str]]:
                 opts[k] = v
         elif a in ("-s", "-n", "-v", "--"):
             continue
+        elif a == "-t":  # mount(8) names the type when the helper's name does not
+            next(it, None)
         elif a == "-f":
             opts["foreground"] = ""
         elif a.startswith("-"):
@@ -56,6 +61,8 @@ def parse_args(argv: list[str]) -> tuple[str, str, dict[str, str]]:
 def run(argv: list[str]) -> None:
     store, mountpoint, opts = parse_args(argv)
     cfg = config_mod.load(opts.pop("config", None) or None)
+    store = config_mod.absolute_store(store)
+    config_mod.check_store_exists(store)
     flags: dict[str, object] = {"store": store}
     allow_other = foreground = False
     for k, v in opts.items():

@@ -26,9 +26,8 @@ def fail(store: Path, *args: str, code: int = 1) -> str:
     p = run(store, *args, ok=False)
     assert p.returncode == code, (p.stdout, p.stderr)
     assert "Traceback" not in p.stderr
-    if code == 1:
-        lines = p.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
     return p.stderr
 
 
@@ -204,13 +203,35 @@ def test_file_references_put_ls_get_and_change(tmp_path: Path) -> None:
                                  "dataset", "--max-objects", "1")
 
 
-def test_mount_fuse3_form_is_recognised() -> None:
-    from artifactfs.cli import _is_mount_form
-    assert _is_mount_form(["/srv/store", "/artifacts", "-o", "allow_other,_netdev"])
-    assert _is_mount_form(["s3://bucket/p", "/artifacts"])
-    assert not _is_mount_form(["put", "src", "--name", "p/a"])
-    assert not _is_mount_form(["nosuch"])
-    assert not _is_mount_form(["--store", "/x", "ls", "p/a"])
+def test_an_unknown_command_is_a_usage_error_and_mounts_nothing(tmp_path: Path) -> None:
+    """A typo followed by a directory was once read as the fstab form STORE MOUNT and mounted
+    a new empty store over the directory: now it is a usage error naming close commands."""
+    store = tmp_path / "store"
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    (dl / "mine.txt").write_text("mine")
+    p = run(store, "frobnicate", "dl", ok=False, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr == \
+        "error: no such command 'frobnicate' (artifactfs --help)\n"
+    assert not os.path.ismount(dl) and (dl / "mine.txt").read_text() == "mine"
+    assert not os.path.exists("/frobnicate") and not store.exists()
+    assert "did you mean versions?" in fail(store, "verison", "p/a", code=2)
+    err = fail(store, str(tmp_path / "store"), str(dl), "-o", "allow_other", code=2)
+    assert "fuse.artifactfs need mount.fuse.artifactfs" in err
+    assert not os.path.ismount(dl)
+
+
+def test_usage_errors_are_one_line_naming_the_help(tmp_path: Path, tree: Path) -> None:
+    store = tmp_path / "store"
+    assert fail(store, "ls", code=2) == "error: missing argument REF (artifactfs ls --help)\n"
+    assert fail(store, "gc", "--grace", "soon", code=2) == \
+        "error: invalid value for --grace: 'soon' is not a valid float (artifactfs gc --help)\n"
+    assert fail(store, "versions", "p/a", "--jsn", code=2) == \
+        "error: no such option --jsn; did you mean --json? (artifactfs versions --help)\n"
+    assert fail(store, "alias", "add", "p/a:v0", code=2) == \
+        "error: missing argument NAME (artifactfs alias add --help)\n"
+    assert "Usage:" in run(store, "alias").stdout  # a bare group shows its help
+    assert "Usage:" in run(store).stdout
 
 
 def test_lineage_ttl_and_gc_commands(tmp_path: Path, tree: Path,
