@@ -107,33 +107,46 @@ def _daemon_stats(control: str, probe: bool) -> dict[str, Any] | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def status(obj: Any, as_json: bool) -> None:
-    """Mounts of this node, their cache use and hit rate, and store reachability."""
+    """Mounts of this node, their cache use and hit rate, and store reachability; dead mounts
+    (their daemon was killed) with the command that clears them."""
     from . import registry
 
     out = []
     for rec in registry.records():
         st = _daemon_stats(rec.control, probe=True) or {}
         out.append({"mountpoint": rec.mountpoint, "pid": rec.pid, "store": rec.store,
-                    "cache_dir": rec.cache_dir, "log": rec.log,
+                    "cache_dir": rec.cache_dir, "log": rec.log, "dead": False,
                     "responding": bool(st), "store_reachable": st.get("store_reachable"),
                     "cache": st.get("cache", {}), "namespace": st.get("namespace", {})})
+    for d in registry.dead_mounts():
+        out.append({"mountpoint": d.mountpoint, "pid": d.pid, "store": d.store, "dead": True,
+                    "responding": False, "fix": d.fix})
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     if not out:
         click.echo("no artifactfs mounts")
     for m in out:
-        c = m["cache"]
-        reach = {True: "reachable", False: "UNREACHABLE", None: "unknown"}[m["store_reachable"]]
-        click.echo(f"{m['mountpoint']}  pid {m['pid']}  store {m['store']} ({reach})")
-        if not m["responding"]:
-            click.echo("  daemon not responding")
-            continue
-        where = "read in place" if c.get("in_place") else \
-            f"{_size(c.get('cache_bytes', 0))} of {_size(c.get('max_bytes', 0))}"
-        click.echo(f"  cache {m['cache_dir']}: {where}, hit rate "
-                   f"{100 * float(c.get('hit_rate', 1.0)):.1f}% "
-                   f"({c.get('hits', 0)} hits, {c.get('misses', 0)} misses)")
+        _print_mount(m)
+
+
+def _print_mount(m: dict[str, Any]) -> None:
+    if m["dead"]:
+        was = f"daemon pid {m['pid']} is gone" if m["pid"] else "no daemon serves it"
+        click.echo(f"{m['mountpoint']}  DEAD ({was})  store {m['store']}")
+        click.echo(f"  clear it: {m['fix']}")
+        return
+    c = m["cache"]
+    reach = {True: "reachable", False: "UNREACHABLE", None: "unknown"}[m["store_reachable"]]
+    click.echo(f"{m['mountpoint']}  pid {m['pid']}  store {m['store']} ({reach})")
+    if not m["responding"]:
+        click.echo("  daemon not responding")
+        return
+    where = "read in place" if c.get("in_place") else \
+        f"{_size(c.get('cache_bytes', 0))} of {_size(c.get('max_bytes', 0))}"
+    click.echo(f"  cache {m['cache_dir']}: {where}, hit rate "
+               f"{100 * float(c.get('hit_rate', 1.0)):.1f}% "
+               f"({c.get('hits', 0)} hits, {c.get('misses', 0)} misses)")
 
 
 @click.group()

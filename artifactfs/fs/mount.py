@@ -1,17 +1,19 @@
 """The mount daemon: wiring of store, caches, namespace and pyfuse3 under one trio loop.
 
-Life of a mount: recover a stale mount left by a killed daemon → (unless ``foreground``) fork;
-the parent waits on a pipe until the child says the mount is live or why it failed, so
-``artifactfs mount`` returns only once the mountpoint works → ``pyfuse3.init`` → one nursery
-running the FUSE loop, the control socket and a signal watcher → tune the kernel's knobs for
-the new connection (root only) → registry record, ``READY=1`` to systemd → serve.  ``SIGTERM``
-/ ``SIGINT`` end the FUSE loop, and ``pyfuse3.close(unmount=True)`` unmounts; an external
-``umount`` ends it too.  Either way the manifest cache is closed cleanly and the record removed.
+Life of a mount: detach a dead mount left by a killed daemon (registry.py; never stack) →
+(unless ``foreground``) fork; the parent waits on a pipe until the child says the mount is
+live or why it failed, so ``artifactfs mount`` returns only once the mountpoint works →
+``pyfuse3.init`` → one nursery running the FUSE loop, the control socket and a signal watcher
+→ tune the kernel's knobs for the new connection (root only) → registry record, ``READY=1``
+to systemd → serve.  ``SIGTERM`` / ``SIGINT`` end the FUSE loop, and
+``pyfuse3.close(unmount=True)`` unmounts; an external ``umount`` ends it too.  Either way the
+manifest cache is closed cleanly and the record removed.
 
-What is subtle: the fork happens before any thread or trio loop exists (forking a threaded
-process is unsafe), and nothing in this process may touch its own mountpoint synchronously
-before the FUSE loop runs (it would wait for itself): kernel knobs are found through
-``/proc/self/mountinfo``, never ``stat``.
+What is subtle: the fork happens before any trio loop exists and with no other thread left
+running (forking a threaded process is unsafe; a dead-mount probe that did not end in time
+stops the mount before the fork), and nothing in this process may touch its own mountpoint
+synchronously before the FUSE loop runs (it would wait for itself): kernel knobs are found
+through ``/proc/self/mountinfo``, never ``stat``.
 """
 
 from __future__ import annotations
@@ -86,11 +88,12 @@ def mount(cfg: Config, opts: MountOptions) -> None:
     """``artifactfs mount``: returns (in the caller) once the mount is live."""
     mp = os.path.realpath(opts.mountpoint)
     registry.recover_stale(mp)
+    if registry.layers(mp):  # never stack: a live mount, or a dead one that is not ours
+        rec = registry.read(mp)
+        who = f" (daemon pid {rec.pid})" if rec is not None and rec.alive else ""
+        raise ArtifactfsError(f"{mp} is already mounted{who}")
     if not os.path.isdir(mp):
         raise UsageError(f"mountpoint {mp} is not a directory")
-    rec = registry.read(mp)
-    if rec is not None and rec.alive and registry.mountinfo(mp) is not None:
-        raise ArtifactfsError(f"{mp} is already mounted (daemon pid {rec.pid})")
     opts.mountpoint = mp
     if opts.foreground:
         serve(cfg, opts, ready_fd=None)

@@ -4,10 +4,16 @@ Each daemon writes ``<runtime_dir>/mounts/<id>.json`` once its mount is live (mo
 store, cache directory, control socket, log file) and removes it when it exits; ``status`` and
 ``unmount`` read them.  A record whose pid is gone is stale and ignored (and pruned).
 
-What is subtle: after ``kill -9`` the kernel still lists the mount but every access fails with
-ENOTCONN ("transport endpoint is not connected"); only a lazy unmount clears it.  Nothing here
-ever ``stat``s a mountpoint served by *this* process (that would wait on our own FUSE loop);
-the device number is read from ``/proc/self/mountinfo`` instead.
+What is subtle: after ``kill -9`` the kernel still lists the mount but every request fails with
+ENOTCONN ("transport endpoint is not connected"); only a lazy unmount clears it.  ``stat`` can
+not tell: the kernel answers it from cached attributes for ``--refresh`` seconds.  A *dead*
+mount is a ``fuse.artifactfs`` entry of the mount table (``/proc/self/mountinfo``) whose
+registry record is missing or names a dead pid, confirmed by ``statfs`` through it (never
+cached: ENOTCONN on a dead connection), so a live mount of a daemon this registry does not
+know (another user's) is never taken for dead.  Recovery lazily unmounts dead layers one by
+one until a live mount or the directory below shows.  Nothing here ever ``stat``s a mountpoint
+served by *this* process (that would wait on our own FUSE loop); the device number is read
+from the mount table instead.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,6 +35,8 @@ from ..config import runtime_dir
 from ..errors import ArtifactfsError, Busy, NotFound
 
 log = logging.getLogger(__name__)
+FSTYPE = "fuse.artifactfs"
+PROBE_TIMEOUT = 5.0  # seconds a statfs through a mount may take before it counts as no answer
 
 
 @dataclass
@@ -103,24 +112,28 @@ def read(mountpoint: str) -> MountRecord | None:
     return _load(paths(mountpoint)["record"])
 
 
-def records() -> list[MountRecord]:
-    """Live mounts of this node (stale records are pruned)."""
-    out = []
+def _all_records() -> list[MountRecord]:
     try:
         names = sorted(os.listdir(_dir()))
     except FileNotFoundError:
         return []
+    out = []
     for name in names:
-        if not name.endswith(".json"):
-            continue
-        rec = _load(os.path.join(_dir(), name))
-        if rec is None:
-            continue
+        if name.endswith(".json") and (rec := _load(os.path.join(_dir(), name))) is not None:
+            out.append(rec)
+    return out
+
+
+def records() -> list[MountRecord]:
+    """Live mounts of this node.  Records of dead daemons are pruned, except while their
+    dead mount is still in the mount table (``dead_mounts`` reports those)."""
+    out = []
+    for rec in _all_records():
         if rec.alive:
             out.append(rec)
-        else:
+        elif not layers(rec.mountpoint):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(_dir(), name))
+                os.unlink(paths(rec.mountpoint)["record"])
     return out
 
 
@@ -131,31 +144,72 @@ def _unescape(field: str) -> str:
         .replace("\\134", "\\")
 
 
-def mountinfo(mountpoint: str) -> dict[str, str] | None:
-    """``{"dev": "0:53", "fstype": "fuse.artifactfs", "source": …}`` of the top mount there."""
-    mp = os.path.abspath(mountpoint)
-    found = None
+def layers(mountpoint: str) -> list[dict[str, str]]:
+    """The artifactfs mounts stacked at ``mountpoint``, bottom first, from the mount table:
+    ``{"dev": "0:53", "fstype": "fuse.artifactfs", "source": …}``."""
+    return [m for m in _table(os.path.abspath(mountpoint)) if m["fstype"] == FSTYPE]
+
+
+def _table(mp: str | None = None) -> list[dict[str, str]]:
+    """Mount table entries (at ``mp``, or all with their ``mountpoint``), in mount order."""
+    out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             fields = left.split()
-            if len(fields) >= 5 and _unescape(fields[4]) == mp:
+            if len(fields) < 5:
+                continue
+            where = _unescape(fields[4])
+            if mp is None or where == mp:
                 rf = right.split()
-                found = {"dev": fields[2], "fstype": rf[0] if rf else "",
-                         "source": _unescape(rf[1]) if len(rf) > 1 else ""}
-    return found
+                out.append({"mountpoint": where, "dev": fields[2], "fstype": rf[0] if rf else "",
+                            "source": _unescape(rf[1]) if len(rf) > 1 else ""})
+    return out
 
 
-def is_stale(mountpoint: str) -> bool:
-    try:
-        os.stat(mountpoint)
-    except OSError as e:
-        return e.errno in (errno.ENOTCONN, errno.ECONNABORTED)
-    return False
+def mountinfo(mountpoint: str) -> dict[str, str] | None:
+    """The top mount at ``mountpoint`` (any file system type), or None."""
+    found = _table(os.path.abspath(mountpoint))
+    return found[-1] if found else None
+
+
+def answers(mountpoint: str, timeout: float = PROBE_TIMEOUT) -> bool | None:
+    """Whether the file system at ``mountpoint`` answers a ``statfs``, which FUSE always sends
+    to its daemon: False on a dead connection (ENOTCONN, ECONNABORTED), None when there is no
+    telling (another user's mount: EACCES; no answer within ``timeout``).  Run in a thread so
+    a wedged daemon can not hang the caller; never call it on this process's own mount."""
+    result: list[bool | None] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(mountpoint)
+            result.append(True)
+        except OSError as e:
+            result.append(False if e.errno in (errno.ENOTCONN, errno.ECONNABORTED) else None)
+
+    t = threading.Thread(target=probe, name="statfs-probe", daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0] if result else None
+
+
+def is_dead(mountpoint: str) -> bool:
+    """Whether the top mount at ``mountpoint`` is an artifactfs mount whose daemon is gone:
+    in the mount table, no live daemon in the registry, and a dead FUSE connection."""
+    mp = os.path.abspath(mountpoint)
+    info = mountinfo(mp)
+    if info is None or info["fstype"] != FSTYPE:
+        return False
+    rec = read(mp)
+    if rec is not None and rec.alive:
+        return False
+    return answers(mp) is False
 
 
 def lazy_unmount(mountpoint: str) -> None:
-    """Detach a (dead) mount: ``fusermount3 -u -z``, or ``umount -l`` as root."""
+    """Detach the top mount at ``mountpoint``: ``umount -l`` as root, else ``fusermount3 -u
+    -z`` (which only detaches mounts of the caller)."""
+    before = len(_table(os.path.abspath(mountpoint)))
     cmds = [["fusermount3", "-u", "-z", mountpoint], ["fusermount", "-u", "-z", mountpoint]]
     if os.geteuid() == 0:
         cmds.insert(0, ["umount", "-l", mountpoint])
@@ -165,17 +219,55 @@ def lazy_unmount(mountpoint: str) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         if r.returncode == 0:
             return
-    if mountinfo(mountpoint) is not None:
+    if len(_table(os.path.abspath(mountpoint))) >= before:
         raise ArtifactfsError(f"could not detach the dead mount at {mountpoint}")
 
 
-def recover_stale(mountpoint: str) -> bool:
-    """Clear a mount left behind by a killed daemon; True if there was one."""
-    if not is_stale(mountpoint):
-        return False
-    log.warning("recovering the stale mount at %s (its daemon died)", mountpoint)
-    lazy_unmount(mountpoint)
-    return True
+def recover_stale(mountpoint: str) -> int:
+    """Clear the dead mounts stacked at ``mountpoint`` (left by killed daemons) and their
+    records; returns how many layers were detached."""
+    mp = os.path.abspath(mountpoint)
+    rec = read(mp)
+    n = 0
+    while n < 16 and is_dead(mp):
+        log.warning("detaching the dead mount at %s (its daemon %s)", mp,
+                    f"pid {rec.pid} died" if rec is not None else "is gone")
+        lazy_unmount(mp)
+        n += 1
+    if rec is not None and not rec.alive and not is_dead(mp):
+        remove(mp, rec.pid)
+    return n
+
+
+@dataclass
+class DeadMount:
+    """A mount of this node whose daemon is gone, and what to do about it."""
+
+    mountpoint: str
+    pid: int  # the dead daemon's, from its record; 0 when no record is left
+    store: str
+    fix: str
+
+
+def dead_mounts() -> list[DeadMount]:
+    """Dead artifactfs mounts of this node: records of dead daemons whose mount is still in
+    the table, and artifactfs mounts of the table that no live daemon of the registry serves
+    (confirmed dead by :func:`answers`)."""
+    recs = {r.mountpoint: r for r in _all_records()}
+    live = {mp for mp, r in recs.items() if r.alive}
+    seen: set[str] = set()
+    out = []
+    for m in _table():
+        mp = m["mountpoint"]
+        if m["fstype"] != FSTYPE or mp in live or mp in seen:
+            continue
+        seen.add(mp)
+        if not is_dead(mp):
+            continue
+        rec = recs.get(mp)
+        out.append(DeadMount(mp, rec.pid if rec else 0, rec.store if rec else m["source"],
+                             f"artifactfs unmount {mp}  (or remount: artifactfs mount {mp})"))
+    return out
 
 
 def unmount(mountpoint: str, timeout: float = 15.0) -> None:
@@ -187,8 +279,8 @@ def unmount(mountpoint: str, timeout: float = 15.0) -> None:
         raise NotFound(f"nothing is mounted at {mp}")
     if not info["fstype"].startswith("fuse"):
         raise ArtifactfsError(f"{mp} is not an artifactfs mount ({info['fstype']})")
-    if is_stale(mp):
-        lazy_unmount(mp)
+    if is_dead(mp):
+        recover_stale(mp)
         return
     cmd = ["umount", mp] if os.geteuid() == 0 else ["fusermount3", "-u", mp]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from mounthelp import Mount
+from mounthelp import Mount, pid_alive, wait_for
 
 from artifactfs.fs import registry
 
@@ -94,3 +96,50 @@ def test_bytes_changed_after_verification_are_verified_again(store_uri: str, tmp
         drop_caches()
         assert read(a) == data
     assert read(m.path("p", "art", "v0", "b.txt")) == b"untouched\n"
+
+
+def _layers(mp: str) -> int:
+    with open("/proc/self/mountinfo") as f:
+        return sum(1 for line in f if line.split()[4] == mp)
+
+
+def test_kill_9_then_mount_recovers_without_stacking(cli, mounter, source):
+    """Recovery finds the dead mount from the mount table and the registry, not from stat
+    (which the kernel answers from cached attributes); 3 kill + mount cycles, one layer each."""
+    cli("put", source, "--name", "vision/cats", "--type", "dataset")
+    m = mounter("mnt", "--refresh", "30")
+    for cycle in range(3):
+        os.stat(m.mp)  # cached attributes: stat keeps answering after the daemon dies
+        os.stat(m.path("vision", "cats"))
+        os.kill(m.pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(m.pid), 10, "daemon death")
+        os.stat(m.mp)
+        if cycle == 0:  # status names the dead mount and the command that clears it
+            st = json.loads(cli("status", "--json").stdout)
+            dead = [s for s in st if s["mountpoint"] == m.mp]
+            assert len(dead) == 1 and dead[0]["dead"] and dead[0]["pid"] == m.pid
+            assert f"artifactfs unmount {m.mp}" in dead[0]["fix"]
+            text = cli("status").stdout
+            assert "DEAD" in text and f"artifactfs unmount {m.mp}" in text
+        m.start()  # the same command recovers by itself
+        assert _layers(m.mp) == 1, f"cycle {cycle}: mounts stacked"
+        with open(m.path("vision", "cats", "latest", "README")) as f:
+            assert f.read() == "hello\n"
+    r = cli("mount", m.mp, check=False)  # a live mount is never stacked on either
+    assert r.returncode == 1 and "already mounted" in r.stderr
+    assert _layers(m.mp) == 1
+
+
+def test_unmount_of_a_dead_mount_clears_it(cli, mounter, source):
+    cli("put", source, "--name", "vision/cats", "--type", "dataset")
+    m = mounter()
+    os.stat(m.mp)
+    os.kill(m.pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(m.pid), 10, "daemon death")
+    cli("unmount", m.mp)
+    assert _layers(m.mp) == 0
+    assert registry.read(m.mp) is None  # the dead daemon's record is gone too
+    assert not [s for s in json.loads(cli("status", "--json").stdout)
+                if s["mountpoint"] == m.mp]
+    m.start()
+    assert _layers(m.mp) == 1
