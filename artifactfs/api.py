@@ -429,7 +429,9 @@ def init(project: str, job_type: str = "", group: str = "", id: str | None = Non
          config: Mapping[str, Any] | None = None, store: str | None = None) -> Run:
     """Start a run in ``project`` on the configured store (or ``store``)."""
     repo = _repo(store)
-    return Run(repo, repo.catalog.create_run(project, job_type, group, id, config))
+    run = Run(repo, repo.catalog.create_run(project, job_type, group, id, config))
+    repo.attach_run(project, run.id)  # reads through a mount by this process count as use
+    return run
 
 
 class ArtifactCollection:

@@ -8,9 +8,10 @@ Protocol (the store is the only shared state; no coordinator):
   put-if-absent.  Allocation reads the latest number, tries the next, and on a clash re-reads
   and tries again, so N concurrent writers get N distinct consecutive numbers.  Mutable fields
   (description, metadata, ttl, deleted_at) change by compare-and-swap.
-* ``artifacts/P/N/aliases/A.json`` — ``{"version": N}`` updated by CAS; one key per alias makes
-  aliases unique within an artifact by construction.  ``latest`` is never stored: it is the
-  highest live version.
+* ``artifacts/P/N/aliases/A.json`` — ``{"version": N, "at": T, "prev": KEY}`` updated by CAS;
+  one key per alias makes aliases unique within an artifact by construction.  ``latest`` is
+  never stored: it is the highest live version.  ``prev`` links to the replaced record in
+  ``artifacts/P/N/alias_history/A/`` (history.py); a removed alias is ``"version": null``.
 * ``projects/P/settings.json`` — project defaults (TTL).
 * ``runs/P/ID.json`` plus marker keys ``runs/P/ID/inputs/…`` and
   ``artifacts/P/N/used_by/%010d/…`` so that concurrent runs never contend on one record.
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import model
+from . import history, lockfile, model
 from .errors import (
     ArtifactfsError,
     IntegrityError,
@@ -193,6 +194,7 @@ class Catalog:
                  on_change: Callable[[str, str], None] | None = None) -> None:
         self.store = store
         self.on_change = on_change  # called with (project, name) after every change
+        self.pins: lockfile.Lock | None = None  # a lock file's pinned aliases (lockfile.py)
         self._nodes: OrderedDict[str, dict[str, model.Entry]] = OrderedDict()
         self._nodes_max = node_cache_size
         self._indexes: dict[str, list[model.Part] | None] = {}  # oid -> parts (None: plain)
@@ -360,6 +362,11 @@ class Catalog:
             if not rec.is_live(self.project_ttl(ref.project)):
                 raise NotFound(f"version {ref} was deleted")
             return rec
+        if ref.at is not None:
+            return self._resolve_at(ref, ref.at)
+        pin = self.pins.pin(ref) if self.pins is not None else None
+        if pin is not None:
+            return self._pinned(pin)
         if ref.ref == "latest":
             rec2 = self.latest(ref.project, ref.name)
             if rec2 is None:
@@ -369,6 +376,39 @@ class Catalog:
         if ref.ref not in aliases:
             raise NotFound(f"no alias {ref.ref!r} on {ref.collection}")
         return self.resolve(Ref(ref.project, ref.name, f"v{aliases[ref.ref]}"))
+
+    def _pinned(self, pin: lockfile.Pin) -> VersionRecord:
+        """The version a lock file pins an alias to, if it is still what was pinned."""
+        assert self.pins is not None
+        try:
+            rec: VersionRecord | None = self.get_version(pin.project, pin.name, pin.version)[0]
+        except NotFound:
+            rec = None
+        if rec is not None and not rec.is_live(self.project_ttl(pin.project)):
+            rec = None
+        return self.pins.check(pin, rec)
+
+    def _resolve_at(self, ref: Ref, at: datetime) -> VersionRecord:
+        """A dated ref: the version ``latest`` or the alias pointed at, at ``at``."""
+        label = f"{ref.alias!r} on {ref.collection} at {at.isoformat()}"
+        if ref.alias == "latest":
+            v = history.latest_at(self.versions(ref.project, ref.name, include_dead=True), at,
+                                  self.project_ttl(ref.project))
+        else:
+            prefix = history.history_prefix(ref.project, ref.name, ref.alias)
+            try:
+                current = _loads(self.store.get(_akey(ref.project, ref.name, ref.alias)),
+                                 f"alias {ref.alias}")
+            except NotFound:
+                raise NotFound(f"no alias {ref.alias!r} on {ref.collection}") from None
+            v = history.alias_at(self.store.get, prefix, current, at,
+                                 f"{ref.alias!r} on {ref.collection}")
+        if v is None:
+            raise NotFound(f"no version was {label}")
+        rec = self.get_version(ref.project, ref.name, v)[0]
+        if not rec.is_live(self.project_ttl(ref.project)):
+            raise NotFound(f"{rec.label}, which was {label}, has been deleted since")
+        return rec
 
     def commit_version(
         self, project: str, name: str, type_: str, root: model.Node, *,
@@ -441,7 +481,7 @@ class Catalog:
             raise UsageError(f"{project}/{name}:v{version} holds aliases {', '.join(sorted(held))}:"
                              " pass --delete-aliases to delete them too")
         for a in held:
-            self.store.delete(_akey(project, name, a))
+            self._set_alias_doc(project, name, a, None)
         return self.update_version(project, name, version,
                                    lambda r: r if r.deleted_at else replace(r, deleted_at=now_iso()))
 
@@ -510,28 +550,37 @@ class Catalog:
 
     def _apply_aliases(self, project: str, name: str, version: int, aliases: Iterable[str]) -> None:
         for alias in aliases:
-            key = _akey(project, name, alias)
-            for _ in range(MAX_ATTEMPTS):
-                try:
-                    data, etag = self.store.get_with_etag(key)
-                    if _loads(data, key).get("version") == version:
-                        break
-                except NotFound:
-                    etag = None  # type: ignore[assignment]
-                try:
-                    self.store.cas(key, _dumps({"version": version}), etag)
-                    break
-                except PreconditionFailed:
-                    continue
+            self._set_alias_doc(project, name, alias, version)
+
+    def _set_alias_doc(self, project: str, name: str, alias: str, version: int | None) -> bool:
+        """CAS the alias to ``version`` (None: removed), its old state kept as history; False
+        when it already was there."""
+        key = _akey(project, name, alias)
+        prefix = history.history_prefix(project, name, alias)
+        for _ in range(MAX_ATTEMPTS):
+            prev: dict[str, Any] | None
+            try:
+                data, etag = self.store.get_with_etag(key)
+                prev = _loads(data, key)
+            except NotFound:
+                prev, etag = None, None
+            if (prev.get("version") if prev is not None else None) == version:
+                return False
+            doc = history.next_doc(self.store.put_if_absent, prefix, prev, version, now_iso())
+            try:
+                self.store.cas(key, _dumps(doc), etag)
+                return True
+            except PreconditionFailed:
+                continue
+        raise ArtifactfsError(f"could not update alias {alias!r} of {project}/{name}: "
+                              "too much contention")
 
     def remove_alias(self, project: str, name: str, alias: str) -> None:
         check_alias(alias)
         if alias == "latest":
             raise InvalidName("alias 'latest' is maintained automatically and can not be removed")
-        key = _akey(project, name, alias)
-        if not self.store.exists(key):
+        if not self._set_alias_doc(project, name, alias, None):
             raise NotFound(f"no alias {alias!r} on {project}/{name}")
-        self.store.delete(key)
         self._changed(project, name)
 
     # --- runs and lineage ------------------------------------------------------------------
@@ -565,11 +614,14 @@ class Catalog:
         raise NotFound(f"no run {run!r}")
 
     def mark_input(self, run: RunRecord, rec: VersionRecord) -> None:
-        tag = f"{rec.project}~{rec.name}~{rec.version}"
+        self.mark_use(run, rec.project, rec.name, rec.version)
+
+    def mark_use(self, run: RunRecord, project: str, name: str, version: int) -> None:
+        """``run`` used ``project/name:vVERSION`` (two markers; idempotent)."""
+        tag = f"{project}~{name}~{version}"
         self.store.put_if_absent(f"runs/{run.project}/{run.id}/inputs/{tag}", b"{}")
         self.store.put_if_absent(
-            f"artifacts/{rec.project}/{rec.name}/used_by/{rec.version:010d}/{run.project}~{run.id}",
-            b"{}")
+            f"artifacts/{project}/{name}/used_by/{version:010d}/{run.project}~{run.id}", b"{}")
 
     def _mark_output(self, run: str, rec: VersionRecord) -> None:
         p, _, rid = run.partition("/")

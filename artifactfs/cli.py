@@ -182,9 +182,15 @@ def _tree_size(path: str) -> int | None:
 @click.argument("ref")
 @click.option("--root", metavar="DIR", help="Destination (default ./artifacts/NAME:vN).")
 @click.option("--path-prefix", metavar="P", help="Only entries whose path starts with P.")
+@click.option("--lock", "lock_file", metavar="FILE",
+              help="Resolve aliases to the versions this lock file pins (artifactfs lock).")
 @pass_ctx
-def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None) -> None:
+def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None,
+        lock_file: str | None) -> None:
     """Download a version (or the files under a prefix)."""
+    if lock_file:
+        from .lockfile import Lock
+        c.repo.catalog.pins = Lock.load(lock_file)
     rec = c.repo.resolve(ref)
     root = root or os.path.join("artifacts", f"{rec.name}:v{rec.version}")
     with _progress(f"get {rec.label}", rec.size if not path_prefix else None) as bar:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidName, UsageError
@@ -76,9 +77,27 @@ def normalize_path(value: str) -> str:
     return check_path("/".join(parts))
 
 
+_WHEN = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
+                   r"(Z|[+-]\d{2}:?\d{2})?")
+
+
+def parse_when(text: str) -> datetime:
+    """An ISO 8601 date or date-time (``2026-11-01``, ``2026-11-01T12:00``, with seconds,
+    fractions, ``Z`` or an offset); UTC when no zone is given."""
+    if not isinstance(text, str) or not _WHEN.fullmatch(text):
+        raise InvalidName(f"invalid time {text!r}: use e.g. 2026-11-01 or 2026-11-01T12:00 "
+                          "(UTC unless a zone such as Z or +02:00 is given)")
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InvalidName(f"invalid time {text!r}: {e}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Ref:
-    """``project/name[:REF]`` where REF is ``vN`` or an alias (default ``latest``)."""
+    """``project/name[:REF]`` where REF is ``vN``, an alias (default ``latest``), or an alias
+    at a time: ``latest@2026-11-01T12:00``, ``best@2026-11-01`` (``@TIME`` alone: latest)."""
 
     project: str
     name: str
@@ -88,6 +107,17 @@ class Ref:
     def version(self) -> int | None:
         """The version number when the ref is ``vN``, else ``None`` (an alias)."""
         return int(self.ref[1:]) if VERSION_RE.fullmatch(self.ref) else None
+
+    @property
+    def alias(self) -> str:
+        """The alias part of an alias ref (``latest`` for ``@TIME``)."""
+        return self.ref.partition("@")[0] or "latest"
+
+    @property
+    def at(self) -> datetime | None:
+        """The time of a dated ref, else ``None``."""
+        _, sep, when = self.ref.partition("@")
+        return parse_when(when) if sep else None
 
     @property
     def collection(self) -> str:
@@ -116,8 +146,22 @@ def parse_ref(value: str, default_project: str | None = None, allow_ref: bool = 
     check_project(project)
     check_name(name, "artifact name")
     if sep and not VERSION_RE.fullmatch(ref):
-        check_name(ref, "alias")
+        check_ref_name(ref)
     return Ref(project, name, ref if sep else "latest")
+
+
+def check_ref_name(ref: str) -> str:
+    """An alias, or ``ALIAS@TIME`` / ``@TIME`` (see :class:`Ref`); returns it unchanged."""
+    alias, sep, when = ref.partition("@")
+    if sep:
+        if VERSION_RE.fullmatch(alias):
+            raise InvalidName(f"invalid reference {ref!r}: a version ({alias}) does not change "
+                              "over time; date an alias such as latest@TIME")
+        parse_when(when)
+        if not alias:
+            return ref
+    check_name(alias, "alias")
+    return ref
 
 
 def parse_metadata(value: str | None) -> dict[str, Any]:

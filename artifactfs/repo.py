@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import fetch, ingest, model, tree
+from . import fetch, ingest, lockfile, model, tree
 from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
@@ -24,10 +24,14 @@ if TYPE_CHECKING:
 class Repo:
     """A store and its catalog."""
 
-    def __init__(self, store: Store | str | None, notify_mounts: bool = False) -> None:
+    def __init__(self, store: Store | str | None, notify_mounts: bool = False,
+                 lock: str | None = None) -> None:
+        """``lock``: a lock file whose pins every resolve obeys (default: $ARTIFACTFS_LOCK)."""
+        pins = lockfile.Lock.load(lock) if lock else lockfile.from_env()
         self.store = store if isinstance(store, Store) else open_store(store)
         self.catalog = Catalog(self.store,
                                on_change=self._notify_mounts if notify_mounts else None)
+        self.catalog.pins = pins
 
     def _notify_mounts(self, project: str, name: str) -> None:
         """Tell this node's mounts of the same store to re-read an artifact now (SPEC §8:
@@ -39,6 +43,19 @@ class Repo:
                 continue
             try:
                 control.request(rec.control, {"op": "refresh", "artifact": f"{project}/{name}"},
+                                timeout=5)
+            except ArtifactfsError:
+                continue
+
+    def attach_run(self, project: str, run_id: str) -> None:
+        """Tell this node's mounts of the store that this process (and its children) reads as
+        run ``project/run_id`` (lineage from reads, fs/consumers.py).  Best effort."""
+        from .fs import control, registry
+        for rec in registry.records():
+            if rec.store != self.store.uri:
+                continue
+            try:
+                control.request(rec.control, {"op": "run.attach", "run": f"{project}/{run_id}"},
                                 timeout=5)
             except ArtifactfsError:
                 continue

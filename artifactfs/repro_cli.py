@@ -1,5 +1,5 @@
-"""``artifactfs lineage``, ``import-wandb`` and ``export-wandb``: click commands over
-lineage.py and wandb_manifest.py.  ``cli.py`` registers every command found here.
+"""``artifactfs lock``, ``lineage``, ``import-wandb`` and ``export-wandb``: click commands over
+lockfile.py, lineage.py and wandb_manifest.py.  ``cli.py`` registers every command found here.
 
 Imported by every CLI run, so nothing heavy is imported at module level.
 """
@@ -23,6 +23,46 @@ def _ctx() -> Any:
 
 def _echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2))
+
+
+@click.command()
+@click.argument("items", nargs=-1, required=True, metavar="REF|PATH...")
+@click.option("--output", "-o", default="artifacts.lock", show_default=True, metavar="FILE")
+def lock(items: tuple[str, ...], output: str) -> None:
+    """Pin aliases to the exact versions they name now, in a lock file.
+
+    Each REF is PROJECT/NAME[:ALIAS] (default latest); a PATH inside a mount
+    (MOUNT/P/N/ALIAS/...) pins that alias.  `get --lock FILE`, `mount --lock FILE` and
+    ARTIFACTFS_LOCK=FILE then resolve those aliases to these versions."""
+    from . import lockfile
+
+    repo = _ctx().repo
+    repo.catalog.pins = None  # what the names say now, not what an older lock says
+    pins = {}
+    for item in items:
+        ref = _ref_of(item)
+        pin = lockfile.pin_of(ref, repo.resolve(ref))
+        pins[(pin.project, pin.name, pin.alias)] = pin
+    lockfile.write(output, pins.values())
+    for p in sorted(pins.values(), key=lambda p: p.label):
+        click.echo(f"{p.label} -> v{p.version}", err=True)
+    click.echo(output)
+
+
+def _ref_of(item: str) -> Any:
+    """A ref, or the ref a path inside a mount walks through (MOUNT/P/N/ALIAS/...)."""
+    from .fs import registry
+
+    if ":" not in item and os.path.lexists(item):
+        path = os.path.abspath(item)
+        for rec in registry.records():
+            mp = rec.mountpoint.rstrip("/") + "/"
+            if path.startswith(mp):
+                parts = path[len(mp):].split("/")
+                if len(parts) >= 3 and parts[0] != "drafts":
+                    return parse_ref(f"{parts[0]}/{parts[1]}:{parts[2]}")
+        raise UsageError(f"{item} is not a path inside an artifactfs mount (MOUNT/P/N/ALIAS/…)")
+    return parse_ref(item)
 
 
 @click.command()

@@ -48,9 +48,12 @@ MOUNTPOINT = click.Path(file_okay=False, readable=False)
               help="Seconds before version and alias lists are re-read (default 10).")
 @click.option("--allow-other", is_flag=True, help="Let other users use the mount.")
 @click.option("--foreground", "-f", is_flag=True, help="Do not daemonize; log to stderr.")
+@click.option("--lock", "lock_file", metavar="FILE",
+              help="Show the aliases this lock file pins at their pinned versions.")
 @click.pass_obj
 def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | None,
-          refresh: float | None, allow_other: bool, foreground: bool) -> None:
+          refresh: float | None, allow_other: bool, foreground: bool,
+          lock_file: str | None) -> None:
     """Mount the store at MOUNTPOINT (returns once the mount is live); a missing MOUNTPOINT
     is created when its parent is yours."""
     if refresh is not None and refresh < 0:
@@ -59,10 +62,12 @@ def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | No
     check_store_exists(cfg.store)
     mp = absolute_path(mountpoint)
     make_mountpoint(mp)
+    from ..lockfile import Lock
     from .mount import MountOptions
     from .mount import mount as do_mount
 
-    do_mount(cfg, MountOptions(mp, allow_other=allow_other, foreground=foreground))
+    lock = Lock.load(lock_file) if lock_file else None  # read before the daemon leaves cwd
+    do_mount(cfg, MountOptions(mp, allow_other=allow_other, foreground=foreground, lock=lock))
 
 
 def make_mountpoint(mp: str) -> None:

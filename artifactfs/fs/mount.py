@@ -38,13 +38,15 @@ import trio
 
 from ..catalog import Catalog
 from ..config import Config, parse_size
-from ..errors import ArtifactfsError, UsageError
+from ..errors import ArtifactfsError, PermissionDenied, UsageError
+from ..lockfile import Lock
 from ..repo import Repo
 from ..store import open_store
 from . import commit, registry
 from .access import Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
+from .consumers import Consumers
 from .control import ControlServer, Peer
 from .draftfiles import manifest_dicts, manifest_index, manifest_loader
 from .drafts import DraftArea
@@ -61,6 +63,7 @@ class MountOptions:
     mountpoint: str
     allow_other: bool = False
     foreground: bool = False
+    lock: Lock | None = None  # mount --lock: pinned aliases (else $ARTIFACTFS_LOCK)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -195,12 +198,14 @@ class Daemon:
             self.manifest.close()
             raise
         self.repo = Repo(self.store)
+        if opts.lock is not None:
+            self.repo.catalog.pins = opts.lock
         self.nodes = manifest_dicts(self.manifest, self.repo.catalog.load_node)
         self.node_index = manifest_index(self.manifest, self.repo.catalog.load_index)
         self.access = Access(cfg.projects)
         self.may_write = self.access.may_write
         self.writer = writer_id(mid)
-        self.ns = Namespace(Catalog(self.store), self.manifest, self.blobs, refresh=cfg.refresh,
+        self.ns = Namespace(self._catalog(), self.manifest, self.blobs, refresh=cfg.refresh,
                             invalidate=self._invalidate, area=self.area, may_write=self.may_write,
                             access=self.access)
         self.paths = registry.paths(opts.mountpoint)
@@ -208,10 +213,19 @@ class Daemon:
         self.control.register("stats", self._stats)
         self.control.register("refresh", self._refresh)
         self.control.register("cleanup", self._cleanup)
+        self.consumers = Consumers(self.repo.catalog, self.may_write)
+        self.ns.consumers = self.consumers
+        self.control.register("run.attach", self._attach_run)
         for op in commit.DRAFT_OPS:
             self.control.register(op, self._draft_request)
         self.commits = trio.CapacityLimiter(4)
         self.started = time.time()
+
+    def _catalog(self) -> Catalog:
+        """The namespace's catalog, with the same pinned aliases as the repo's."""
+        cat = Catalog(self.store)
+        cat.pins = self.repo.catalog.pins
+        return cat
 
     def _sidecar_get(self, key: str) -> str | None:
         v = self.manifest.get_doc(key)
@@ -263,6 +277,14 @@ class Daemon:
             except Exception as e:  # the version exists; the mount catches up on refresh
                 log.warning("could not show the new version at once: %s", e)
         return reply
+
+    async def _attach_run(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """The caller (and its children) read as run ``req["run"]`` (lineage from reads)."""
+        run = str(req.get("run", ""))
+        if not self.may_write(peer.uid, run.partition("/")[0]):
+            raise PermissionDenied(f"you may not record runs in project {run.partition('/')[0]}")
+        self.consumers.attach(peer.pid, peer.uid, run)
+        return {}
 
     async def _cleanup(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
         target = parse_size(req.get("size", 0))

@@ -48,9 +48,11 @@ from ..catalog import Catalog, node_bytes, nodes_bytes
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
+from . import aliasview
 from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
+from .consumers import Consumers
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from .drafts import DraftArea
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, ident
@@ -142,6 +144,7 @@ class Namespace:
         self._negative: Any = None
         self.drafts = DraftOps(self, area, catalog, may_write)
         self.acl = access
+        self.consumers: Consumers | None = None  # lineage from reads (the daemon sets it)
 
     # --- helpers ---------------------------------------------------------------------------
     def _check_read(self, project: str, uid: int) -> None:
@@ -255,6 +258,9 @@ class Namespace:
             return self._artifact_node(p.project, s) if s in listing.members else None
         if p.kind == Kind.ARTIFACT:
             st = await self._state(p.project, p.name)
+            if "@" in s:
+                return self._alias_node(st, s, await aliasview.dated(self.catalog, st, s,
+                                                                     self.limiter))
             return self._version_child(st, s)
         return None  # files have no children
 
@@ -279,7 +285,9 @@ class Namespace:
             if new:
                 n.project, n.name, n.ver = st.project, st.name, st.info(v)
             return n
-        target = st.aliases().get(s)
+        return self._alias_node(st, s, aliasview.target(self.catalog, st, s))
+
+    def _alias_node(self, st: ArtifactState, s: str, target: int | None) -> Inode | None:
         if target is None:
             return None
         n, new = self.inodes.intern(ident("l", st.project, st.name, s, str(target)), Kind.ALIAS)
@@ -303,11 +311,12 @@ class Namespace:
         art = self.inodes.find(ident("a", new.project, new.name))
         if art is None:
             return
-        for v in set(old.live) - set(new.live):
+        gone = set(old.live) - set(new.live)
+        for v in gone:
             self.invalidate(art.ino, f"v{v}".encode())
-        now = new.aliases()
-        for a, v in old.aliases().items():
-            if now.get(a) != v:
+        now = aliasview.aliases(self.catalog, new)
+        for a, v in aliasview.aliases(self.catalog, old).items():
+            if now.get(a) != v or v in gone:  # moved, or (pinned) to a version now gone
                 self.invalidate(art.ino, a.encode())
 
     async def refresh_artifact(self, project: str, name: str) -> None:
@@ -416,7 +425,8 @@ class Namespace:
         rec = st.records.get(n.ver.version)
         if rec is None:
             raise NotFound(f"version {n.project}/{n.name}:v{n.ver.version} is gone")
-        aliases = [a for a, v in st.aliases().items() if v == rec.version]
+        aliases = [a for a, v in aliasview.aliases(self.catalog, st).items()
+                   if v == rec.version]
         aliases.sort(key=lambda a: (a != "latest", a))
         return {"version": rec.label, "type": rec.type, "aliases": ",".join(aliases),
                 "description": rec.description,
@@ -460,7 +470,8 @@ class Namespace:
             snap = [a.encode() for a in (await self.lists.names(f"collections:{n.project}")).names]
         elif n.kind == Kind.ARTIFACT:
             st = await self._state(n.project, n.name)
-            snap = [f"v{v}".encode() for v in st.live] + [a.encode() for a in st.aliases()]
+            snap = [f"v{v}".encode() for v in st.live]
+            snap += [a.encode() for a in aliasview.aliases(self.catalog, st)]
         elif n.kind in (Kind.VERSION, Kind.DIR):
             if self.manifest.dir_info(n.oid) is None:
                 await self._load_table(n.oid)
@@ -543,7 +554,7 @@ class Namespace:
             self.drafts.releasedir(fh)
 
     # --- files -----------------------------------------------------------------------------
-    async def open(self, ino: int, flags: int, uid: int = 0) -> tuple[int, bool]:
+    async def open(self, ino: int, flags: int, uid: int = 0, pid: int = 0) -> tuple[int, bool]:
         """(handle, keep_cache): version content is immutable, draft content is not."""
         n = self.node(ino)
         if n.kind >= Kind.DRAFT_PROJECT:
@@ -559,6 +570,8 @@ class Namespace:
         self.blobs.pin(keys)
         fh = next(self._fh)
         self.files[fh] = FileHandle(e, keys)
+        if self.consumers is not None:
+            self.consumers.opened(pid, uid, n.ver)
         return fh, True
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:

@@ -152,7 +152,7 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
-        fh, keep = await self.ns.open(inode, flags, ctx.uid)
+        fh, keep = await self.ns.open(inode, flags, ctx.uid, ctx.pid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=not keep and _write_only(flags))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
