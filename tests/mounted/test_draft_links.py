@@ -41,7 +41,9 @@ def test_tar_cp_and_rsync_of_hard_links_into_drafts(cli, mounter, tmp_path):
     assert run("tar", "-cf", str(tarball), "-C", str(src), ".").returncode == 0
     with tarfile.open(tarball) as t:
         assert sum(m.islnk() for m in t.getmembers()) == 3  # stored as hard links
-    m = mounter()
+    m = mounter(start=False)
+    os.makedirs(m.store)  # a new, empty store: the artifact is made by the first commit
+    m.start()
     top = Path(m.path("drafts", "ds", "links"))
     want = tree(src)
     drafts = {}
