@@ -37,26 +37,21 @@ class Repo:
         """Tell this node's mounts of the same store to re-read an artifact now (SPEC §8:
         a delete disappears from the mount at once).  Best effort: a mount that does not
         answer still catches up within its refresh interval."""
-        from .fs import control, registry
-        for rec in registry.records():
-            if rec.store != self.store.uri:
-                continue
-            try:
-                control.request(rec.control, {"op": "refresh", "artifact": f"{project}/{name}"},
-                                timeout=5)
-            except ArtifactfsError:
-                continue
+        self._tell_mounts({"op": "refresh", "artifact": f"{project}/{name}"})
 
     def attach_run(self, project: str, run_id: str) -> None:
         """Tell this node's mounts of the store that this process (and its children) reads as
         run ``project/run_id`` (lineage from reads, fs/consumers.py).  Best effort."""
+        self._tell_mounts({"op": "run.attach", "run": f"{project}/{run_id}"})
+
+    def _tell_mounts(self, request: dict[str, Any]) -> None:
+        """Send ``request`` to every mount of this store on this node; no answer is fine."""
         from .fs import control, registry
         for rec in registry.records():
             if rec.store != self.store.uri:
                 continue
             try:
-                control.request(rec.control, {"op": "run.attach", "run": f"{project}/{run_id}"},
-                                timeout=5)
+                control.request(rec.control, request, timeout=5)
             except ArtifactfsError:
                 continue
 
