@@ -59,13 +59,15 @@ def _bind(src: str, dst: str, mounts: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def user_python() -> Iterator[UserPython]:
-    """A :class:`UserPython` for the session (see the module docstring)."""
+def user_python(shared: bool = False) -> Iterator[UserPython]:
+    """A :class:`UserPython` for the session (see the module docstring); ``shared`` forces
+    the bind mounts even where other users can reach the checkout (a test does, so the way a
+    checkout under a private home works is proven on every machine)."""
     site = sysconfig.get_paths()["purelib"]
     env = {"PYTHONPATH": f"{REPO}{os.pathsep}{site}", "PYTHONNOUSERSITE": "1",
            "PYTHONDONTWRITEBYTECODE": "1"}
     plain = UserPython([sys.executable], env)
-    if _probe(plain.argv, plain.env):
+    if not shared and _probe(plain.argv, plain.env):
         yield plain
         return
     top = tempfile.mkdtemp(prefix="afs-py-", dir="/tmp")

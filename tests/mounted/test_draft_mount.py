@@ -394,28 +394,23 @@ def test_a_commit_waits_for_open_writers(cli, mounter, trees):
     assert Path(m.path("vision", "cats", "v1", "open.txt")).read_text() == "partial and the rest"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two other users")
-def test_a_draft_belongs_to_its_creator(cli, mounter, trees, env):
+def test_a_draft_belongs_to_its_creator(cli, mounter, trees, users):
     base, _, _ = trees
     put(cli, base)
+    alice, bob = users.make(), users.make()
     top = tempfile.mkdtemp(prefix="afs-uid-", dir="/tmp")
     os.chmod(top, 0o755)
     try:
         m = mounter(os.path.join(top, "mnt"), "--allow-other")
         draft = m.path("drafts", "vision", "cats", "alice")
-        user_env = {"PATH": env["PATH"], "HOME": "/nonexistent", "XDG_CONFIG_HOME": top,
-                    "PYTHONPATH": os.getcwd()}
+        user_env = {"XDG_CONFIG_HOME": top}
 
-        def as_user(uid: int, code: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}",
-                                   "--clear-groups", sys.executable, "-c", code],
-                                  env=user_env, capture_output=True, text=True, timeout=60)
-
-        r = as_user(4242, f"import os; os.makedirs({draft!r}); "
-                          f"open(os.path.join({draft!r}, 'mine.txt'), 'w').write('hers')")
+        r = users.python(alice, f"import os; os.makedirs({draft!r}); "
+                                f"open(os.path.join({draft!r}, 'mine.txt'), 'w').write('hers')",
+                         env=user_env)
         assert r.returncode == 0, r.stderr
         st = os.stat(draft)
-        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (4242, 0o700)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (alice.pw_uid, 0o700)
         probe = (f"import os, sys\n"
                  f"for op in (lambda: os.listdir({draft!r}),\n"
                  f"           lambda: open(os.path.join({draft!r}, 'mine.txt')).read(),\n"
@@ -426,14 +421,13 @@ def test_a_draft_belongs_to_its_creator(cli, mounter, trees, env):
                  f"    except PermissionError:\n"
                  f"        continue\n"
                  f"    sys.exit('not denied')\n")
-        r = as_user(4343, probe)
+        r = users.python(bob, probe, env=user_env)
         assert r.returncode == 0, r.stdout + r.stderr
-        cmd = f"from artifactfs.cli import main; main(['commit', {draft!r}])"
-        r = as_user(4343, cmd)
+        r = users.cli(bob, "commit", draft, env=user_env)
         assert r.returncode == 1 and r.stderr.startswith("error:"), r.stderr
         assert "another user" in r.stderr
         assert Path(os.path.join(draft, "mine.txt")).read_text() == "hers"  # root may
-        r = as_user(4242, cmd)
+        r = users.cli(alice, "commit", draft, env=user_env)
         assert r.returncode == 0 and r.stdout.splitlines()[-1] == "vision/cats:v1", r.stderr
     finally:
         for mp in [os.path.join(top, "mnt")]:
@@ -442,21 +436,12 @@ def test_a_draft_belongs_to_its_creator(cli, mounter, trees, env):
         shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as other users")
-def test_only_readers_enter_a_restricted_project(cli, mounter, trees, env, tmp_path):
-    """SPEC §9 with real users from the user database: ``nobody`` is in the readers' group
-    (its primary group), ``daemon`` is not; a walk ``nobody`` cached does not let ``daemon``
-    in, and another project stays open to both."""
-    import grp
-    import pwd
-    try:
-        reader, outsider = pwd.getpwnam("nobody"), pwd.getpwnam("daemon")
-        readers_group = grp.getgrgid(reader.pw_gid).gr_name
-    except KeyError:
-        pytest.skip("needs the users nobody and daemon")
-    if readers_group in {grp.getgrgid(g).gr_name for g in
-                         os.getgrouplist(outsider.pw_name, outsider.pw_gid)}:
-        pytest.skip("daemon is in nobody's group here")
+def test_only_readers_enter_a_restricted_project(cli, mounter, trees, env, users):
+    """SPEC §9 with real users from the user database: the reader is in the readers' group,
+    the outsider is not; a walk the reader cached does not let the outsider in, and another
+    project stays open to both."""
+    readers_group = users.group()
+    reader, outsider = users.make(groups=[readers_group]), users.make()
     base, _, _ = trees
     put(cli, base)
     put(cli, base, "open/things")
@@ -481,10 +466,7 @@ def test_only_readers_enter_a_restricted_project(cli, mounter, trees, env, tmp_p
                  f"print(' '.join(out))\n")
 
         def as_user(pw: Any) -> str:
-            r = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
-                                "--clear-groups", sys.executable, "-c", probe],
-                               env={"PATH": env["PATH"], "HOME": "/nonexistent"},
-                               capture_output=True, text=True, timeout=60)
+            r = users.python(pw, probe)
             assert r.returncode == 0, r.stderr
             return r.stdout.strip()
 
