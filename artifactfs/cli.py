@@ -14,70 +14,18 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
 from . import config as config_mod
-from .errors import ArtifactfsError, UsageError
-from .names import Ref, check_alias, parse_metadata, parse_ref
+from .clikit import Ctx, echo_json, fmt_size, json_option, pass_ctx, progress
+from .completion import complete_name, complete_ref
+from .errors import ArtifactfsError, InvalidName, UsageError
+from .names import Ref, check_alias, check_name, parse_metadata
 
-if TYPE_CHECKING:
-    from .repo import Repo
-
-
-class Ctx:
-    """What every command receives: the resolved configuration and a lazily opened repo."""
-
-    def __init__(self, cfg: config_mod.Config) -> None:
-        self.config = cfg
-        self._repo: Repo | None = None
-
-    @property
-    def repo(self) -> Repo:
-        """The store's repo; a directory store must exist (see :meth:`open_repo`)."""
-        return self.open_repo(create=False)
-
-    def open_repo(self, create: bool) -> Repo:
-        """The repo, opened once; ``create`` lets a command that writes (``put``) make a new
-        directory store, for the others a missing one is an error, not a new empty store."""
-        if self._repo is None:
-            from .repo import Repo  # not imported for commands that only talk to a daemon
-
-            if not create:
-                config_mod.check_store_exists(self.config.store)
-            self._repo = Repo(self.config.store, notify_mounts=True)
-        return self._repo
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def _echo_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, sort_keys=False))
-
-
-def _fmt_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-@contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr when it is a terminal; otherwise nothing."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    with click.progressbar(length=total or 0, label=label, file=sys.stderr,
-                           show_eta=True, show_percent=True) as bar:
-        yield bar.update
+COMMAND_MODULES = (".manage_cli", ".fs.cli_mount", ".drafts_cli", ".repro_cli", ".completion")
 
 
 class _Commands(click.Group):
@@ -116,11 +64,12 @@ def cli(ctx: click.Context, store: str | None, config_file: str | None) -> None:
 
 
 @cli.command()
-@click.argument("path")
-@click.option("--name", "target", required=True, metavar="PROJECT/NAME")
-@click.option("--type", "type_", required=True, metavar="TYPE")
-@click.option("--alias", "aliases", multiple=True, metavar="ALIAS")
-@click.option("--description", default="")
+@click.argument("path", type=click.Path(), metavar="PATH|URI")
+@click.option("--name", "-n", "target", metavar="[PROJECT/]NAME", shell_complete=complete_name,
+              help="Default: PATH's base name, in the default project.")
+@click.option("--type", "-t", "type_", default="dataset", show_default=True, metavar="TYPE")
+@click.option("--alias", "-a", "aliases", multiple=True, metavar="ALIAS")
+@click.option("--description", "-d", default="")
 @click.option("--metadata", metavar="JSON")
 @click.option("--path-name", metavar="NAME", help="Path of a single file inside the artifact.")
 @click.option("--follow-symlinks", is_flag=True, help="Store the targets' bytes, not links.")
@@ -128,12 +77,14 @@ def cli(ctx: click.Context, store: str | None, config_file: str | None) -> None:
 @click.option("--max-objects", default=10000, show_default=True, help="For references.")
 @click.option("--rehash", is_flag=True, help="Read and hash every file, even those unchanged "
               "(same stat) since an earlier put whose digest the latest version holds.")
+@json_option
 @pass_ctx
-def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], description: str,
-        metadata: str | None, path_name: str | None, follow_symlinks: bool, checksum: bool,
-        max_objects: int, rehash: bool) -> None:
-    """Store a file, a directory or a reference URI as the next version."""
-    ref = parse_ref(target, allow_ref=False)
+def put(c: Ctx, path: str, target: str | None, type_: str, aliases: tuple[str, ...],
+        description: str, metadata: str | None, path_name: str | None, follow_symlinks: bool,
+        checksum: bool, max_objects: int, rehash: bool, as_json: bool) -> None:
+    """Store a file, a directory or a reference URI as the next version (as `wandb artifact
+    put`: named after PATH in the default project, type dataset, unless told)."""
+    ref = c.ref(target if target is not None else _default_name(path), allow_ref=False)
     meta = parse_metadata(metadata)
     for a in aliases:
         check_alias(a)
@@ -150,7 +101,7 @@ def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], de
         hints = None if rehash else StatCache(os.path.join(c.config.cache_dir, "put-hints.db"))
         total = _tree_size(path)
         try:
-            with _progress(f"put {ref.collection}", total) as bar:
+            with progress(f"put {ref.collection}", total) as bar:
                 rec, created = repo.put_path(
                     path, ref.project, ref.name, type_, path_name=path_name,
                     follow_symlinks=follow_symlinks, progress=bar, hints=hints, aliases=aliases,
@@ -160,7 +111,23 @@ def put(c: Ctx, path: str, target: str, type_: str, aliases: tuple[str, ...], de
                 hints.close()
     if not created:
         click.echo(f"unchanged: content equals {rec.label}", err=True)
-    click.echo(rec.label)
+    if as_json:
+        echo_json({**repo.version_json(rec), "created": created})
+    else:
+        click.echo(rec.label)
+
+
+def _default_name(path: str) -> str:
+    """The artifact name ``put PATH`` takes without ``--name``: PATH's base name."""
+    if _URI_RE.match(path):
+        parts = urlsplit(path)
+        base = parts.path.rstrip("/").rpartition("/")[2] or parts.netloc
+    else:
+        base = os.path.basename(os.path.abspath(path))
+    try:
+        return check_name(base, "artifact name")
+    except InvalidName as e:
+        raise UsageError(f"{e} (named after {path}): pass --name") from None
 
 
 def _tree_size(path: str) -> int | None:
@@ -179,67 +146,72 @@ def _tree_size(path: str) -> int | None:
 
 
 @cli.command()
-@click.argument("ref")
-@click.option("--root", metavar="DIR", help="Destination (default ./artifacts/NAME:vN).")
+@click.argument("ref", metavar="[PROJECT/]NAME[:REF]", shell_complete=complete_ref)
+@click.option("--root", metavar="DIR", type=click.Path(file_okay=False),
+              help="Destination (default ./artifacts/NAME:vN).")
 @click.option("--path-prefix", metavar="P", help="Only entries whose path starts with P.")
-@click.option("--lock", "lock_file", metavar="FILE",
+@click.option("--lock", "lock_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Resolve aliases to the versions this lock file pins (artifactfs lock).")
+@json_option
 @pass_ctx
-def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None,
-        lock_file: str | None) -> None:
-    """Download a version (or the files under a prefix)."""
+def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None, lock_file: str | None,
+        as_json: bool) -> None:
+    """Download a version (or the files under a prefix); the last line is the directory."""
     if lock_file:
         from .lockfile import Lock
         c.repo.catalog.pins = Lock.load(lock_file)
-    rec = c.repo.resolve(ref)
-    root = root or os.path.join("artifacts", f"{rec.name}:v{rec.version}")
-    with _progress(f"get {rec.label}", rec.size if not path_prefix else None) as bar:
-        c.repo.download(rec, root, path_prefix, bar)
-    click.echo(os.path.abspath(root))
+    rec = c.repo.resolve(c.ref(ref))
+    root = os.path.abspath(root or os.path.join("artifacts", f"{rec.name}:v{rec.version}"))
+    with progress(f"get {rec.label}", rec.size if not path_prefix else None) as bar:
+        n = c.repo.download(rec, root, path_prefix, bar)
+    if as_json:
+        echo_json({"ref": rec.label, "root": root, "files": n})
+    else:
+        click.echo(root)
 
 
 @cli.command()
-@click.argument("artifact")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("artifact", metavar="[PROJECT/]NAME", shell_complete=complete_name)
+@json_option
 @pass_ctx
 def versions(c: Ctx, artifact: str, as_json: bool) -> None:
     """The live versions of an artifact."""
-    ref = parse_ref(artifact, allow_ref=False)
+    ref = c.ref(artifact, allow_ref=False)
     docs = c.repo.versions_json(ref.project, ref.name)
     if as_json:
-        _echo_json(docs)
+        echo_json(docs)
         return
     for d in docs:
-        click.echo(f"v{d['version']:<5} {','.join(d['aliases']):<20} {_fmt_size(d['size']):>10} "
+        click.echo(f"v{d['version']:<5} {','.join(d['aliases']):<20} {fmt_size(d['size']):>10} "
                    f"{d['file_count']:>7} files  {d['created_at']}")
 
 
 @cli.command("ls")
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("ref", metavar="[PROJECT/]NAME[:REF]", shell_complete=complete_ref)
+@json_option
 @pass_ctx
 def ls_cmd(c: Ctx, ref: str, as_json: bool) -> None:
     """The entries of a version."""
-    rec = c.repo.resolve(ref)
+    rec = c.repo.resolve(c.ref(ref))
     docs = c.repo.ls_json(rec)
     if as_json:
-        _echo_json(docs)
+        echo_json(docs)
         return
     for d in docs:
         extra = f" -> {d['ref']}" if "ref" in d else f" -> {d['target']}" if "target" in d else ""
-        click.echo(f"{_fmt_size(d['size']):>10}  {d['path']}{extra}")
+        click.echo(f"{fmt_size(d['size']):>10}  {d['path']}{extra}")
 
 
 @cli.command()
-@click.argument("ref")
-@click.option("--json", "as_json", is_flag=True)
+@click.argument("ref", metavar="[PROJECT/]NAME[:REF]", shell_complete=complete_ref)
+@json_option
 @pass_ctx
 def info(c: Ctx, ref: str, as_json: bool) -> None:
     """One version's record."""
-    rec = c.repo.resolve(ref)
+    rec = c.repo.resolve(c.ref(ref))
     doc = c.repo.version_json(rec)
     if as_json:
-        _echo_json(doc)
+        echo_json(doc)
         return
     for k, v in doc.items():
         if isinstance(v, list):
@@ -249,122 +221,11 @@ def info(c: Ctx, ref: str, as_json: bool) -> None:
         click.echo(f"{k:<12} {'' if v is None else v}")
 
 
-@cli.group()
-def alias() -> None:
-    """Move or drop custom aliases."""
-
-
-@alias.command("add")
-@click.argument("ref")
-@click.argument("name")
-@pass_ctx
-def alias_add(c: Ctx, ref: str, name: str) -> None:
-    """Point ALIAS at PROJECT/NAME:REF (moving it if it exists)."""
-    check_alias(name)
-    rec = c.repo.resolve(ref)
-    c.repo.catalog.set_alias(rec.project, rec.name, rec.version, name)
-    click.echo(f"{rec.project}/{rec.name}:{name} -> v{rec.version}")
-
-
-@alias.command("rm")
-@click.argument("artifact")
-@click.argument("name")
-@pass_ctx
-def alias_rm(c: Ctx, artifact: str, name: str) -> None:
-    """Drop a custom alias."""
-    ref = parse_ref(artifact, allow_ref=False)
-    c.repo.catalog.remove_alias(ref.project, ref.name, name)
-    click.echo(f"removed alias {name} from {ref.collection}")
-
-
-@cli.command()
-@click.argument("ref")
-@click.option("--delete-aliases", is_flag=True, help="Also drop custom aliases it holds.")
-@pass_ctx
-def delete(c: Ctx, ref: str, delete_aliases: bool) -> None:
-    """Soft-delete a version (PROJECT/NAME:REF) or a whole artifact (PROJECT/NAME)."""
-    r = parse_ref(ref)
-    cat = c.repo.catalog
-    if ":" not in ref:
-        n = cat.delete_collection(r.project, r.name, delete_aliases)
-        click.echo(f"deleted {r.collection} ({n} versions)")
-        return
-    rec = c.repo.resolve(r)
-    cat.delete_version(rec.project, rec.name, rec.version, delete_aliases)
-    click.echo(f"deleted {rec.label}")
-
-
-@cli.group()
-def ttl() -> None:
-    """Retention: versions older than their TTL are soft-deleted."""
-
-
-def _days(value: str) -> float:
-    try:
-        d = float(value)
-    except ValueError:
-        raise UsageError(f"invalid number of days {value!r}") from None
-    if d <= 0:
-        raise UsageError(f"invalid number of days {value!r}: must be positive")
-    return d
-
-
-@ttl.command("set")
-@click.argument("ref")
-@click.argument("days")
-@pass_ctx
-def ttl_set(c: Ctx, ref: str, days: str) -> None:
-    """Give one version a TTL in days."""
-    rec = c.repo.resolve(ref)
-    c.repo.catalog.set_ttl(rec.project, rec.name, rec.version, _days(days))
-    click.echo(f"{rec.label} ttl {days} days")
-
-
-@ttl.command("set-default")
-@click.argument("project")
-@click.argument("days")
-@pass_ctx
-def ttl_set_default(c: Ctx, project: str, days: str) -> None:
-    """Default TTL for the project's versions without their own."""
-    c.repo.catalog.set_project_ttl(project, _days(days))
-    click.echo(f"{project} default ttl {days} days")
-
-
-@ttl.command("clear")
-@click.argument("target")
-@pass_ctx
-def ttl_clear(c: Ctx, target: str) -> None:
-    """Clear a version's TTL (PROJECT/NAME:REF) or a project's default (PROJECT)."""
-    if "/" in target:
-        rec = c.repo.resolve(target)
-        c.repo.catalog.set_ttl(rec.project, rec.name, rec.version, None)
-        click.echo(f"{rec.label} ttl cleared")
-    else:
-        c.repo.catalog.set_project_ttl(target, None)
-        click.echo(f"{target} default ttl cleared")
-
-
-@cli.command()
-@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-@click.option("--grace", default=24.0, show_default=True, metavar="HOURS",
-              help="Keep objects younger than this, and those of versions deleted since.")
-@pass_ctx
-def gc(c: Ctx, dry_run: bool, grace: float) -> None:
-    """Remove store objects that no live version or distributed draft needs."""
-    from . import gc as gc_mod
-    if grace < 0:
-        raise UsageError(f"invalid grace period {grace!r}: must not be negative")
-    r = gc_mod.collect(c.repo, grace * 3600, dry_run)
-    verb = "would remove" if dry_run else "removed"
-    for p in r.problems:
-        click.echo(f"warning: {p}", err=True)
-    click.echo(f"{r.objects} objects, {r.reachable} needed, {verb} {r.deleted} "
-               f"({_fmt_size(r.bytes_freed)}), kept {r.kept_young} younger than the grace period")
-
-
 def _register_optional() -> None:
-    """Commands that live with their subsystems: the mount daemon's and the drafts'."""
-    for module in (".fs.cli_mount", ".drafts_cli", ".repro_cli"):
+    """Commands that live in their own modules (:data:`COMMAND_MODULES`): the click commands
+    a module's ``__all__`` names (without one, all at its top level), unless one of that name
+    exists."""
+    for module in COMMAND_MODULES:
         try:
             found = importlib.util.find_spec(module, __package__) is not None
         except ModuleNotFoundError:  # its parent package is not in this build
@@ -372,7 +233,7 @@ def _register_optional() -> None:
         if not found:
             continue
         mod = importlib.import_module(module, __package__)
-        for name in dir(mod):
+        for name in getattr(mod, "__all__", None) or dir(mod):
             obj = getattr(mod, name)
             if isinstance(obj, click.Command) and obj.name and obj.name not in cli.commands:
                 cli.add_command(obj)

@@ -22,6 +22,8 @@ import click
 
 from . import config as config_mod
 from . import errors
+from .clikit import artifact_ref, echo_json, json_option
+from .completion import complete_ref
 from .errors import ArtifactfsError, UsageError
 from .fs import control as control_socket
 from .fs import registry
@@ -95,6 +97,7 @@ def parse_draft_path(path: str) -> tuple[str, str, str, str]:
     return "/".join(parts[:-4]) or "/", project, name, draft_id
 
 
+DRAFT_PATH = click.Path(file_okay=False, readable=False)  # completes directories
 call = control_socket.request  # one request, one reply (refusals re-raised as their error class)
 
 
@@ -161,54 +164,73 @@ def _draft_group() -> click.Group:
         """Writable drafts in MOUNT/drafts/: create one on any version, list, discard."""
 
     @draft.command("create")
-    @click.argument("ref", metavar="PROJECT/NAME[:REF]")
+    @click.argument("ref", metavar="[PROJECT/]NAME[:REF]", shell_complete=complete_ref)
     @click.option("--id", "draft_id", metavar="ID", help="Draft id (default: a new random one).")
-    @click.option("--mount", metavar="MOUNT", help="The mount to use (default: the only one).")
-    def create(ref: str, draft_id: str | None, mount: str | None) -> None:
+    @click.option("--mount", metavar="MOUNT", type=click.Path(file_okay=False),
+                  help="The mount to use (default: the only one).")
+    @json_option
+    def create(ref: str, draft_id: str | None, mount: str | None, as_json: bool) -> None:
         """Create a draft based on REF (default latest; empty for a new artifact); print its
         path."""
-        r = parse_ref(ref)
+        r = artifact_ref(ref)
         if draft_id is not None:
             check_name(draft_id, "draft id")
         mp, control = find_mount(mount)
         reply = call(control, {"op": "draft.create", "project": r.project, "name": r.name,
                                "ref": r.ref if ":" in ref else None, "id": draft_id})
-        click.echo(os.path.join(mp, str(reply["path"])))
+        doc = _draft_doc(mp, reply)
+        if as_json:
+            echo_json(doc)
+        else:
+            click.echo(doc["path"])
 
     @draft.command("list")
-    @click.option("--mount", metavar="MOUNT", help="Only this mount (default: every mount).")
-    @click.option("--json", "as_json", is_flag=True)
+    @click.option("--mount", metavar="MOUNT", type=click.Path(file_okay=False),
+                  help="Only this mount (default: every mount).")
+    @json_option
     def list_(mount: str | None, as_json: bool) -> None:
         """Your drafts (all drafts, for root)."""
         targets = [find_mount(mount)] if mount else mounts()
         rows = []
         for mp, control in targets:
             for d in call(control, {"op": "draft.list"})["drafts"]:
-                rows.append({**d, "path": os.path.join(mp, d["path"])})
+                rows.append(_draft_doc(mp, d))
         if as_json:
-            click.echo(json.dumps(rows, indent=2))
+            echo_json(rows)
             return
         for d in rows:
             click.echo(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}")
 
     @draft.command("discard")
-    @click.argument("path", metavar="DRAFT_PATH")
-    def discard(path: str) -> None:
+    @click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
+    @json_option
+    def discard(path: str, as_json: bool) -> None:
         """Throw a draft away (like rm -r of its directory)."""
         _send(path, {"op": "draft.discard"})
-        click.echo(f"discarded {path}")
+        path = os.path.abspath(path)
+        if as_json:
+            echo_json({"discarded": path})
+        else:
+            click.echo(f"discarded {path}")
 
     return draft
+
+
+def _draft_doc(mountpoint: str, reply: dict[str, Any]) -> dict[str, Any]:
+    """One draft as ``draft create/list --json`` print it (the daemon's fields, absolute path)."""
+    keys = ("path", "project", "name", "id", "owner", "created_at", "base")
+    return {**{k: reply.get(k) for k in keys},
+            "path": os.path.join(mountpoint, str(reply["path"]))}
 
 
 draft = _draft_group()
 
 
 @click.command("commit")
-@click.argument("path", metavar="DRAFT_PATH")
-@click.option("--type", "type_", metavar="TYPE", help="Needed for a new artifact.")
-@click.option("--alias", "aliases", multiple=True, metavar="ALIAS")
-@click.option("--description", default=None, help="Default: the base version's.")
+@click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
+@click.option("--type", "-t", "type_", metavar="TYPE", help="Needed for a new artifact.")
+@click.option("--alias", "-a", "aliases", multiple=True, metavar="ALIAS")
+@click.option("--description", "-d", default=None, help="Default: the base version's.")
 @click.option("--metadata", metavar="JSON", help="A JSON object (default: the base's).")
 @click.option("--run", "run", metavar="RUN_ID", help="The run logging this version.")
 @click.option("--input", "inputs", multiple=True, metavar="REF",
@@ -216,8 +238,10 @@ draft = _draft_group()
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
               help="Wait this long for files of the draft still open for writing, then fail "
                    "naming them (0: fail at once).")
+@json_option
 def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: str | None,
-           metadata: str | None, run: str | None, inputs: tuple[str, ...], wait: float) -> None:
+           metadata: str | None, run: str | None, inputs: tuple[str, ...], wait: float,
+           as_json: bool) -> None:
     """Turn a draft into the next version; the last line printed is PROJECT/NAME:vN."""
     meta = parse_metadata(metadata) if metadata is not None else None
     for ref in inputs:
@@ -229,19 +253,32 @@ def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: 
                             "inputs": list(inputs), "wait": wait}, progress="commit")
     if not reply.get("created"):
         click.echo(f"unchanged: content equals {reply['label']}", err=True)
-    click.echo(str(reply["label"]))
+    if as_json:
+        label = str(reply["label"])
+        project, _, rest = label.partition("/")
+        echo_json({"ref": label, "project": project, "name": rest.rpartition(":")[0],
+                   "version": reply.get("version"), "digest": reply.get("digest"),
+                   "created": bool(reply.get("created")),
+                   "distributed": bool(reply.get("distributed"))})
+    else:
+        click.echo(str(reply["label"]))
 
 
 @click.command("upsert")
-@click.argument("path", metavar="DRAFT_PATH")
+@click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
               help="Wait this long for files of the draft still open for writing.")
-def upsert(path: str, wait: float) -> None:
+@json_option
+def upsert(path: str, wait: float, as_json: bool) -> None:
     """Add this draft's new and changed files to the distributed draft of its id (in the
     store, shared by every node); the local draft is then gone.  One `artifactfs commit` of a
     draft with the same id, on any node, finishes it."""
     _, reply = _send(path, {"op": "upsert", "wait": wait}, progress="upsert")
-    click.echo(f"upserted {path}: {reply['entries']} entries from writer {reply['writer']}")
+    path = os.path.abspath(path)
+    if as_json:
+        echo_json({"draft": path, "entries": reply["entries"], "writer": reply["writer"]})
+    else:
+        click.echo(f"upserted {path}: {reply['entries']} entries from writer {reply['writer']}")
 
 
 __all__ = ["commit", "draft", "upsert"]

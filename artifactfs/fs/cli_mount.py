@@ -37,7 +37,7 @@ def _size(n: float) -> str:
 
 # not readable=True: a mount whose daemon was killed fails access() (ENOTCONN) while the kernel
 # still answers stat() from cached attributes, and mount/unmount must reach their recovery
-MOUNTPOINT = click.Path(file_okay=False, readable=False)
+MOUNTPOINT = click.Path(file_okay=False, readable=False)  # (also: completes directories)
 
 
 @click.command()
@@ -48,12 +48,14 @@ MOUNTPOINT = click.Path(file_okay=False, readable=False)
               help="Seconds before version and alias lists are re-read (default 10).")
 @click.option("--allow-other", is_flag=True, help="Let other users use the mount.")
 @click.option("--foreground", "-f", is_flag=True, help="Do not daemonize; log to stderr.")
-@click.option("--lock", "lock_file", metavar="FILE",
+@click.option("--lock", "lock_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Show the aliases this lock file pins at their pinned versions.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the mount's record (mountpoint, pid, store, cache_dir, log).")
 @click.pass_obj
 def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | None,
           refresh: float | None, allow_other: bool, foreground: bool,
-          lock_file: str | None) -> None:
+          lock_file: str | None, as_json: bool) -> None:
     """Mount the store at MOUNTPOINT (returns once the mount is live); a missing MOUNTPOINT
     is created when its parent is yours."""
     if refresh is not None and refresh < 0:
@@ -67,7 +69,16 @@ def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | No
     from .mount import mount as do_mount
 
     lock = Lock.load(lock_file) if lock_file else None  # read before the daemon leaves cwd
-    do_mount(cfg, MountOptions(mp, allow_other=allow_other, foreground=foreground, lock=lock))
+    opts = MountOptions(mp, allow_other=allow_other, foreground=foreground, lock=lock)
+    do_mount(cfg, opts)
+    if as_json and not foreground:
+        from . import registry
+
+        rec = registry.read(opts.mountpoint)
+        if rec is not None:
+            click.echo(json.dumps({"mountpoint": rec.mountpoint, "pid": rec.pid,
+                                   "store": rec.store, "cache_dir": rec.cache_dir,
+                                   "log": rec.log}, indent=2))
 
 
 def make_mountpoint(mp: str) -> None:
@@ -159,8 +170,8 @@ def cache() -> None:
     """The local content cache."""
 
 
-def _blob_dir(cfg: Config) -> str:
-    return os.path.join(cfg.cache_dir, "blobs")
+def _blob_dir(cache_dir: str) -> str:
+    return os.path.join(cache_dir, "blobs")
 
 
 def _du(path: str) -> tuple[int, int]:
@@ -175,33 +186,80 @@ def _du(path: str) -> tuple[int, int]:
     return total, files
 
 
+def _caches(cfg: Config, cache_dir: str | None) -> list[dict[str, Any]]:
+    """The caches ``cache`` looks at: ``--cache-dir``, else those of this node's running
+    mounts and the configured one (if it holds anything), each with the mounts using it."""
+    from . import registry
+
+    found: dict[str, dict[str, Any]] = {}
+    recs = registry.records()
+    dirs = [absolute_path(cache_dir)] if cache_dir else [r.cache_dir for r in recs]
+    if not cache_dir and (not dirs or os.path.isdir(_blob_dir(cfg.cache_dir))):
+        dirs.append(cfg.cache_dir)
+    for d in dirs:
+        key = os.path.realpath(d)
+        if key not in found:
+            users = [r for r in recs if os.path.realpath(r.cache_dir) == key]
+            found[key] = {"cache_dir": d, "mounts": [r.mountpoint for r in users],
+                          "max_bytes": cfg.cache_size, "_controls": [r.control for r in users]}
+    return list(found.values())
+
+
+def _measure(caches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``cache --json`` shape: bytes and files on disk, the bound (a running daemon's)."""
+    out = []
+    for c in caches:
+        for control in c["_controls"]:
+            st = (_daemon_stats(control, probe=False) or {}).get("cache", {})
+            c["max_bytes"] = int(st.get("max_bytes", c["max_bytes"]))
+        total, files = _du(_blob_dir(c["cache_dir"]))
+        out.append({"cache_dir": c["cache_dir"], "bytes": total, "files": files,
+                    "max_bytes": c["max_bytes"], "mounts": c["mounts"]})
+    return out
+
+
+def _show(caches: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(caches, indent=2))
+        return
+    for c in caches:
+        used = f", used by {', '.join(c['mounts'])}" if c["mounts"] else ""
+        click.echo(f"{c['cache_dir']}: {_size(c['bytes'])} in {c['files']} files "
+                   f"(bound {_size(c['max_bytes'])}){used}")
+
+
+CACHE_DIR = click.option("--cache-dir", type=click.Path(file_okay=False), metavar="DIR",
+                         help="This cache (default: the running mounts' and the configured).")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/cli.md).")
+
+
 @cache.command("info")
+@CACHE_DIR
+@JSON
 @click.pass_obj
-def cache_info(obj: Any) -> None:
-    """Size of the local content cache."""
-    cfg = _config(obj)
-    total, files = _du(_blob_dir(cfg))
-    click.echo(f"{cfg.cache_dir}: {_size(total)} in {files} files (bound {_size(cfg.cache_size)})")
+def cache_info(obj: Any, cache_dir: str | None, as_json: bool) -> None:
+    """Size of the local content caches: the running mounts' and the configured one."""
+    _show(_measure(_caches(_config(obj), cache_dir)), as_json)
 
 
 @cache.command("cleanup")
 @click.argument("size")
+@CACHE_DIR
+@JSON
 @click.pass_obj
-def cache_cleanup(obj: Any, size: str) -> None:
-    """Evict least recently used cache content down to SIZE (never content in use)."""
-    from . import registry
+def cache_cleanup(obj: Any, size: str, cache_dir: str | None, as_json: bool) -> None:
+    """Evict least recently used content of each cache down to SIZE (never content in use:
+    a running mount evicts its own)."""
     from .control import request
 
-    cfg = _config(obj)
     target = parse_size(size)
-    users = [r for r in registry.records()
-             if os.path.realpath(r.cache_dir) == os.path.realpath(cfg.cache_dir)]
-    for rec in users:  # a running daemon knows what is in use: let it evict
-        request(rec.control, {"op": "cleanup", "size": target})
-    if not users:
-        _offline_cleanup(_blob_dir(cfg), target)
-    total, files = _du(_blob_dir(cfg))
-    click.echo(f"{cfg.cache_dir}: {_size(total)} in {files} files")
+    caches = _caches(_config(obj), cache_dir)
+    for c in caches:
+        for control in c["_controls"]:  # a running daemon knows what is in use: let it evict
+            request(control, {"op": "cleanup", "size": target})
+        if not c["_controls"]:
+            _offline_cleanup(_blob_dir(c["cache_dir"]), target)
+    _show(_measure(caches), as_json)
 
 
 def _offline_cleanup(directory: str, target: int) -> None:

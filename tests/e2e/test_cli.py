@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, tree: Path) ->
     fail(store, "info", "vision/cats:nosuchalias")
     fail(store, "info", "vision/nothing")
     fail(store, "ls", "not-a-ref")
-    fail(store, "put", str(tree), code=2)  # usage error
+    fail(store, "put", code=2)  # usage error
     after = sorted(str(p) for p in store.rglob("*") if ".tmp" not in p.parts)
     assert before == after
 
@@ -223,13 +223,13 @@ def test_an_unknown_command_is_a_usage_error_and_mounts_nothing(tmp_path: Path) 
 
 def test_usage_errors_are_one_line_naming_the_help(tmp_path: Path, tree: Path) -> None:
     store = tmp_path / "store"
-    assert fail(store, "ls", code=2) == "error: missing argument REF (artifactfs ls --help)\n"
+    assert fail(store, "ls", code=2) == "error: missing argument [PROJECT/]NAME[:REF] (artifactfs ls --help)\n"
     assert fail(store, "gc", "--grace", "soon", code=2) == \
         "error: invalid value for --grace: 'soon' is not a valid float (artifactfs gc --help)\n"
     assert fail(store, "versions", "p/a", "--jsn", code=2) == \
         "error: no such option --jsn; did you mean --json? (artifactfs versions --help)\n"
     assert fail(store, "alias", "add", "p/a:v0", code=2) == \
-        "error: missing argument NAME (artifactfs alias add --help)\n"
+        "error: missing argument ALIAS (artifactfs alias add --help)\n"
     assert "Usage:" in run(store, "alias").stdout  # a bare group shows its help
     assert "Usage:" in run(store).stdout
 

@@ -133,3 +133,96 @@ def test_an_fstab_line_mounts_through_the_installed_helper(
         pytest.skip(f"no overlay mount here: {r.stderr.strip()}")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split() == ["hello", "1"]
+
+
+def js(env: dict[str, str], command: str, *args: str, cwd: Path | str = "/") -> Any:
+    """``artifactfs COMMAND ARGS --json``, checked against docs/cli.md's table."""
+    from clidocs import check_json
+
+    r = run(env, *command.split(), *args, "--json", cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    check_json(command, doc)
+    return doc
+
+
+def test_json_of_mount_status_drafts_commit_and_upsert(
+        mounter: Callable[..., Mount], source: str, env: dict[str, str], cli: Any,
+        tmp_path: Path) -> None:
+    cli("put", source, "-n", "p/a")
+    m = mounter("mnt", start=False)
+    doc = js(env, "mount", m.mp, "--cache-dir", str(tmp_path / "c"))
+    m.pid = doc["pid"]
+    assert doc["mountpoint"] == m.mp and doc["store"] == env["ARTIFACTFS_STORE"]
+    assert m.mp in [s["mountpoint"] for s in js(env, "status")]
+    d = js(env, "draft create", "p/a:v0", "--id", "one", "--mount", m.mp)
+    assert d["path"] == m.path("drafts", "p", "a", "one") and d["base"] == "p/a:v0"
+    assert (d["project"], d["name"], d["id"], d["owner"]) == ("p", "a", "one", 0)
+    rows = js(env, "draft list", "--mount", m.mp)
+    assert [r["path"] for r in rows] == [d["path"]]
+    Path(d["path"], "new.txt").write_text("new")
+    c = js(env, "commit", d["path"])
+    assert (c["ref"], c["project"], c["name"], c["version"], c["created"],
+            c["distributed"]) == ("p/a:v1", "p", "a", 1, True, False)
+    assert c["digest"] == js(env, "info", "p/a:v1")["digest"]
+    two = js(env, "draft create", "p/a", "--id", "two", "--mount", m.mp)["path"]
+    assert js(env, "draft discard", two) == {"discarded": two}
+    three = js(env, "draft create", "p/a", "--id", "three", "--mount", m.mp)["path"]
+    Path(three, "more.txt").write_text("more")
+    u = js(env, "upsert", three)
+    assert u["draft"] == three and u["entries"] >= 1 and isinstance(u["writer"], str)
+
+
+@pytest.mark.s3
+def test_cache_info_and_cleanup_find_the_caches_of_running_mounts(
+        mounter: Callable[..., Mount], source: str, env: dict[str, str], s3_store_uri: str,
+        tmp_path: Path) -> None:
+    """A mount started with --cache-dir C: ``cache info`` finds C through the registry (not
+    only the configured cache), and ``cache cleanup`` has that daemon evict."""
+    env = {**env, **{k: v for k, v in os.environ.items() if k.startswith("AWS_")},
+           "ARTIFACTFS_STORE": s3_store_uri, "ARTIFACTFS_CACHE_DIR": str(tmp_path / "conf")}
+    assert run(env, "put", source, "-n", "p/a").returncode == 0
+    m = mounter("mnt", start=False)
+    cache = tmp_path / "mine"
+    r = run(env, "mount", m.mp, "--cache-dir", str(cache), "--cache-size", "1GiB")
+    assert r.returncode == 0, r.stderr
+    m.pid = m.daemon_pid()
+    Path(m.path("p", "a", "v0", "big.bin")).read_bytes()
+    caches = {c["cache_dir"]: c for c in js(env, "cache info")}
+    assert str(cache) in caches, caches
+    mine = caches[str(cache)]
+    assert mine["mounts"] == [m.mp] and mine["max_bytes"] == 2**30 and mine["bytes"] > 0
+    text = run(env, "cache", "info").stdout
+    assert f"{cache}: " in text and f"used by {m.mp}" in text
+    after = {c["cache_dir"]: c for c in js(env, "cache cleanup", "0")}
+    assert after[str(cache)]["bytes"] == 0
+    assert Path(m.path("p", "a", "v0", "README")).read_text() == "hello\n"  # still serves
+
+
+def test_the_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
+    """The README's walkthrough, block by block as written, in a temporary home with the
+    default store: setup is done, so ``artifactfs`` is the one on PATH."""
+    from clidocs import readme_walkthrough
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ARTIFACTFS_", "XDG_", "NOTIFY_SOCKET"))}
+    env.update(HOME=str(home), PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}")
+    mp = str(home / "artifacts")
+    try:
+        r = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_walkthrough()],
+                           cwd=work, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        from artifactfs.fs import registry
+
+        rec = registry.read(mp)
+        m = Mount(mp, "", "", env)
+        m.pid = rec.pid if rec is not None else 0
+        m.cleanup()
+    assert not mounted(mp)
+    got = (work / "artifacts" / "cats:v1" / "train.csv").read_text()
+    assert got == "name,label\ntom,cat\nfelix,cat\n"
+    assert (home / ".local" / "share" / "artifactfs" / "store" / "artifacts").is_dir()
