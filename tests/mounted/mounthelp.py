@@ -63,6 +63,8 @@ class Mount:
                               text=True, capture_output=True, timeout=timeout, check=False)
 
     def start(self, *extra: str) -> None:
+        if "://" not in self.store:  # mount serves only a store that exists (docs/cli.md)
+            os.makedirs(self.store, exist_ok=True)
         r = self.run("--store", self.store, "mount", self.mp, "--cache-dir", self.cache, *extra)
         assert r.returncode == 0, f"mount failed: {r.stdout}\n{r.stderr}"
         assert mounted(self.mp)
