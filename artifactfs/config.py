@@ -15,10 +15,15 @@ The TOML files may hold::
     [projects.vision]                      # access control (SPEC §9)
     readers = ["ml"]
     writers = ["ml-admin"]
+    [references]                           # what a daemon serving others may read (SPEC §7)
+    file_roots = ["/datasets"]             # file:// below these: served to every mount user
+    buckets = ["s3://shared-data", "gs://public-sets"]
+    private_hosts = ["minio.internal", "10.1.2.0/24"]   # http(s) to non-public addresses
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -121,6 +126,64 @@ class ProjectAccess:
 
 
 @dataclass(frozen=True)
+class References:
+    """``[references]``: what a daemon serving other users (root, ``--allow-other``) may read
+    on their behalf beyond their own rights (SPEC §7; see artifactfs/refs/authority.py)."""
+
+    file_roots: tuple[str, ...] = ()  # absolute, normalized directories
+    buckets: tuple[str, ...] = ()  # "s3://bucket" / "gs://bucket"
+    private_hosts: tuple[str, ...] = ()  # host names (lower case), IP addresses or CIDRs
+
+
+_BUCKET_RE = re.compile(r"(s3|gs)://([a-z0-9][a-z0-9._-]{1,254})/?")
+_HOST_RE = re.compile(r"(?=.{1,253}\.?$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+                      r"(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?")
+
+
+def parse_references(table: Any, where: str) -> References:
+    """The ``[references]`` table of config file ``where``: exactly the keys ``file_roots``,
+    ``buckets`` and ``private_hosts``, each a list of strings; anything else is an error naming
+    the file and the key (never a silently smaller or larger allowance)."""
+    def bad(key: str, why: str) -> UsageError:
+        return UsageError(f"invalid config file {where}: [references]{' ' + key if key else ''}: "
+                          f"{why}")
+
+    if not isinstance(table, dict):
+        raise bad("", "must be a table")
+    for key in table:
+        if key not in ("file_roots", "buckets", "private_hosts"):
+            raise bad(key, "unknown key (known: file_roots, buckets, private_hosts)")
+    lists: dict[str, list[str]] = {}
+    for key in ("file_roots", "buckets", "private_hosts"):
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad(key, f"must be a list of strings, not {value!r}")
+        lists[key] = value
+    roots = []
+    for r in lists["file_roots"]:
+        if not r.startswith("/") or "\0" in r:
+            raise bad("file_roots", f"{r!r} is not an absolute directory")
+        roots.append(os.path.normpath(r))
+    buckets = []
+    for b in lists["buckets"]:
+        m = _BUCKET_RE.fullmatch(b)
+        if m is None:
+            raise bad("buckets", f"{b!r}: write s3://BUCKET or gs://BUCKET")
+        buckets.append(f"{m.group(1)}://{m.group(2)}")
+    hosts = []
+    for h in lists["private_hosts"]:
+        try:
+            hosts.append(str(ipaddress.ip_network(h, strict=False)))
+            continue
+        except ValueError:
+            pass
+        if _HOST_RE.fullmatch(h.lower()) is None:
+            raise bad("private_hosts", f"{h!r} is neither a host name, an IP address nor a CIDR")
+        hosts.append(h.lower().rstrip("."))
+    return References(tuple(roots), tuple(buckets), tuple(hosts))
+
+
+@dataclass(frozen=True)
 class Config:
     store: str = field(default_factory=default_store)
     cache_dir: str = field(default_factory=lambda: os.path.join(xdg_cache_home(), "artifactfs"))
@@ -128,6 +191,7 @@ class Config:
     refresh: float = 10.0
     project: str = DEFAULT_PROJECT
     projects: dict[str, ProjectAccess] = field(default_factory=dict)
+    references: References = field(default_factory=References)
 
     def with_flags(self, **flags: Any) -> Config:
         """A copy with every flag that is not ``None`` applied (paths made absolute)."""
@@ -177,6 +241,8 @@ def _apply(cfg: Config, doc: dict[str, Any], where: str) -> Config:
                 acl[name] = ProjectAccess(tuple(map(str, p.get("readers", ()))),
                                           tuple(map(str, p.get("writers", ()))))
         out = replace(out, projects=acl)
+    if "references" in doc:
+        out = replace(out, references=parse_references(doc["references"], where))
     return out
 
 

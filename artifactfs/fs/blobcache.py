@@ -1,7 +1,9 @@
 """The node's content cache: verified pieces of file content, ready to ``pread``.
 
-A *piece* is one stored blob or chunk (key: its digest), or one 8 MiB range of a reference
-(key: ``<reference digest>.<index>``).  :meth:`BlobCache.get` makes a piece *ready*: an open
+A *piece* is one stored blob or chunk (key: its digest), or one 8 MiB range of a remote
+(``s3://``, ``gs://``, ``http(s)://``) reference (key: ``<reference digest>.<index>``);
+``file://`` references never enter the cache (refs/authority.py: each open file reads them
+through a descriptor opened for its caller).  :meth:`BlobCache.get` makes a piece *ready*: an open
 file descriptor whose bytes were verified in this mount.  Where the bytes live:
 
 * local directory store: the store's own object file, read in place (never copied) and hashed
@@ -55,9 +57,11 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import fetch
-from ..errors import IntegrityError, StoreUnavailable
+from ..errors import IntegrityError, PermissionDenied, StoreUnavailable
 from ..fsutil import pwrite_all, write_file
 from ..model import CHUNK_SIZE, Entry, object_key
+from ..refs import authority
+from ..refs.authority import Gate
 from ..store.base import Store
 
 log = logging.getLogger(__name__)
@@ -160,8 +164,9 @@ class BlobCache:
                  min_free: int | None = None, timeout: float = 30.0, threads: int = 0,
                  sidecar_get: Callable[[str], str | None] | None = None,
                  sidecar_put: Callable[[str, str], None] | None = None,
-                 buffer_bytes: int = BUFFER_BYTES) -> None:
+                 buffer_bytes: int = BUFFER_BYTES, gate: Gate | None = None) -> None:
         self.store = store
+        self.gate = gate or Gate()
         self.dir = directory
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -172,6 +177,7 @@ class BlobCache:
             os.makedirs(os.path.join(directory, sub), mode=0o700, exist_ok=True)
         shutil.rmtree(os.path.join(directory, "tmp"), ignore_errors=True)
         os.makedirs(os.path.join(directory, "tmp"), mode=0o700, exist_ok=True)
+        self._keep_refs_of(self.gate.tag())
         if min_free is None:
             st = os.statvfs(directory)
             min_free = min(1 << 30, st.f_blocks * st.f_frsize // 20)
@@ -427,9 +433,16 @@ class BlobCache:
         """Worker thread: write an entry's verified bytes into the file ``dest`` (the copy-up
         of a draft file).  Pieces come the way reads get them (in place from a local store,
         else the cache or the store/source, and then cached) and are verified first; the
-        bytes move with ``copy_file_range`` (no trip through Python)."""
+        bytes move with ``copy_file_range`` (no trip through Python).  A reference is first
+        put to the gate for the caller (refs/authority.py): a ``file://`` one is copied from
+        the descriptor opened with his authority, never through the cache."""
+        src = self.gate.open(entry, authority.current()) if entry.kind == "ref" else None
         out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
         try:
+            if src is not None:
+                for off in range(0, entry.size, CHUNK_SIZE):
+                    pwrite_all(out, src.read(off, CHUNK_SIZE), off)
+                return
             for i in range(piece_count(entry)):
                 p = piece_at(entry, i)
                 fd, data, _ = self._materialize(p)
@@ -443,6 +456,8 @@ class BlobCache:
                     os.close(fd)
         finally:
             os.close(out)
+            if src is not None:
+                src.close()
 
     def _expected(self, piece: Piece) -> str | None:
         return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")
@@ -477,7 +492,11 @@ class BlobCache:
             return fetch.read_piece(self.store, piece.digest, piece.length)
         from .. import refs  # imported late: reference schemes pull in their clients
 
-        data = refs.read_range(piece.entry, piece.offset, piece.length)
+        if refs.scheme_of(piece.entry.ref.uri if piece.entry.ref else "") == "file":
+            # file:// bytes are read for one caller through his own descriptor (Source):
+            # cached, they could be served to a user who may not read the file
+            raise PermissionDenied("file:// references are never read into the cache")
+        data = refs.read_range(piece.entry, piece.offset, piece.length, net=self.gate.net)
         if len(data) != piece.length:
             raise IntegrityError(f"reference {piece.entry.ref.uri if piece.entry.ref else ''} "
                                  f"returned {len(data)} bytes instead of {piece.length}")
@@ -502,6 +521,21 @@ class BlobCache:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         log.error("cache disk full: serving %s from memory, uncached", piece.key)
         return None
+
+    def _keep_refs_of(self, tag: str) -> None:
+        """Drop cached reference bytes fetched under other rules than ``tag`` (another mode or
+        policy of the daemon, refs/authority.py), so every cached byte was fetched under the
+        rules this mount checks at open."""
+        mark = os.path.join(self.dir, "refs", ".rules")
+        try:
+            with open(mark) as f:
+                if f.read() == tag:
+                    return
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(os.path.join(self.dir, "refs"), ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "refs"), mode=0o700, exist_ok=True)
+        write_file(mark, tag.encode(), mode=0o600)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")

@@ -218,7 +218,7 @@ class DraftFiles:
             if h is None:
                 continue
             del self.base_handles[fh]
-            self.ns.blobs.unpin(h.keys)
+            self.ns.close_file(h)
             self.handles[fh] = DHandle(os.open(local, os.O_RDONLY | os.O_CLOEXEC), None, n, d)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:

@@ -45,7 +45,6 @@ import trio
 from ..catalog import Catalog, parse_iso
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..names import check_name, check_project
-from .blobcache import piece_keys
 from .cache import name_bytes
 from .draftfiles import DDirHandle, DHandle, DNode, DraftFiles, NeedNode, oserror
 from .drafts import Draft, DraftArea, Info
@@ -405,11 +404,7 @@ class DraftOps(DraftFiles):
                                        n, d)
         else:
             assert info.entry is not None
-            from .namespace import FileHandle
-
-            keys = piece_keys(info.entry)
-            self.ns.blobs.pin(keys)
-            self.ns.files[fh] = FileHandle(info.entry, keys)
+            self.ns.files[fh] = await self.ns.file_handle(info.entry, uid)
             self.base_handles[fh] = n
         n.d.handles.add(fh)
         return fh

@@ -40,6 +40,7 @@ from ..catalog import Catalog
 from ..config import Config, parse_size
 from ..errors import ArtifactfsError, PermissionDenied, UsageError
 from ..lockfile import Lock
+from ..refs.authority import Gate
 from ..repo import Repo
 from ..store import open_store
 from . import commit, registry
@@ -188,7 +189,8 @@ class Daemon:
         sid = hashlib.sha256(self.store.uri.encode()).hexdigest()[:16]
         self.manifest = ManifestCache(os.path.join(cfg.cache_dir, "manifest", sid))
         self.blobs = BlobCache(self.store, os.path.join(cfg.cache_dir, "blobs"), cfg.cache_size,
-                               sidecar_get=self._sidecar_get, sidecar_put=self._sidecar_put)
+                               sidecar_get=self._sidecar_get, sidecar_put=self._sidecar_put,
+                               gate=Gate(cfg.references, shared=opts.allow_other))  # SPEC §7
         mid = registry.mount_id(opts.mountpoint)
         try:  # drafts belong to this store at this mount point: a remount there finds them
             self.area = DraftArea(os.path.join(cfg.cache_dir, "drafts", sid, mid),

@@ -48,6 +48,9 @@ from ..catalog import Catalog, node_bytes, nodes_bytes
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
+from ..refs import authority
+from ..refs.authority import Reader
+from ..refs.file import Source
 from . import aliasview
 from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
@@ -98,11 +101,13 @@ class DirHandle:
 
 
 class FileHandle:
-    __slots__ = ("checked", "entry", "keys", "last_piece", "next_off", "pi", "piece", "window")
+    __slots__ = ("checked", "entry", "keys", "last_piece", "next_off", "pi", "piece", "src",
+                 "window")
 
-    def __init__(self, entry: Entry, keys: list[str]) -> None:
+    def __init__(self, entry: Entry, keys: list[str], src: Source | None = None) -> None:
         self.entry = entry
         self.keys = keys
+        self.src = src  # a file:// reference, opened with its reader's authority
         self.checked = 0  # bit i: piece i's file identity was checked since this open
         self.next_off = 0
         self.last_piece = -1
@@ -142,6 +147,7 @@ class Namespace:
         self.make_content_attrs: Callable[[int, int, int, int], Any] = \
             lambda ino, mode, size, mtime: Stat(ino, mode, size, mtime, IMMUTABLE, IMMUTABLE)
         self._negative: Any = None
+        self._scratch = memoryview(bytearray(1 << 20))  # file:// reference reads
         self.drafts = DraftOps(self, area, catalog, may_write)
         self.acl = access
         self.consumers: Consumers | None = None  # lineage from reads (the daemon sets it)
@@ -565,19 +571,43 @@ class Namespace:
             if n.kind in (Kind.SYMLINK, Kind.ALIAS):
                 raise NotFound("not a regular file")
             raise IsADirectoryError("is a directory")
-        e = n.entry
-        keys = piece_keys(e)
-        self.blobs.pin(keys)
+        h = await self.file_handle(n.entry, uid)
         fh = next(self._fh)
-        self.files[fh] = FileHandle(e, keys)
+        self.files[fh] = h
         if self.consumers is not None:
             self.consumers.opened(pid, uid, n.ver)
         return fh, True
+
+    async def file_handle(self, e: Entry, uid: int) -> FileHandle:
+        """A reader of a version file's bytes.  A reference is put to the gate for the caller
+        on every open (refs/authority.py): a ``file://`` one is read through the descriptor
+        opened with his authority, never through the blob cache."""
+        src = None
+        if e.kind == "ref":
+            reader = authority.current() or Reader(uid)
+            src = await trio.to_thread.run_sync(self.blobs.gate.open, e, reader,
+                                                limiter=self.limiter)
+        keys = [] if src is not None else piece_keys(e)
+        self.blobs.pin(keys)
+        return FileHandle(e, keys, src)
+
+    def close_file(self, h: FileHandle) -> None:
+        if h.keys:
+            self.blobs.unpin(h.keys)
+        if h.src is not None:
+            h.src.close()
 
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         h = self.files.get(fh)
         if h is None:
             return await self.drafts.read(fh, off, size)
+        if h.src is not None:  # from the page cache right here, else in a worker thread
+            if len(self._scratch) < size:
+                self._scratch = memoryview(bytearray(size))
+            got = h.src.read_nowait(off, size, self._scratch)  # valid until the next read
+            if got is not None:
+                return got
+            return await trio.to_thread.run_sync(h.src.read, off, size, limiter=self.limiter)
         e = h.entry
         end = min(off + size, e.size)
         if off >= end:
@@ -627,8 +657,7 @@ class Namespace:
         if h is None:
             await self.drafts.release(fh)
             return
-        if h.keys:
-            self.blobs.unpin(h.keys)
+        self.close_file(h)
         if self.drafts.base_handles:
             self.drafts.released_base(fh)
 

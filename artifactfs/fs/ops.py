@@ -9,7 +9,9 @@ files are opened with ``keep_cache`` (immutable content), draft files without it
 file opened write-only gets ``direct_io``: the kernel hands the writer's buffer to us without
 first copying it into the page cache (``cp`` into a draft runs ~1.7x faster), and such a
 handle can not be mmapped anyway; readable handles keep the page cache (shared mmap needs it).  The caller's uid goes with every call
-that may touch a draft (SPEC §9: the mount does not use ``default_permissions``).
+that may touch a draft (SPEC §9: the mount does not use ``default_permissions``); ``open`` and
+``setattr``, which may read a reference (a copy-up), also set the caller for
+refs/authority.py (SPEC §7).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 
 from ..errors import ArtifactfsError, IntegrityError, StoreUnavailable, errno_for
+from ..refs.authority import Reader, reading_for
 from .namespace import IMMUTABLE, Namespace, Stat
 
 log = logging.getLogger(__name__)
@@ -152,7 +155,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def open(self, inode: int, flags: int, ctx: Ctx) -> pyfuse3.FileInfo:
-        fh, keep = await self.ns.open(inode, flags, ctx.uid, ctx.pid)
+        with reading_for(Reader(ctx.uid, ctx.gid)):  # references are read for the caller
+            fh, keep = await self.ns.open(inode, flags, ctx.uid, ctx.pid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=not keep and _write_only(flags))
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -201,7 +205,8 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     @_guard
     async def setattr(self, inode: int, attr: Attrs, fields: pyfuse3.SetattrFields,
                       fh: int | None, ctx: Ctx) -> Attrs:
-        attrs: Attrs = await self.ns.drafts.setattr(inode, attr, fields, fh, ctx.uid)
+        with reading_for(Reader(ctx.uid, ctx.gid)):  # a copy-up reads a reference for him
+            attrs: Attrs = await self.ns.drafts.setattr(inode, attr, fields, fh, ctx.uid)
         return attrs
 
     @_guard

@@ -4,7 +4,10 @@ This package owns turning a URI into reference entries (:func:`expand`) and read
 entries back (:func:`read_range`, :func:`download_to`, :func:`verify_whole`).  One module per
 scheme: ``file.py`` (``file://``), ``s3.py`` (``s3://``), ``gs.py`` (``gs://``, through GCS's
 S3-compatible XML API), ``http.py`` (``http://``, ``https://``).  Scheme modules are imported
-on first use, so importing this package does not import boto3.
+on first use, so importing this package does not import boto3.  Who may read what through a
+daemon serving other users (SPEC §7 "Who resolves a reference") is ``authority.py``, with
+``identity.py`` (acting as the reader), ``localfs.py`` (opening files without being
+redirected) and ``netpolicy.py`` (which addresses HTTP may reach).
 
 Contract kept by every scheme:
 
@@ -30,6 +33,7 @@ from ..errors import UsageError
 from ..model import Entry, RefInfo
 from . import _common
 from ._common import DEFAULT_MAX_OBJECTS
+from .netpolicy import NetPolicy
 
 __all__ = [
     "DEFAULT_MAX_OBJECTS",
@@ -93,14 +97,21 @@ def expand(uri: str, name: str | None = None, checksum: bool = True,
     return out
 
 
-def read_range(entry: Entry, offset: int, length: int) -> bytes:
+def read_range(entry: Entry, offset: int, length: int, net: NetPolicy | None = None) -> bytes:
     """Bytes [offset, offset+length) of a reference entry (fewer only at its recorded end).
 
     Raises :class:`ReferenceChanged` when the source no longer matches the recorded identity.
     A ``file://`` entry with a checksum has its whole file hashed on the first read of that
     file's current state (memoized per process); remote sources are checked per request.
+    ``net``: the addresses an ``http(s)://`` read may connect to (a daemon serving others;
+    see authority.py); other schemes do not connect to addresses of the record's choosing.
     """
-    return _module(_info(entry).uri).read_range(_info(entry), entry.size, offset, length)
+    info = _info(entry)
+    if net is not None and scheme_of(info.uri) in ("http", "https"):
+        from . import http
+
+        return http.read_range(info, entry.size, offset, length, net=net)
+    return _module(info.uri).read_range(info, entry.size, offset, length)
 
 
 def download_to(entry: Entry, dest_path: str) -> None:

@@ -11,8 +11,12 @@ What is subtle:
   not be set by users, so any later rewrite or replacement invalidates the memo and the file is
   hashed again.  Mismatches are memoized too, so a changed 10 GiB file is not re-hashed for
   every chunk the cache asks for.  Concurrent readers of one file hash it once (single-flight).
-* A read opens the file once and uses that descriptor for the checks, the hash and the
-  ``pread``; a second ``fstat`` after the read catches a writer racing with it.
+* A read opens the file once (a :class:`Source`) and uses that descriptor for the checks, the
+  hash and the ``pread``; an ``fstat`` after each read catches a writer racing with it.
+* Reads never follow the path blindly: :func:`open_path` walks it with localfs.py, so a link
+  swapped in after logging is followed only under its rules (:func:`trust_for`), and a daemon
+  serving other users opens it with the reader's identity (authority.py).  Logging
+  (:func:`expand`) runs in the logger's own process and follows links as usual.
 * A download hashes while it copies and fails (leaving nothing behind) on a mismatch, so a
   file that changed since it was logged is never reconstructed with other bytes.
 * With ``checksum=False`` only the size is checked: it is what the mount reports as
@@ -24,17 +28,19 @@ What is subtle:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 import threading
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import BinaryIO
 
-from ..errors import NotFound, ReferenceChanged, UsageError
+from ..errors import NotFound, PermissionDenied, ReferenceChanged, UsageError
 from ..model import Entry, RefInfo, ref_entry
-from . import _common
+from . import _common, localfs
 
 _MEMO_MAX = 4096
 _memo: OrderedDict[tuple[object, ...], bool] = OrderedDict()
@@ -132,59 +138,139 @@ def _entry(path: str, checksum: bool) -> Entry:
 # --- reading -------------------------------------------------------------------------------
 
 
-def read_range(info: RefInfo, size: int, offset: int, length: int) -> bytes:
-    n = _common.clip(size, offset, length)
-    path = path_of(info.uri)
-    fd = _open(info.uri, path)
+def trust_for(info: RefInfo, uid: int) -> Callable[[os.stat_result], bool]:
+    """Which symbolic links a read of ``info`` by ``uid`` may follow (see localfs.py): any,
+    when the bytes are verified against a recorded checksum; else only root's and the
+    reader's own, so a swapped-in link can not make the reader read his own files for
+    whoever logged the reference."""
+    if info.checksum and info.sha256 is not None:
+        return lambda st: True
+    return lambda st: st.st_uid in (0, uid)
+
+
+def open_path(uri: str, path: str, trust: Callable[[os.stat_result], bool],
+              root: str = "/") -> int:
+    """:func:`localfs.open_regular`, its errors in our terms: PermissionDenied for what the
+    reader may not read or the rules refuse, ReferenceChanged for a source that is gone."""
     try:
-        st = _check_stat(info, size, fd)
+        return localfs.open_regular(path, trust, root)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ReferenceChanged(uri, "the file no longer exists") from None
+    except IsADirectoryError:
+        raise ReferenceChanged(uri, "now a directory") from None
+    except PermissionError:
+        raise PermissionDenied(f"reference {uri} is not readable by this user") from None
+    except localfs.Refused as e:
+        raise PermissionDenied(f"reference {uri} is refused: {e}") from None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EINVAL, errno.ESTALE):
+            raise ReferenceChanged(uri, e.strerror or str(e)) from None
+        raise
+
+
+class Source:
+    """One opened ``file://`` source, checked against its record when opened (type, size,
+    mtime); with a checksum, hashed before its first byte is served (memoized per file
+    identity).  Reads use this descriptor only and fail once the file's identity changes."""
+
+    def __init__(self, info: RefInfo, size: int, fd: int) -> None:
+        self.info, self.size, self.fd = info, size, fd
+        try:
+            self.st = _check_stat(info, size, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._verified = not (info.checksum and info.sha256 is not None)
+        self._nowait = True
+
+    def verify(self) -> None:
+        if not self._verified:
+            _ensure_verified(self.info, path_of(self.info.uri), self.fd, self.st)
+            self._verified = True
+
+    def read(self, offset: int, length: int) -> bytes:
+        n = _common.clip(self.size, offset, length)
         if n == 0:
             return b""
-        if info.checksum and info.sha256 is not None:
-            _ensure_verified(info, path, fd, st)
-        data = _pread_all(fd, n, offset)
-        if _ident(os.fstat(fd)) != _ident(st):
-            raise ReferenceChanged(info.uri, "modified while it was read")
-    finally:
-        os.close(fd)
-    return _common.check_length(info.uri, data, n)
+        self.verify()
+        data = _pread_all(self.fd, n, offset)
+        if _ident(os.fstat(self.fd)) != _ident(self.st):
+            raise ReferenceChanged(self.info.uri, "modified while it was read")
+        return _common.check_length(self.info.uri, data, n)
+
+    def read_nowait(self, offset: int, length: int, scratch: memoryview) -> memoryview | None:
+        """:meth:`read` into ``scratch`` when it can not block (for an event loop): the file
+        verified, on a file system that supports ``RWF_NOWAIT`` (local ones; there ``fstat``
+        of an open file does no I/O either) and the bytes in the page cache; else ``None``.
+        (A reused buffer: a fresh one per read costs ~8x the read itself.)"""
+        if not self._verified or not self._nowait:
+            return None
+        n = _common.clip(self.size, offset, length)
+        out = scratch[:n]
+        try:
+            got = os.preadv(self.fd, [out], offset, os.RWF_NOWAIT) if n else 0
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._nowait = False  # NFS and the like: every read goes to a worker thread
+            return None
+        if got != n:
+            return None
+        if _ident(os.fstat(self.fd)) != _ident(self.st):
+            raise ReferenceChanged(self.info.uri, "modified while it was read")
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_own(info: RefInfo, size: int) -> Source:
+    """The source opened with this process's own rights (``get``, the API, a daemon serving
+    only its own user), through :func:`open_path`."""
+    path = path_of(info.uri)
+    return Source(info, size, open_path(info.uri, path, trust_for(info, os.geteuid())))
+
+
+def read_range(info: RefInfo, size: int, offset: int, length: int) -> bytes:
+    with open_own(info, size) as src:
+        return src.read(offset, length)
 
 
 def download(info: RefInfo, size: int, out: BinaryIO) -> None:
-    path = path_of(info.uri)
-    fd = _open(info.uri, path)
-    try:
-        st = _check_stat(info, size, fd)
+    with open_own(info, size) as src:
         h = hashlib.sha256()
         done = 0
         while True:
-            buf = os.pread(fd, _common.PIECE, done)
+            buf = os.pread(src.fd, _common.PIECE, done)
             if not buf:
                 break
             h.update(buf)
             out.write(buf)
             done += len(buf)
-        if _ident(os.fstat(fd)) != _ident(st) or done != size:
+        if _ident(os.fstat(src.fd)) != _ident(src.st) or done != size:
             raise ReferenceChanged(info.uri, "modified while it was read")
-    finally:
-        os.close(fd)
     if info.checksum and info.sha256 is not None and h.hexdigest() != info.sha256:
         raise ReferenceChanged(info.uri, "content does not match the recorded checksum")
 
 
 def verify_whole(info: RefInfo, size: int) -> None:
     """Check the whole file against its recorded identity now (memoized); raise if changed."""
-    path = path_of(info.uri)
-    fd = _open(info.uri, path)
-    try:
-        st = _check_stat(info, size, fd)
-        if info.checksum and info.sha256 is not None:
-            _ensure_verified(info, path, fd, st)
-    finally:
-        os.close(fd)
+    with open_own(info, size) as src:
+        src.verify()
 
 
 def _open(uri: str, path: str, missing: type[Exception] = ReferenceChanged) -> int:
+    """Open a file being logged (the logger's own process: links are followed)."""
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):

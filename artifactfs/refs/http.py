@@ -22,6 +22,9 @@ What is subtle:
 * Transient failures (connection errors, timeouts, 408/429/5xx) are retried with backoff for
   at most ``ARTIFACTFS_S3_RETRY_SECONDS`` (default 30) seconds, then :class:`StoreUnavailable`; 404/410/412/416 on a
   read mean the source is not what was logged and are never retried.
+* ``net``: a daemon serving other users reads through a :class:`NetPolicy` (no loopback,
+  link-local or private address unless the operator names it; see netpolicy.py).  A refusal
+  is :class:`PermissionDenied`, never retried.
 * ``Accept-Encoding: identity`` keeps servers from compressing, so sizes and offsets are
   those of the stored representation.
 """
@@ -42,6 +45,7 @@ from typing import BinaryIO, TypeVar
 from ..errors import ArtifactfsError, NotFound, ReferenceChanged, StoreUnavailable, UsageError
 from ..model import Entry, RefInfo, ref_entry
 from . import _common
+from .netpolicy import NetPolicy
 
 T = TypeVar("T")
 
@@ -62,7 +66,8 @@ def expand(uri: str, name: str | None, checksum: bool, max_objects: int) -> list
     return [(path, ref_entry(info, size, mtime_ns))]
 
 
-def read_range(info: RefInfo, size: int, offset: int, length: int) -> bytes:
+def read_range(info: RefInfo, size: int, offset: int, length: int,
+               net: NetPolicy | None = None) -> bytes:
     n = _common.clip(size, offset, length)
     if n == 0:
         return b""
@@ -70,7 +75,7 @@ def read_range(info: RefInfo, size: int, offset: int, length: int) -> bytes:
     headers["Range"] = f"bytes={offset}-{offset + n - 1}"
 
     def attempt() -> bytes:
-        with _open_checked(info, headers) as resp:
+        with _open_checked(info, headers, net) as resp:
             _check_identity(info, size, resp)
             if resp.status == 206:
                 cr = _common.parse_content_range(resp.headers.get("Content-Range"))
@@ -85,13 +90,13 @@ def read_range(info: RefInfo, size: int, offset: int, length: int) -> bytes:
     return _common.check_length(info.uri, data, n)
 
 
-def download(info: RefInfo, size: int, out: BinaryIO) -> None:
+def download(info: RefInfo, size: int, out: BinaryIO, net: NetPolicy | None = None) -> None:
     headers = _headers(info)
 
     def attempt() -> None:
         out.seek(0)
         out.truncate()
-        with _open_checked(info, headers) as resp:
+        with _open_checked(info, headers, net) as resp:
             _check_identity(info, size, resp)
             if resp.status != 200:
                 raise StoreUnavailable(f"{info.uri}: unexpected HTTP {resp.status} to a GET")
@@ -142,17 +147,21 @@ def _headers(info: RefInfo) -> dict[str, str]:
     return h
 
 
-def _open(uri: str, headers: dict[str, str], method: str = "GET") -> _Response:
+def _open(uri: str, headers: dict[str, str], method: str = "GET",
+          net: NetPolicy | None = None) -> _Response:
     req = urllib.request.Request(uri, headers=headers, method=method)
-    resp = urllib.request.urlopen(req, timeout=TIMEOUT_S)
+    if net is not None:
+        resp = net.opener().open(req, timeout=TIMEOUT_S)
+    else:
+        resp = urllib.request.urlopen(req, timeout=TIMEOUT_S)
     assert isinstance(resp, _Response)
     return resp
 
 
-def _open_checked(info: RefInfo, headers: dict[str, str]) -> _Response:
+def _open_checked(info: RefInfo, headers: dict[str, str], net: NetPolicy | None) -> _Response:
     """GET for a read: statuses that mean "not what was logged" become ReferenceChanged."""
     try:
-        return _open(info.uri, headers)
+        return _open(info.uri, headers, net=net)
     except urllib.error.HTTPError as e:
         e.close()
         if e.code == 412:
