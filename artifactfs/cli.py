@@ -23,6 +23,7 @@ from .clikit import Ctx, echo_json, fmt_size, json_option, pass_ctx, progress
 from .completion import complete_name, complete_ref
 from .errors import ArtifactfsError, InvalidName, UsageError
 from .names import Ref, check_alias, check_name, parse_metadata
+from .safetext import escape
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 COMMAND_MODULES = (".manage_cli", ".fs.cli_mount", ".drafts_cli", ".repro_cli", ".completion")
@@ -183,7 +184,7 @@ def versions(c: Ctx, artifact: str, as_json: bool) -> None:
         return
     for d in docs:
         click.echo(f"v{d['version']:<5} {','.join(d['aliases']):<20} {fmt_size(d['size']):>10} "
-                   f"{d['file_count']:>7} files  {d['created_at']}")
+                   f"{d['file_count']:>7} files  {escape(str(d['created_at']))}")
 
 
 @cli.command("ls")
@@ -199,7 +200,7 @@ def ls_cmd(c: Ctx, ref: str, as_json: bool) -> None:
         return
     for d in docs:
         extra = f" -> {d['ref']}" if "ref" in d else f" -> {d['target']}" if "target" in d else ""
-        click.echo(f"{fmt_size(d['size']):>10}  {d['path']}{extra}")
+        click.echo(escape(f"{fmt_size(d['size']):>10}  {d['path']}{extra}"))
 
 
 @cli.command()
@@ -218,7 +219,7 @@ def info(c: Ctx, ref: str, as_json: bool) -> None:
             v = ",".join(map(str, v))
         elif isinstance(v, dict):
             v = json.dumps(v)
-        click.echo(f"{k:<12} {'' if v is None else v}")
+        click.echo(escape(f"{k:<12} {'' if v is None else v}"))
 
 
 def _register_optional() -> None:
@@ -284,11 +285,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("error: aborted", err=True)
         sys.exit(1)
     except ArtifactfsError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {escape(str(e))}", err=True)
         sys.exit(1)
     except OSError as e:
         where = f": {e.filename}" if e.filename else ""
-        click.echo(f"error: {e.strerror or e}{where}", err=True)
+        click.echo(escape(f"error: {e.strerror or e}{where}"), err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

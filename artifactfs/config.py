@@ -19,6 +19,13 @@ The TOML files may hold::
     file_roots = ["/datasets"]             # file:// below these: served to every mount user
     buckets = ["s3://shared-data", "gs://public-sets"]
     private_hosts = ["minio.internal", "10.1.2.0/24"]   # http(s) to non-public addresses
+
+What is subtle: a mistake in this file must never loosen access (SPEC §9).  So every key is
+known and typed: an unknown key (``reader =``), a wrong type (``readers = "grp"``, which would
+otherwise be the groups g, r, p), ``projects = [...]``, a project that is not a table, an empty
+``readers``/``writers`` list (everyone? nobody?), an unreadable or non-UTF-8 file, a ``--config``
+file that does not exist: each is a :class:`ConfigError` naming the file, the key and, where it
+can be found, the line.  Only a *default* file that does not exist is fine.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import NotFound, UsageError
+from .errors import ConfigError, InvalidName, NotFound, UsageError
 from .names import check_project
 
 SYSTEM_CONFIG = "/etc/artifactfs/config.toml"
@@ -68,14 +75,6 @@ def xdg_cache_home() -> str:
 
 def xdg_config_home() -> str:
     return os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-
-
-def runtime_dir() -> str:
-    """Where daemons keep their control sockets and mount registry."""
-    if os.geteuid() == 0:
-        return "/run/artifactfs"
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/artifactfs-{os.geteuid()}",
-                        "artifactfs")
 
 
 def default_store() -> str:
@@ -192,6 +191,7 @@ class Config:
     project: str = DEFAULT_PROJECT
     projects: dict[str, ProjectAccess] = field(default_factory=dict)
     references: References = field(default_factory=References)
+    config_file: str | None = None  # the --config file, else None: the default files
 
     def with_flags(self, **flags: Any) -> Config:
         """A copy with every flag that is not ``None`` applied (paths made absolute)."""
@@ -205,54 +205,20 @@ class Config:
         return replace(self, **changes)
 
 
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        return {}
-    except PermissionError:
-        return {}
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"invalid config file {path}: {e}") from None
-
-
-def _apply(cfg: Config, doc: dict[str, Any], where: str) -> Config:
-    out = cfg
-    here = os.path.dirname(os.path.abspath(where))
-    if "store" in doc:
-        out = replace(out, store=absolute_store(str(doc["store"]), here))
-    if "cache_dir" in doc:
-        out = replace(out, cache_dir=absolute_path(str(doc["cache_dir"]), here))
-    if "project" in doc:
-        out = replace(out, project=str(doc["project"]))
-    if "cache_size" in doc:
-        out = replace(out, cache_size=parse_size(doc["cache_size"]))
-    if "refresh" in doc:
-        try:
-            out = replace(out, refresh=float(doc["refresh"]))
-        except (TypeError, ValueError):
-            raise UsageError(f"invalid refresh in {where}: {doc['refresh']!r}") from None
-    projects = doc.get("projects")
-    if isinstance(projects, dict):
-        acl = dict(out.projects)
-        for name, p in projects.items():
-            if isinstance(p, dict):
-                acl[name] = ProjectAccess(tuple(map(str, p.get("readers", ()))),
-                                          tuple(map(str, p.get("writers", ()))))
-        out = replace(out, projects=acl)
-    if "references" in doc:
-        out = replace(out, references=parse_references(doc["references"], where))
-    return out
+def config_files(config_file: str | None = None) -> list[str]:
+    """The files :func:`load` reads, in order (later ones win)."""
+    if config_file:
+        return [absolute_path(config_file)]
+    return [SYSTEM_CONFIG, os.path.join(xdg_config_home(), "artifactfs", "config.toml")]
 
 
 def load(config_file: str | None = None) -> Config:
     """Defaults, then the system and user config files (or ``config_file``), then env."""
-    cfg = Config()
-    files = [absolute_path(config_file)] if config_file else [
-        SYSTEM_CONFIG, os.path.join(xdg_config_home(), "artifactfs", "config.toml")]
-    for path in files:
-        cfg = _apply(cfg, _read_toml(path), path)
+    cfg = Config(config_file=absolute_path(config_file) if config_file else None)
+    for path in config_files(config_file):
+        doc = _read(path, explicit=bool(config_file))
+        if doc is not None:
+            cfg = _apply(cfg, doc)
     env = os.environ
     if env.get("ARTIFACTFS_STORE"):
         cfg = replace(cfg, store=absolute_store(env["ARTIFACTFS_STORE"]))
@@ -275,3 +241,190 @@ def default_project(cfg: Config | None = None) -> str:
     except UsageError as e:
         raise UsageError(f"invalid default project ({e}): set ARTIFACTFS_PROJECT or "
                          "project = \"…\" in the config file") from None
+
+
+class Watch:
+    """The config files as a daemon sees them over its life: :meth:`changed` is the newly
+    loaded config when a file changed (appeared, vanished, was rewritten) since the last call,
+    else None; a broken file raises :class:`ConfigError` like :func:`load`."""
+
+    def __init__(self, config_file: str | None) -> None:
+        self.config_file = config_file
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        out: list[tuple[int, int, int] | None] = []
+        for path in config_files(self.config_file):
+            try:
+                st = os.stat(path)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def changed(self) -> Config | None:
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        return load(self.config_file)
+
+
+# --- reading one file, strictly ----------------------------------------------------------------
+
+Key = tuple[str, ...]
+_TOP = ("store", "project", "cache_dir", "cache_size", "refresh", "projects", "references")
+_PROJECT = ("readers", "writers")
+_REFERENCES = ("file_roots", "buckets", "private_hosts")
+_HEADER = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+_ASSIGN = re.compile(r"\s*((?:\"[^\"]*\"|'[^']*'|[A-Za-z0-9_\-.\s])+?)\s*=")
+_PART = re.compile(r"\"([^\"]*)\"|'([^']*)'|([^.\s]+)")
+
+
+@dataclass(frozen=True)
+class _Doc:
+    path: str
+    data: dict[str, Any]
+    lines: list[str]
+
+    def error(self, key: Key, msg: str) -> ConfigError:
+        line = _line_of(self.lines, key)
+        where = f"config file {self.path}" + (f", line {line}" if line else "")
+        return ConfigError(f"{where}: {'.'.join(key)}: {msg}")
+
+
+def _read(path: str, explicit: bool) -> _Doc | None:
+    """The parsed file; None for a missing default file; ConfigError for everything else."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return None
+    except OSError as e:
+        raise ConfigError(f"config file {path} can not be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path}, line {line}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
+    return _Doc(path, data, text.splitlines())
+
+
+def _dotted(s: str) -> Key:
+    return tuple(next(g for g in m.groups() if g is not None) for m in _PART.finditer(s))
+
+
+def _line_of(lines: list[str], key: Key) -> int | None:
+    """Best effort: the line that sets ``key`` (a table header, a key in a table, a dotted
+    key), else the first line assigning its last part (inline tables)."""
+    table: Key = ()
+    for i, line in enumerate(lines, 1):
+        m = _HEADER.match(line)
+        if m:
+            table = _dotted(m.group(1))
+            if table == key:
+                return i
+            continue
+        m = _ASSIGN.match(line)
+        if m and (table + _dotted(m.group(1)))[:len(key)] == key:
+            return i
+    bare = re.compile(rf"(?:^|[{{,\s]){re.escape(key[-1])}\s*=")
+    return next((i for i, line in enumerate(lines, 1) if bare.search(line)), None)
+
+
+def _table(doc: _Doc, key: Key, value: Any, known: tuple[str, ...], what: str
+           ) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise doc.error(key, f"must be a table ({what}), not {_kind(value)}")
+    if known:
+        for k in value:
+            if k not in known:
+                raise doc.error((*key, k), f"unknown key (known in [{'.'.join(key)}]: "
+                                           f"{', '.join(known)})")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _string(doc: _Doc, key: Key, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise doc.error(key, f"must be a non-empty string, not {_kind(value)}")
+    return value
+
+
+def _strings(doc: _Doc, key: Key, value: Any, example: str, empty_ok: bool = False
+             ) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise doc.error(key, f"must be a list of non-empty strings, e.g. {key[-1]} = "
+                             f"[\"{example}\"], not {_kind(value)}")
+    if not value and not empty_ok:
+        raise doc.error(key, "an empty list is ambiguous: leave the key out, or name at "
+                             "least one")
+    return tuple(value)
+
+
+def _apply(cfg: Config, doc: _Doc) -> Config:
+    top = _table(doc, (), doc.data, (), "")
+    here = os.path.dirname(os.path.abspath(doc.path))  # relative paths: to the file
+    out = cfg
+    for k, v in top.items():
+        if k not in _TOP:
+            raise doc.error((k,), f"unknown key (known: {', '.join(_TOP)})")
+        if k == "store":
+            out = replace(out, store=absolute_store(_string(doc, (k,), v), here))
+        elif k == "project":
+            try:
+                out = replace(out, project=check_project(_string(doc, (k,), v)))
+            except InvalidName as e:
+                raise doc.error((k,), str(e)) from None
+        elif k == "cache_dir":
+            out = replace(out, cache_dir=absolute_path(_string(doc, (k,), v), here))
+        elif k == "cache_size":
+            try:
+                out = replace(out, cache_size=parse_size(v if isinstance(v, (int, str)) and
+                                                         not isinstance(v, bool) else "?"))
+            except UsageError as e:
+                raise doc.error((k,), str(e)) from None
+        elif k == "refresh":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise doc.error((k,), f"must be a number of seconds >= 0, not {v!r}")
+            out = replace(out, refresh=float(v))
+        elif k == "projects":
+            out = replace(out, projects={**out.projects, **_projects(doc, v)})
+        else:
+            out = replace(out, references=_references(doc, v))
+    return out
+
+
+def _projects(doc: _Doc, value: Any) -> dict[str, ProjectAccess]:
+    acl = {}
+    for name, p in _table(doc, ("projects",), value, (), "[projects.NAME] tables").items():
+        key = ("projects", name)
+        try:
+            check_project(name)
+        except InvalidName as e:
+            raise doc.error(key, str(e)) from None
+        p = _table(doc, key, p, _PROJECT, f"[projects.{name}] with readers and writers")
+        acl[name] = ProjectAccess(*(_strings(doc, (*key, k), p[k], "ml") if k in p else ()
+                                    for k in _PROJECT))
+    return acl
+
+
+def _references(doc: _Doc, value: Any) -> References:
+    """Keys and types checked here (with their line), the values by :func:`parse_references`."""
+    t = _table(doc, ("references",), value, _REFERENCES, "[references]")
+    for k in t:
+        _strings(doc, ("references", k), t[k], "...", True)
+    try:
+        return parse_references(t, doc.path)
+    except UsageError as e:
+        raise ConfigError(str(e)) from None

@@ -13,8 +13,12 @@ Protocol, which never loses an upsert silently:
   one of them.
 * finish: create the marker (put-if-absent: one finisher wins), list and merge the parts with
   the finisher's own entries; different content at one path is a :class:`Conflict` naming the
-  paths (the marker is removed so the writers can fix and retry); else commit the version and
-  record the parts it took and the version in the marker.
+  paths and their writers (the marker is removed so the writers can fix and retry); else commit
+  the version and record the parts it took and the version in the marker.
+
+A writer is one user of one mount on one node (``HOST-MOUNTID-uUID``, made by the daemon from
+the caller's credentials, SPEC §9): two users of one mount upserting into one id are two
+writers with two parts, so one can never replace the other's files.
 """
 
 from __future__ import annotations
@@ -109,8 +113,9 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
         # our own finish died half way (no parts recorded): take it up again
     try:
         merged: dict[str, model.Entry] = {p: e for p, e in own.items() if e is not None}
+        by = dict.fromkeys(merged, writer)  # path -> the writer whose entry is in merged
         removed = {p for p, e in own.items() if e is None}
-        conflicts: set[str] = set()
+        conflicts: dict[str, set[str]] = {}
         parts: list[str] = []
         for item in repo.store.list(prefix + "parts/"):
             part = item.key[len(prefix + "parts/"):]
@@ -120,15 +125,15 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise IntegrityError(f"malformed draft part {item.key}: {exc}") from None
             parts.append(part)
+            who = part.removesuffix(".json")
             for p, e in entries.items():
                 if p in merged and model.encode_node({"x": merged[p]}).digest != \
                         model.encode_node({"x": e}).digest:
-                    conflicts.add(p)
+                    conflicts.setdefault(p, {by[p]}).add(who)
                 merged.setdefault(p, e)
+                by.setdefault(p, who)
         if conflicts:
-            shown = ", ".join(sorted(conflicts)[:20])
-            more = f" (and {len(conflicts) - 20} more)" if len(conflicts) > 20 else ""
-            raise Conflict(f"writers gave different content for: {shown}{more}")
+            raise Conflict(_conflict_message(conflicts))
         changes: dict[str, model.Entry | None] = dict.fromkeys(removed)
         changes.update(merged)
         rec, created = repo.commit_entries(project, name, type_, changes, base=base, **commit_kw)
@@ -139,6 +144,12 @@ def finish(repo: Repo, project: str, name: str, draft_id: str, type_: str,
         {"writer": writer, "parts": parts, "version": rec.version}).encode())
     cleanup(repo, project, name, draft_id)
     return rec, created
+
+
+def _conflict_message(conflicts: Mapping[str, set[str]]) -> str:
+    shown = [f"{p} (from {' and '.join(sorted(conflicts[p]))})" for p in sorted(conflicts)[:20]]
+    more = f" (and {len(conflicts) - 20} more)" if len(conflicts) > 20 else ""
+    return f"writers gave different content for: {', '.join(shown)}{more}"
 
 
 def cleanup(repo: Repo, project: str, name: str, draft_id: str) -> None:

@@ -7,59 +7,58 @@ trusted.  ``cli.py`` registers :data:`draft`, :data:`commit` and :data:`upsert`.
 
 What is subtle: a daemon is found through the mount registry (``RUNTIME/mounts/<id>.json``),
 looked up in the caller's runtime directory and then in root's (``/run/artifactfs``), because a
-root daemon mounted with ``allow_other`` serves other users too.  This module imports neither
+root daemon mounted with ``allow_other`` serves other users too.  Both directories, the records
+and the daemon are checked first (``fs/rundir.py``, ``registry.load_record``, and the peer's
+uid in ``control.request``): a record or socket planted by another user is refused, never
+talked to, since a commit request carries the draft's metadata and its reply names the path
+the user writes to.  This module imports neither
 trio nor pyfuse3, so a commit costs a small process start plus the daemon's work.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
 import click
 
-from . import config as config_mod
 from . import errors
 from .clikit import artifact_ref, echo_json, json_option
 from .completion import complete_ref
 from .errors import ArtifactfsError, UsageError
 from .fs import control as control_socket
-from .fs import registry
+from .fs import registry, rundir
 from .names import check_name, check_project, parse_metadata, parse_ref
+from .safetext import escape
 
-ROOT_RUNTIME = "/run/artifactfs"
 DEFAULT_WAIT = 30.0  # seconds a commit waits for files of the draft still open for writing
 
 
-def _runtime_dirs() -> list[str]:
-    return list(dict.fromkeys([config_mod.runtime_dir(), ROOT_RUNTIME]))
+def _runtime_dirs() -> list[tuple[str, int]]:
+    """(checked mounts directory, its owner): this user's, then root's.  An unsafe one is an
+    error (rundir.py); one that does not exist has no mounts."""
+    out = []
+    for uid in dict.fromkeys([os.geteuid(), 0]):
+        d = rundir.secure_dir(uid)
+        if d is not None:
+            out.append((d, uid))
+    return out
 
 
-def _record(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(doc, dict) and isinstance(doc.get("control"), str) \
-        and isinstance(doc.get("pid"), int) and registry.pid_alive(doc["pid"])
-    return doc if ok else None
+def _record(directory: str, owner: int, name: str) -> registry.MountRecord | None:
+    rec = registry.load_record(os.path.join(directory, name), owner)
+    return rec if rec is not None and rec.alive else None
 
 
 def mounts() -> list[tuple[str, str]]:
     """(mountpoint, control socket) of every live mount this user can see."""
     out: dict[str, tuple[str, str]] = {}
-    for d in _runtime_dirs():
-        try:
-            names = sorted(os.listdir(os.path.join(d, "mounts")))
-        except OSError:
-            continue
-        for n in names:
-            rec = _record(os.path.join(d, "mounts", n)) if n.endswith(".json") else None
+    for d, owner in _runtime_dirs():
+        for n in sorted(os.listdir(d)):
+            rec = _record(d, owner, n) if n.endswith(".json") else None
             if rec is not None:
-                out.setdefault(rec["mountpoint"], (rec["mountpoint"], rec["control"]))
+                out.setdefault(rec.mountpoint, (rec.mountpoint, rec.control))
     return sorted(out.values())
 
 
@@ -75,10 +74,10 @@ def find_mount(mount: str | None) -> tuple[str, str]:
         raise UsageError("several artifactfs mounts are running ("
                          + ", ".join(m for m, _ in found) + "): pass --mount")
     for mp in dict.fromkeys([os.path.abspath(mount), os.path.realpath(mount)]):
-        for d in _runtime_dirs():
-            rec = _record(os.path.join(d, "mounts", f"{registry.mount_id(mp)}.json"))
+        for d, owner in _runtime_dirs():
+            rec = _record(d, owner, f"{registry.mount_id(mp)}.json")
             if rec is not None:
-                return str(rec["mountpoint"]), str(rec["control"])
+                return rec.mountpoint, rec.control
     raise ArtifactfsError(f"no artifactfs daemon is serving {mount} (is it mounted?)")
 
 
@@ -182,7 +181,7 @@ def _draft_group() -> click.Group:
         if as_json:
             echo_json(doc)
         else:
-            click.echo(doc["path"])
+            click.echo(escape(doc["path"]))
 
     @draft.command("list")
     @click.option("--mount", metavar="MOUNT", type=click.Path(file_okay=False),
@@ -191,15 +190,21 @@ def _draft_group() -> click.Group:
     def list_(mount: str | None, as_json: bool) -> None:
         """Your drafts (all drafts, for root)."""
         targets = [find_mount(mount)] if mount else mounts()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for mp, control in targets:
-            for d in call(control, {"op": "draft.list"})["drafts"]:
-                rows.append(_draft_doc(mp, d))
+            try:
+                drafts = call(control, {"op": "draft.list"})["drafts"]
+            except ArtifactfsError as e:
+                if mount:
+                    raise
+                click.echo(escape(f"warning: {mp}: {e}"), err=True)  # the others still count
+                continue
+            rows.extend(_draft_doc(mp, d) for d in drafts)
         if as_json:
             echo_json(rows)
             return
         for d in rows:
-            click.echo(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}")
+            click.echo(escape(f"{d['path']}  base={d['base'] or '(empty)'}  {d['created_at']}"))
 
     @draft.command("discard")
     @click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
@@ -236,6 +241,7 @@ draft = _draft_group()
 @click.option("--input", "inputs", multiple=True, metavar="REF",
               help="A version the run used (needs --run).")
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
+              type=click.FloatRange(0, control_socket.MAX_WAIT),
               help="Wait this long for files of the draft still open for writing, then fail "
                    "naming them (0: fail at once).")
 @json_option
@@ -267,6 +273,7 @@ def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: 
 @click.command("upsert")
 @click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
+              type=click.FloatRange(0, control_socket.MAX_WAIT),
               help="Wait this long for files of the draft still open for writing.")
 @json_option
 def upsert(path: str, wait: float, as_json: bool) -> None:

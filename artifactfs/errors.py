@@ -18,6 +18,11 @@ class UsageError(ArtifactfsError):
     """Bad input from the user: a name, path, size, JSON document, option."""
 
 
+class ConfigError(ArtifactfsError):
+    """A config file that can not be read or says something artifactfs does not understand:
+    the CLI and the daemon refuse to start (SPEC §9, config errors fail closed)."""
+
+
 class InvalidName(UsageError):
     """A project, artifact or alias name, an entry path or a ref does not follow the rules."""
 
@@ -77,6 +82,7 @@ class NoSpace(ArtifactfsError):
 
 ERRNO: dict[type[BaseException], int] = {
     InvalidName: errno.EINVAL,
+    ConfigError: errno.EINVAL,
     UsageError: errno.EINVAL,
     NotFound: errno.ENOENT,
     FileNotFoundError: errno.ENOENT,

@@ -4,6 +4,10 @@ versions (``readers``) and who may make drafts and commit to it (``writers``), b
 * A project with no ``readers`` is readable by everyone; ``writers`` may always read too (they
   draft on its versions).  A project with no ``writers`` lets its readers write (everyone when
   it has no readers either).  Root may do everything.
+* Rights are asked for on every call (SPEC §9): reads of a restricted project, every call
+  under ``drafts/``, every control request.  The rules follow the config file (the daemon
+  re-reads it when it changes, see ``config.Watch``; a broken edit keeps the rules of before
+  and is logged as an error), and membership follows the user database within GROUPS_TTL.
 * Membership comes from the user database (``getgrouplist`` of the uid's name), as a daemon
   serving many users must see it, not from the calling process's groups.  It is cached per
   uid for :data:`GROUPS_TTL` seconds, so a path walk storm does not query NSS per lookup.
@@ -26,7 +30,8 @@ from collections.abc import Callable, Mapping
 
 from ..config import ProjectAccess
 
-GROUPS_TTL = 10.0
+# seconds group membership (and the config file) is trusted before it is read again; at most 10
+GROUPS_TTL = min(10.0, float(os.environ.get("ARTIFACTFS_RIGHTS_TTL", "10")))
 MayAccess = Callable[[int, str], bool]  # (uid, project) -> allowed
 
 
@@ -56,6 +61,10 @@ class Access:
         self._groups, self._clock = groups, clock
         self._cache: dict[int, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+
+    def replace(self, projects: Mapping[str, ProjectAccess]) -> None:
+        """New rules (the config changed): they apply to the next check."""
+        self.projects = dict(projects)
 
     def groups(self, uid: int) -> frozenset[str]:
         now = self._clock()

@@ -16,6 +16,7 @@ import click
 
 from ..config import Config, absolute_path, check_store_exists, parse_size
 from ..errors import ArtifactfsError, UsageError
+from ..safetext import escape
 
 
 def _config(obj: Any) -> Config:
@@ -149,20 +150,20 @@ def status(obj: Any, as_json: bool) -> None:
 def _print_mount(m: dict[str, Any]) -> None:
     if m["dead"]:
         was = f"daemon pid {m['pid']} is gone" if m["pid"] else "no daemon serves it"
-        click.echo(f"{m['mountpoint']}  DEAD ({was})  store {m['store']}")
-        click.echo(f"  clear it: {m['fix']}")
+        click.echo(escape(f"{m['mountpoint']}  DEAD ({was})  store {m['store']}"))
+        click.echo(escape(f"  clear it: {m['fix']}"))
         return
     c = m["cache"]
     reach = {True: "reachable", False: "UNREACHABLE", None: "unknown"}[m["store_reachable"]]
-    click.echo(f"{m['mountpoint']}  pid {m['pid']}  store {m['store']} ({reach})")
+    click.echo(escape(f"{m['mountpoint']}  pid {m['pid']}  store {m['store']} ({reach})"))
     if not m["responding"]:
         click.echo("  daemon not responding")
         return
     where = "read in place" if c.get("in_place") else \
         f"{_size(c.get('cache_bytes', 0))} of {_size(c.get('max_bytes', 0))}"
-    click.echo(f"  cache {m['cache_dir']}: {where}, hit rate "
-               f"{100 * float(c.get('hit_rate', 1.0)):.1f}% "
-               f"({c.get('hits', 0)} hits, {c.get('misses', 0)} misses)")
+    click.echo(escape(f"  cache {m['cache_dir']}: {where}, hit rate "
+                      f"{100 * float(c.get('hit_rate', 1.0)):.1f}% "
+                      f"({c.get('hits', 0)} hits, {c.get('misses', 0)} misses)"))
 
 
 @click.group()

@@ -38,6 +38,7 @@ from ..catalog import RunRecord, VersionRecord
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
 from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
+from .control import MAX_WAIT
 from .drafts import Draft, DraftArea
 
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
@@ -73,15 +74,27 @@ def artifact_type(repo: Repo, project: str, name: str, type_: str | None) -> str
     return have
 
 
-def find_or_create_run(repo: Repo, run: str, project: str) -> RunRecord:
-    """``--run ID`` or ``--run PROJECT/ID``: the run, created (in the draft's project) if new."""
+def find_or_create_run(repo: Repo, run: str, project: str,
+                       may_use: Callable[[str], bool] | None = None) -> RunRecord:
+    """``--run ID`` or ``--run PROJECT/ID``: the run, created (in the draft's project) if new.
+    A bare ID is looked for in the draft's project, then in the others; ``may_use`` (the
+    caller's write rights) limits both the search and the project named."""
     p, _, rid = run.rpartition("/")
-    p = check_project(p) if p else project
     check_name(rid, "run id")
-    try:
-        return repo.catalog.find_run(run)
-    except NotFound:
-        return repo.catalog.create_run(p, run_id=rid)
+    if p:
+        check_project(p)
+        if may_use is not None and not may_use(p):
+            raise errors.PermissionDenied(f"you may not record runs in project {p}")
+        places = [p]
+    else:
+        places = [project, *(q for q in repo.store.list_dirs("runs/")
+                             if q != project and (may_use is None or may_use(q)))]
+    for q in places:
+        try:
+            return repo.catalog.get_run(q, rid)
+        except NotFound:
+            continue
+    return repo.catalog.create_run(p or project, run_id=rid)
 
 
 @dataclass
@@ -122,8 +135,9 @@ def _freeze(draft: Draft, wait: float, open_paths: Iterable[str] = ()) -> None:
         raise
 
 
-def _run_of(repo: Repo, draft: Draft, run: str | None, opts: _Options) -> RunRecord | None:
-    run_rec = find_or_create_run(repo, run, draft.meta.project) if run else None
+def _run_of(repo: Repo, draft: Draft, run: str | None, opts: _Options,
+            may_run: Callable[[str], bool] | None = None) -> RunRecord | None:
+    run_rec = find_or_create_run(repo, run, draft.meta.project, may_run) if run else None
     for r in opts.inputs:
         assert run_rec is not None
         repo.catalog.mark_input(run_rec, r)
@@ -136,7 +150,7 @@ def commit_draft(
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
     inputs: Iterable[str] = (), open_paths: Iterable[str] = (), wait: float = 0.0,
     report: Report | None = None, load: model.Loader | None = None,
-    index: model.Indexer | None = None,
+    index: model.Indexer | None = None, may_run: Callable[[str], bool] | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Turn ``draft`` into the next version; returns ``(record, created)``.
 
@@ -145,12 +159,13 @@ def commit_draft(
     draft tracks); ``wait``: seconds to wait for writers to close before failing with Busy.
     ``description``/``metadata`` left as ``None`` keep the base's.  ``load``: where the tree
     nodes on changed paths are read (default: the store, through the catalog), ``index`` where the
-    parts of split directories are listed (likewise).
+    parts of split directories are listed (likewise).  ``may_run``: the projects whose runs
+    the caller may use (see :func:`find_or_create_run`).
     """
     opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
     _freeze(draft, wait, open_paths)
     try:
-        run_rec = _run_of(repo, draft, run, opts)
+        run_rec = _run_of(repo, draft, run, opts, may_run)
         recovered = _recover(draft, repo, opts.aliases)
         if recovered is not None:
             rec, created = recovered, True
@@ -232,15 +247,16 @@ def finish_draft(
     aliases: Iterable[str] = (), description: str | None = None,
     metadata: Mapping[str, Any] | None = None, run: str | None = None,
     inputs: Iterable[str] = (), wait: float = 0.0, report: Report | None = None,
+    may_run: Callable[[str], bool] | None = None,
 ) -> tuple[VersionRecord, bool]:
     """Commit a distributed draft: every upserted part plus this draft's own changes, on this
-    draft's base.  Two writers giving different content for a path fail (paths named) and
-    leave the draft intact; after the finish, upserts to the id fail."""
+    draft's base.  Two writers giving different content for a path fail (paths and writers
+    named) and leave the draft intact; after the finish, upserts to the id fail."""
     m = draft.meta
     opts = _options(repo, draft, type_, aliases, description, metadata, run, inputs)
     _freeze(draft, wait)
     try:
-        run_rec = _run_of(repo, draft, run, opts)
+        run_rec = _run_of(repo, draft, run, opts, may_run)
         changes = _changes(draft, repo, report)
         rec, created = distributed.finish(
             repo, m.project, m.name, m.id, opts.type_, changes, writer, base=draft.base,
@@ -300,6 +316,7 @@ def _recover(draft: Draft, repo: Repo, aliases: list[str]) -> VersionRecord | No
 
 # --- the control channel: server side --------------------------------------------------------
 
+
 def error_reply(e: BaseException) -> dict[str, Any]:
     msg = str(e)
     if isinstance(e, OSError) and e.strerror:
@@ -319,10 +336,42 @@ def _field(req: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
     return v
 
 
-def _draft_of(req: Mapping[str, Any], uid: int, area: DraftArea) -> Draft:
+@dataclass(frozen=True)
+class Rights:
+    """The caller of one request and what the config lets him do (SPEC §9), asked anew for
+    every request: a user who left a project's writers loses his drafts of it."""
+    uid: int
+    may_write: MayWrite | None = None
+    may_read: MayWrite | None = None
+
+    def write(self, project: str) -> bool:
+        return self.uid == 0 or self.may_write is None or self.may_write(self.uid, project)
+
+    def read(self, project: str) -> bool:
+        return self.uid == 0 or self.may_read is None or self.may_read(self.uid, project)
+
+    def check_lineage(self, run: str | None, inputs: list[Any]) -> None:
+        """``--input`` versions must be readable and an explicit ``--run P/ID`` writable by
+        the caller, checked before anything is resolved: a refusal tells nothing about which
+        versions or runs exist."""
+        for ref in inputs:
+            project = parse_ref(str(ref)).project
+            if not self.read(project):
+                raise errors.PermissionDenied(f"--input {ref}: you may not read project "
+                                              f"{project}")
+        p = (run or "").rpartition("/")[0]
+        if p and not self.write(check_project(p)):
+            raise errors.PermissionDenied(f"--run {run}: you may not record runs in project {p}")
+
+
+def _draft_of(req: Mapping[str, Any], rights: Rights, area: DraftArea) -> Draft:
     d = area.get(_field(req, "project", str, ""), _field(req, "name", str, ""),
                  _field(req, "id", str, ""))
-    d.check_access(uid)
+    d.check_access(rights.uid)
+    if not rights.write(d.meta.project):
+        raise errors.PermissionDenied(
+            f"you may not write project {d.meta.project} (any more): draft {d.label} stays "
+            "for an administrator to discard")
     return d
 
 
@@ -334,7 +383,7 @@ def _draft_json(d: Draft) -> dict[str, Any]:
 
 def handle_request(
     request: Mapping[str, Any], peer_uid: int, area: DraftArea, repo: Repo, *,
-    may_write: MayWrite | None = None,
+    may_write: MayWrite | None = None, may_read: MayWrite | None = None,
     on_commit: Callable[[VersionRecord, bool], None] | None = None,
     open_paths: Callable[[Draft], Iterable[str]] | None = None,
     writer: str = "local", load: model.Loader | None = None,
@@ -342,51 +391,32 @@ def handle_request(
 ) -> dict[str, Any]:
     """Serve one control request for the caller ``peer_uid``; never raises for user errors.
 
-    Blocking (store I/O, hashing): the daemon runs it in a worker thread.  ``on_commit`` lets
+    Blocking (store I/O, hashing): the daemon runs it in a worker thread.  ``may_write`` and
+    ``may_read`` are the config's rules (SPEC §9), asked on every request.  ``on_commit`` lets
     the daemon show a new version at once; ``open_paths`` reports the draft's files the mount
-    has open for writing that the draft does not track itself; ``writer`` names this node in
-    distributed drafts (``upsert``, and ``commit`` of a draft whose id has upserted parts);
+    has open for writing that the draft does not track itself; ``writer`` names this node and
+    mount in distributed drafts (the caller's uid is added: two users are two writers);
     ``load`` and ``index`` are the commit engine's readers of tree nodes (see
     :func:`commit_draft`); ``report`` hears the bytes a commit or upsert stores.
     """
+    rights = Rights(peer_uid, may_write, may_read)
     try:
         op = request.get("op")
         if op == "draft.list":
             mine = area.list(None if peer_uid == 0 else peer_uid)
-            return {"ok": True, "drafts": [_draft_json(d) for d in mine]}
+            return {"ok": True, "drafts": [_draft_json(d) for d in mine
+                                           if rights.write(d.meta.project)]}
         if op == "draft.create":
-            return {"ok": True, **_draft_json(_create(request, peer_uid, area, repo, may_write))}
+            return {"ok": True, **_draft_json(_create(request, rights, area, repo))}
         if op == "draft.discard":
-            d = _draft_of(request, peer_uid, area)
+            d = _draft_of(request, rights, area)
             if d.frozen:
                 raise Busy(f"draft {d.label} is being committed")
             area.discard(d)
             return {"ok": True}
         if op in ("commit", "upsert"):
-            d = _draft_of(request, peer_uid, area)
-            if may_write is not None and not may_write(peer_uid, d.meta.project):
-                raise errors.PermissionDenied(f"you may not commit to project {d.meta.project}")
-            wait = float(_field(request, "wait", (int, float), 0))
-            if op == "upsert":
-                n = upsert_draft(area, d, repo, writer, wait=wait, report=report)
-                return {"ok": True, "entries": n, "writer": writer}
-            kw: dict[str, Any] = {
-                "type_": _field(request, "type", str),
-                "aliases": _field(request, "aliases", list, []),
-                "description": _field(request, "description", str),
-                "metadata": _field(request, "metadata", dict), "run": _field(request, "run", str),
-                "inputs": _field(request, "inputs", list, []), "wait": wait}
-            distributed_draft = has_parts(repo, d)
-            if distributed_draft:
-                rec, created = finish_draft(area, d, repo, writer, **kw, report=report)
-            else:
-                rec, created = commit_draft(area, d, repo, **kw, load=load, index=index,
-                                            report=report,
-                                            open_paths=open_paths(d) if open_paths else ())
-            if on_commit is not None:
-                on_commit(rec, created)
-            return {"ok": True, "label": rec.label, "version": rec.version, "created": created,
-                    "digest": rec.digest, "distributed": distributed_draft}
+            return _commit_request(request, rights, area, repo, on_commit, open_paths,
+                                   f"{writer}-u{peer_uid}", load, index, report)
         raise UsageError(f"unknown request {op!r}")
     except (ArtifactfsError, OSError) as e:
         return error_reply(e)
@@ -394,11 +424,43 @@ def handle_request(
         return error_reply(UsageError(f"malformed request: {e}"))
 
 
-def _create(req: Mapping[str, Any], uid: int, area: DraftArea, repo: Repo,
-            may_write: MayWrite | None) -> Draft:
+def _commit_request(
+    request: Mapping[str, Any], rights: Rights, area: DraftArea, repo: Repo,
+    on_commit: Callable[[VersionRecord, bool], None] | None,
+    open_paths: Callable[[Draft], Iterable[str]] | None, writer: str,
+    load: model.Loader | None, index: model.Indexer | None, report: Report | None,
+) -> dict[str, Any]:
+    wait = float(_field(request, "wait", (int, float), 0))
+    if not 0 <= wait <= MAX_WAIT:
+        raise UsageError(f"invalid wait {wait!r}: between 0 and {MAX_WAIT:.0f} seconds")
+    d = _draft_of(request, rights, area)
+    if request.get("op") == "upsert":
+        n = upsert_draft(area, d, repo, writer, wait=wait, report=report)
+        return {"ok": True, "entries": n, "writer": writer}
+    kw: dict[str, Any] = {
+        "type_": _field(request, "type", str),
+        "aliases": _field(request, "aliases", list, []),
+        "description": _field(request, "description", str),
+        "metadata": _field(request, "metadata", dict), "run": _field(request, "run", str),
+        "inputs": _field(request, "inputs", list, []), "wait": wait, "may_run": rights.write}
+    rights.check_lineage(kw["run"], kw["inputs"])
+    distributed_draft = has_parts(repo, d)
+    if distributed_draft:
+        rec, created = finish_draft(area, d, repo, writer, **kw, report=report)
+    else:
+        rec, created = commit_draft(area, d, repo, **kw, load=load, index=index,
+                                    report=report,
+                                    open_paths=open_paths(d) if open_paths else ())
+    if on_commit is not None:
+        on_commit(rec, created)
+    return {"ok": True, "label": rec.label, "version": rec.version, "created": created,
+            "digest": rec.digest, "distributed": distributed_draft}
+
+
+def _create(req: Mapping[str, Any], rights: Rights, area: DraftArea, repo: Repo) -> Draft:
     project = check_project(_field(req, "project", str, ""))
     name = check_name(_field(req, "name", str, ""), "artifact name")
-    if may_write is not None and not may_write(uid, project):
+    if not rights.write(project):
         raise errors.PermissionDenied(f"you may not create drafts in project {project}")
     ref = _field(req, "ref", str)
     base = repo.resolve(Ref(project, name, ref)) if ref and ref != "latest" \
@@ -406,7 +468,7 @@ def _create(req: Mapping[str, Any], uid: int, area: DraftArea, repo: Repo,
     draft_id = _field(req, "id", str)
     for _ in range(10):
         try:
-            return area.create(project, name, draft_id or new_draft_id(), uid, base)
+            return area.create(project, name, draft_id or new_draft_id(), rights.uid, base)
         except errors.AlreadyExists:
             if draft_id:
                 raise

@@ -8,21 +8,26 @@ here; drafts will add ``commit``), receive the request and the caller's credenti
 pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
 trio thread, so they must push blocking work to worker threads themselves.
 
-The socket is world-connectable (0666): every handler decides what a caller may do.  The
-client half (:func:`request`) is plain blocking sockets and does not import trio, so CLI
+The socket is world-connectable (0666): every handler decides what a caller may do, and no
+user can exhaust the daemon for the others: a uid may hold :data:`MAX_PER_UID` connections at
+once (the next one gets an immediate refusal and is closed, so it costs no descriptor), a
+connection that sends no request line within :data:`IDLE_TIMEOUT` seconds is closed, and
+requests that change the daemon's state for everyone (``register(..., admin=True)``) are only
+for root and the daemon's own user.  The client half (:func:`request`) is plain blocking sockets and does not import trio, so CLI
 commands that talk to a daemon start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
@@ -33,6 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 1 << 20
+MAX_PER_UID = 16  # connections one uid may have open at once
+MAX_CONNECTIONS = 256  # all uids together: the daemon's file descriptors stay for FUSE
+IDLE_TIMEOUT = 5.0  # seconds a connection may take to send its request line
+MAX_WAIT = 600.0  # seconds a commit may wait for files still open (it holds a commit slot)
 
 
 @dataclass(frozen=True)
@@ -48,12 +57,20 @@ Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 
 
 class ControlServer:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, per_uid: int = MAX_PER_UID, idle: float = IDLE_TIMEOUT,
+                 total: int = MAX_CONNECTIONS) -> None:
         self.path = path
         self.handlers: dict[str, Handler] = {}
+        self.admin_ops: set[str] = set()
+        self.per_uid, self.idle, self.total = per_uid, idle, total
+        self.open: dict[int, int] = {}  # uid -> connections being served
 
-    def register(self, op: str, handler: Handler) -> None:
+    def register(self, op: str, handler: Handler, admin: bool = False) -> None:
+        """``admin``: only root and the daemon's own user may send it (it changes the
+        daemon's state for everyone: cache cleanup, refresh)."""
         self.handlers[op] = handler
+        if admin:
+            self.admin_ops.add(op)
 
     async def serve(self, task_status: Any = None) -> None:
         import trio
@@ -71,32 +88,60 @@ class ControlServer:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
+    def _admit(self, uid: int) -> str | None:
+        """Count a new connection of ``uid``, or say why it is refused."""
+        if self.open.get(uid, 0) >= self.per_uid:
+            return f"too many control connections from uid {uid} (at most {self.per_uid})"
+        if sum(self.open.values()) >= self.total:
+            return f"too many control connections (at most {self.total})"
+        self.open[uid] = self.open.get(uid, 0) + 1
+        return None
+
+    def _leave(self, uid: int) -> None:
+        self.open[uid] -= 1
+        if not self.open[uid]:
+            del self.open[uid]
+
     async def _handle(self, stream: trio.SocketStream) -> None:
+        """One connection: refused at once over the caller's cap, closed when no request
+        line came within ``idle`` seconds; the reply may take as long as its handler."""
         import trio
 
         async with stream:
             try:
-                raw = struct.unpack("3i", stream.socket.getsockopt(
+                pid, uid, gid = struct.unpack("3i", stream.socket.getsockopt(
                     socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-
-                async def say(doc: dict[str, Any]) -> None:
-                    await stream.send_all(json.dumps(doc).encode() + b"\n")
-
-                pid, uid, gid = raw
-                peer = Peer(pid, uid, gid, say=say)
-                buf = b""
-                with trio.fail_after(30):
-                    while b"\n" not in buf and len(buf) < MAX_REQUEST:
-                        chunk = await stream.receive_some(65536)
-                        if not chunk:
-                            break
-                        buf += chunk
-                reply = await self._dispatch(buf.split(b"\n", 1)[0], peer)
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                refused = self._admit(uid)
+                if refused is not None:
+                    with trio.move_on_after(1):
+                        await stream.send_all(json.dumps(
+                            {"ok": False, "error": refused, "kind": "Busy",
+                             "errno": errno.EAGAIN}).encode() + b"\n")
+                    return
+                try:
+                    await self._serve_one(stream, Peer(pid, uid, gid))
+                finally:
+                    self._leave(uid)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 pass
             except Exception:
                 log.exception("control request failed")
+
+    async def _serve_one(self, stream: trio.SocketStream, peer: Peer) -> None:
+        import trio
+
+        async def say(doc: dict[str, Any]) -> None:
+            await stream.send_all(json.dumps(doc).encode() + b"\n")
+
+        buf = b""
+        with trio.fail_after(self.idle):
+            while b"\n" not in buf and len(buf) < MAX_REQUEST:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        reply = await self._dispatch(buf.split(b"\n", 1)[0], replace(peer, say=say))
+        await stream.send_all(json.dumps(reply).encode() + b"\n")
 
     async def _dispatch(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
@@ -104,12 +149,32 @@ class ControlServer:
             handler = self.handlers.get(str(req.get("op"))) if isinstance(req, dict) else None
             if handler is None:
                 return {"ok": False, "error": f"unknown request {line[:80]!r}", "errno": 22}
+            if req["op"] in self.admin_ops and peer.uid not in (0, os.geteuid()):
+                raise errors.PermissionDenied(f"only root or the daemon's user may send "
+                                              f"{req['op']!r} requests")
             out = await handler(req, peer)
             return {"ok": True, **out}
         except ArtifactfsError as e:
             return {"ok": False, "error": str(e), "errno": errno_for(e)}
         except ValueError as e:
             return {"ok": False, "error": f"bad request: {e}", "errno": 22}
+
+
+class UidSlots:
+    """A :class:`trio.CapacityLimiter` per uid: one user's requests queue behind his own,
+    never behind another user's."""
+
+    def __init__(self, per_uid: int) -> None:
+        self.per_uid = per_uid
+        self._limiters: dict[int, trio.CapacityLimiter] = {}
+
+    def __call__(self, uid: int) -> trio.CapacityLimiter:
+        import trio
+
+        lim = self._limiters.get(uid)
+        if lim is None:
+            lim = self._limiters[uid] = trio.CapacityLimiter(self.per_uid)
+        return lim
 
 
 CONNECT_TIMEOUT = 10.0
@@ -130,8 +195,12 @@ def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0,
         s.settimeout(CONNECT_TIMEOUT)
         try:
             s.connect(path)
+            _check_daemon(s, path)
             s.settimeout(timeout)
-            s.sendall(json.dumps(doc).encode() + b"\n")
+            try:
+                s.sendall(json.dumps(doc).encode() + b"\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused at once (too many connections): its reason is waiting below
             reply = _read_reply(s, path, on_progress)
         except OSError as e:
             raise ArtifactfsError(f"the mount daemon did not answer on {path}: "
@@ -142,6 +211,16 @@ def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0,
             cls = ArtifactfsError
         raise cls(str(reply.get("error", "request failed")))
     return reply
+
+
+def _check_daemon(s: socket.socket, path: str) -> None:
+    """Talk only to a daemon run by root or by this user (``SO_PEERCRED`` of the listener, from
+    the kernel): a socket another user planted never gets a request."""
+    _pid, uid, _gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                       struct.calcsize("3i")))
+    if uid not in (0, os.geteuid()):
+        raise errors.PermissionDenied(f"refusing the control socket {path}: its daemon runs "
+                                      f"as uid {uid}, neither root nor you")
 
 
 def _read_reply(s: socket.socket, path: str,

@@ -18,7 +18,13 @@ What is subtle:
 * Permissions.  The mount does not use ``default_permissions`` (versions must answer EROFS,
   not EACCES), so the kernel asks us: the names right below a draft's root get a zero entry
   timeout, which makes every path walk into a draft ask ``lookup`` with the caller's uid, and
-  every call on a draft inode checks the uid (the owner or root, SPEC §9).
+  every call on a draft inode checks the uid (the owner or root) and the owner's rights on the
+  project against the current config and groups (``fs/draftrights.py``: a user who left the
+  writers loses his drafts; they stay for root).  Reads and writes of an open draft file ask
+  again.
+  ``drafts/P/`` of a restricted project answers a non-reader like ``MOUNT/P/`` (EACCES on
+  lookups, listings, mkdir; its artifact levels get a zero entry timeout like ``MOUNT/P/N``),
+  and ``drafts/P/N/`` lists only the caller's draft ids (root's: all).
 * The trio thread.  Draft calls run inline: they are dictionary walks plus one ``write`` to
   the journal.  A base node missing from the manifest cache raises ``NeedNode``; it is loaded
   in a worker thread and the call is made again (every draft call is safe to repeat up to its
@@ -43,10 +49,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from ..catalog import Catalog, parse_iso
-from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
+from ..errors import IntegrityError, NotFound, ReadOnly
 from ..names import check_name, check_project
 from .cache import name_bytes
-from .draftfiles import DDirHandle, DHandle, DNode, DraftFiles, NeedNode, oserror
+from .draftfiles import DDirHandle, DHandle, DNode, NeedNode, oserror
+from .draftrights import DraftRights
+from .draftrights import MayWrite as MayWrite
 from .drafts import Draft, DraftArea, Info
 from .inodes import Inode, Kind, ident
 
@@ -60,7 +68,6 @@ LEVELS = (Kind.DRAFTS, Kind.DRAFT_PROJECT, Kind.DRAFT_NAME)
 INSIDE = (Kind.DDIR, Kind.DFILE, Kind.DLINK)
 _KIND = {"dir": Kind.DDIR, "file": Kind.DFILE, "symlink": Kind.DLINK}
 _LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itself is 0700
-MayWrite = Callable[[int, str], bool]
 T = TypeVar("T")
 
 
@@ -76,14 +83,13 @@ def _join(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
 
 
-class DraftOps(DraftFiles):
+class DraftOps(DraftRights):
     """The ``drafts/`` side of a :class:`~artifactfs.fs.namespace.Namespace`."""
 
     def __init__(self, ns: Namespace, area: DraftArea | None, catalog: Catalog,
                  may_write: MayWrite | None = None) -> None:
-        super().__init__(ns)
+        super().__init__(ns, may_write)
         self.area, self.catalog = area, catalog
-        self.may_write = may_write
         self.dirs: dict[int, DDirHandle] = {}
         self._compacting: set[Draft] = set()
         self._gids: dict[int, int] = {}
@@ -132,6 +138,7 @@ class DraftOps(DraftFiles):
         dn: DNode = n.d
         d = dn.draft
         d.check_access(uid)
+        self._rights(d.meta.project, uid)
         if dn.gone:
             raise oserror(errno.ENOENT)
         parts = []
@@ -242,6 +249,7 @@ class DraftOps(DraftFiles):
                 if s not in area.children() and not await self._known("projects", s):
                     raise oserror(errno.ENOENT)
                 return self._level(Kind.DRAFT_PROJECT, s), None, None
+            self._readable(p.project, uid)
             if p.kind == Kind.DRAFT_PROJECT:
                 if s not in self._children(area, p.project) and \
                         not await self._known(f"collections:{p.project}", s):
@@ -275,6 +283,7 @@ class DraftOps(DraftFiles):
             return self._gone_attrs(n, d)
         if dn.parent is not None:
             d.check_access(uid)
+            self._rights(d.meta.project, uid)
         d, path = self._where(n, 0)
         return self._attrs(n, d, await self._call(d, d.stat, path))
 
@@ -300,6 +309,8 @@ class DraftOps(DraftFiles):
     def access(self, n: Inode, mode: int, uid: int) -> None:
         if n.kind in INSIDE:
             self._where(n, uid)
+        elif n.kind in (Kind.DRAFT_PROJECT, Kind.DRAFT_NAME):
+            self._readable(n.project, uid)
         elif self.area is None and mode & os.W_OK:
             self.ns.check_write(n.ino, "access")
 
@@ -318,11 +329,7 @@ class DraftOps(DraftFiles):
     async def opendir(self, n: Inode, uid: int) -> int:
         snap: list[tuple[bytes, Info | None]]
         if n.kind in LEVELS:
-            area = self.area
-            names = [] if area is None else area.children() if n.kind == Kind.DRAFTS else \
-                self._children(area, n.project) if n.kind == Kind.DRAFT_PROJECT else \
-                self._children(area, n.project, n.name)
-            snap = [(name_bytes(s), None) for s in names]
+            snap = [(name_bytes(s), None) for s in self._level_names(n, uid)]
         elif n.kind == Kind.DDIR:
             d, path = self._where(n, uid)
             listing = await self._thread(d.listdir, path)
@@ -332,6 +339,25 @@ class DraftOps(DraftFiles):
         fh = next(self._fh)
         self.dirs[fh] = DDirHandle(n, snap)
         return fh
+
+    def _level_names(self, n: Inode, uid: int) -> list[str]:
+        """What ``ls`` of ``drafts/``, ``drafts/P/`` or ``drafts/P/N/`` shows ``uid``."""
+        area = self.area
+        if area is None:
+            return []
+        if n.kind == Kind.DRAFTS:
+            return area.children()
+        self._readable(n.project, uid)
+        if n.kind == Kind.DRAFT_PROJECT:
+            return self._children(area, n.project)
+        ids = self._children(area, n.project, n.name)
+        return ids if uid == 0 else [i for i in ids if self._owner(n, i) == uid]
+
+    def _owner(self, n: Inode, draft_id: str) -> int | None:
+        try:
+            return self._area().get(n.project, n.name, draft_id).meta.owner
+        except NotFound:
+            return None
 
     async def readdir(self, fh: int, start: int, reply: Callable[[bytes, Any, int], bool]
                       ) -> None:
@@ -395,6 +421,7 @@ class DraftOps(DraftFiles):
                 d.release(local)
                 raise
             self.handles[fh] = DHandle(fd, local, n, d)
+            self.openers[fh] = uid
             n.d.handles.add(fh)
             self._staged(n, d, local)
             return fh
@@ -402,6 +429,7 @@ class DraftOps(DraftFiles):
         if info.local is not None:
             self.handles[fh] = DHandle(os.open(info.local, os.O_RDONLY | os.O_CLOEXEC), None,
                                        n, d)
+            self.openers[fh] = uid
         else:
             assert info.entry is not None
             self.ns.files[fh] = await self.ns.file_handle(info.entry, uid)
@@ -425,6 +453,7 @@ class DraftOps(DraftFiles):
         n = self._intern(d, info, p, s)
         fh = next(self._fh)
         self.handles[fh] = DHandle(fd, local, n, d)
+        self.openers[fh] = uid
         n.d.handles.add(fh)
         n.lookups += 1
         return fh, self._attrs(n, d, info)
@@ -446,6 +475,9 @@ class DraftOps(DraftFiles):
     async def _make_level(self, p: Inode, s: str, uid: int
                           ) -> tuple[Inode, Draft | None, Info | None]:
         area = self._area()
+        project = check_project(s) if p.kind == Kind.DRAFTS else p.project
+        self._readable(project, uid)
+        self._rights(project, uid, "create drafts in")
         if p.kind == Kind.DRAFTS:
             area.make_dir(s)
             return self._level(Kind.DRAFT_PROJECT, s), None, None
@@ -453,9 +485,7 @@ class DraftOps(DraftFiles):
             area.make_dir(p.project, s)
             return self._level(Kind.DRAFT_NAME, p.project, s), None, None
         check_name(s, "draft id")
-        project, name = p.project, p.name
-        if self.may_write is not None and not self.may_write(uid, project):
-            raise PermissionDenied(f"you may not create drafts in project {project}")
+        name = p.name
 
         def make() -> tuple[Draft, Info]:
             d = area.create(project, name, s, uid, self.catalog.latest(project, name))
@@ -516,8 +546,10 @@ class DraftOps(DraftFiles):
 
     async def _remove_level(self, p: Inode, s: str, uid: int) -> None:
         area = self._area()
+        project = check_project(s) if p.kind == Kind.DRAFTS else p.project
+        self._readable(project, uid)
+        self._rights(project, uid)
         if p.kind == Kind.DRAFTS:
-            check_project(s)
             area.remove_dir(s)
             return
         if p.kind == Kind.DRAFT_PROJECT:

@@ -36,19 +36,21 @@ from typing import Any
 import pyfuse3
 import trio
 
+from .. import config as config_mod
 from ..catalog import Catalog
 from ..config import Config, parse_size
 from ..errors import ArtifactfsError, PermissionDenied, UsageError
 from ..lockfile import Lock
 from ..refs.authority import Gate
 from ..repo import Repo
+from ..safetext import SafeFormatter
 from ..store import open_store
-from . import commit, registry
-from .access import Access
+from . import commit, registry, rundir
+from .access import GROUPS_TTL, Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .consumers import Consumers
-from .control import ControlServer, Peer
+from .control import ControlServer, Peer, UidSlots
 from .draftfiles import manifest_dicts, manifest_index, manifest_loader
 from .drafts import DraftArea
 from .namespace import Namespace
@@ -57,6 +59,8 @@ from .ops import Operations
 log = logging.getLogger("artifactfs.mount")
 READ_AHEAD_KB = int(os.environ.get("ARTIFACTFS_READ_AHEAD_KB", "1024"))
 MAX_BACKGROUND = int(os.environ.get("ARTIFACTFS_MAX_BACKGROUND", "0"))
+COMMITS = 8  # commits and upserts running at once, all users together
+DRAFT_SLOTS = 2  # draft requests one uid may have running at once (SPEC §9)
 
 
 @dataclass
@@ -68,9 +72,13 @@ class MountOptions:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """One line per record on stderr (the journal, or the log file): untrusted text in a
+    message (names, URIs, paths from the store) is escaped, so it can not forge a line."""
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s artifactfs[%(process)d] %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level, stream=sys.stderr, format=fmt, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def sd_notify(message: str) -> None:
@@ -91,6 +99,7 @@ def sd_notify(message: str) -> None:
 def mount(cfg: Config, opts: MountOptions) -> None:
     """``artifactfs mount``: returns (in the caller) once the mount is live."""
     mp = os.path.realpath(opts.mountpoint)
+    rundir.secure_dir(create=True)  # an unsafe runtime directory is refused here, in the CLI
     registry.recover_stale(mp)
     if registry.layers(mp):  # never stack: a live mount, or a dead one that is not ours
         rec = registry.read(mp)
@@ -137,9 +146,10 @@ def _wait_ready(r: int, pid: int) -> None:
 
 
 def _detach_stdio(log_path: str) -> None:
-    os.makedirs(os.path.dirname(log_path), mode=0o755, exist_ok=True)
+    """stdin/stdout to /dev/null, stderr (the log) to a new 0600 file in the checked runtime
+    directory, never through a symlink (rundir.py); it is removed when the mount ends."""
     null = os.open(os.devnull, os.O_RDWR)
-    logf = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    logf = rundir.create_log(log_path)
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.dup2(logf, 2)
@@ -213,14 +223,16 @@ class Daemon:
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])
         self.control.register("stats", self._stats)
-        self.control.register("refresh", self._refresh)
-        self.control.register("cleanup", self._cleanup)
+        self.control.register("refresh", self._refresh, admin=True)
+        self.control.register("cleanup", self._cleanup, admin=True)
         self.consumers = Consumers(self.repo.catalog, self.may_write)
         self.ns.consumers = self.consumers
         self.control.register("run.attach", self._attach_run)
         for op in commit.DRAFT_OPS:
             self.control.register(op, self._draft_request)
-        self.commits = trio.CapacityLimiter(4)
+        self.commits = trio.CapacityLimiter(COMMITS)  # commits and upserts of all users
+        self.slots = UidSlots(DRAFT_SLOTS)  # draft requests of one user at a time
+        self.config_watch = config_mod.Watch(cfg.config_file)
         self.started = time.time()
 
     def _catalog(self) -> Catalog:
@@ -249,9 +261,12 @@ class Daemon:
                 await trio.to_thread.run_sync(self.store.list_dirs, "artifacts/",
                                               abandon_on_cancel=True)
                 reachable = True
+        ns = self.ns.stats()
+        if peer.uid not in (0, os.geteuid()):  # another user's errors may name their paths
+            ns.pop("last_error", None)
         return {"mountpoint": self.opts.mountpoint, "store": self.store.uri, "pid": os.getpid(),
                 "uptime": time.time() - self.started, "cache": self.blobs.stats(),
-                "namespace": self.ns.stats(), "store_reachable": reachable,
+                "namespace": ns, "store_reachable": reachable,
                 "cache_dir": self.cfg.cache_dir}
 
     async def _refresh(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
@@ -265,12 +280,14 @@ class Daemon:
         """draft.create/list/discard, commit, upsert: the engine runs in a worker thread with
         the caller's uid (``SO_PEERCRED``); a commit's version is in the mount before the
         reply, and a committed, upserted or discarded draft leaves the kernel's caches."""
-        reply = await trio.to_thread.run_sync(functools.partial(
-            commit.handle_request, req, peer.uid, self.area, self.repo,
-            may_write=self.may_write, writer=self.writer, load=self.nodes,
-            index=self.node_index, report=_progress_lines(peer) if req.get("progress") else None),
-            limiter=self.commits)
         op = req.get("op")
+        async with self.slots(peer.uid):
+            reply = await trio.to_thread.run_sync(functools.partial(
+                commit.handle_request, req, peer.uid, self.area, self.repo,
+                may_write=self.may_write, may_read=self.access.may_read, writer=self.writer,
+                load=self.nodes, index=self.node_index,
+                report=_progress_lines(peer) if req.get("progress") else None),
+                limiter=self.commits if op in ("commit", "upsert") else None)
         if reply.get("ok") and op in ("commit", "upsert", "draft.discard"):
             self.ns.drafts.draft_gone(str(req["project"]), str(req["name"]), str(req["id"]))
         if reply.get("ok") and op == "commit":
@@ -299,10 +316,27 @@ class Daemon:
             await nursery.start(self.control.serve)
             nursery.start_soon(self._signals, nursery)
             nursery.start_soon(self._after_start)
+            nursery.start_soon(self._watch_config)
             await pyfuse3.main()
             with trio.move_on_after(30):  # writes already replied to reach their files
                 await self.ns.drafts.settle_all()
             nursery.cancel_scope.cancel()
+
+    async def _watch_config(self) -> None:
+        """Access rules follow the config file (SPEC §9: rights are checked against the
+        current config); a broken edit keeps the rules of before, loudly."""
+        while True:
+            await trio.sleep(GROUPS_TTL)
+            try:
+                new = await trio.to_thread.run_sync(self.config_watch.changed)
+            except ArtifactfsError as e:
+                log.error("the config changed but is invalid; keeping the access rules of "
+                          "before: %s", e)
+                continue
+            if new is not None and new.projects != self.access.projects:
+                self.access.replace(new.projects)
+                log.info("access rules reloaded from the config (%d projects)",
+                         len(new.projects))
 
     async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

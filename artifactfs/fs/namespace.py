@@ -185,9 +185,11 @@ class Namespace:
         if k == Kind.ALIAS:
             return Stat(n.ino, stat.S_IFLNK | 0o777, len(n.target), self.started_ns,
                         self.refresh, IMMUTABLE)
-        if k in LEVELS:
-            return Stat(n.ino, self.drafts.level_stat_mode(), 0, self.started_ns, DRAFT_TTL,
-                        DRAFT_TTL)
+        if k in LEVELS:  # drafts/P/N of a restricted project: looked up (checked) every walk
+            guarded = k == Kind.DRAFT_NAME and self.acl is not None and \
+                self.acl.restricted(n.project)
+            return Stat(n.ino, self.drafts.level_stat_mode(), 0, self.started_ns,
+                        0.0 if guarded else DRAFT_TTL, DRAFT_TTL)
         if k == Kind.ARTIFACT and self.acl is not None and self.acl.restricted(n.project):
             # every walk below a restricted project's artifacts asks lookup (reader check)
             return Stat(n.ino, stat.S_IFDIR | 0o555, 0, self.started_ns, 0.0, self.refresh)

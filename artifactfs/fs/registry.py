@@ -1,8 +1,10 @@
 """The node's list of artifactfs mounts, and the mount-table chores around it.
 
-Each daemon writes ``<runtime_dir>/mounts/<id>.json`` once its mount is live (mountpoint, pid,
+Each daemon writes ``<runtime>/mounts/<id>.json`` once its mount is live (mountpoint, pid,
 store, cache directory, control socket, log file) and removes it when it exits; ``status`` and
-``unmount`` read them.  A record whose pid is gone is stale and ignored (and pruned).
+``unmount`` read them.  A record whose pid is gone is stale and ignored (and pruned).  The
+directory is checked and its files opened as ``rundir.py`` says; a record is trusted only when
+it is its owner's and names its own socket and log (:func:`load_record`).
 
 What is subtle: after ``kill -9`` the kernel still lists the mount but every request fails with
 ENOTCONN ("transport endpoint is not connected"); only a lazy unmount clears it.  ``stat`` can
@@ -31,8 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..config import runtime_dir
-from ..errors import ArtifactfsError, Busy, NotFound
+from ..errors import ArtifactfsError, Busy, NotFound, PermissionDenied
+from . import rundir
 
 log = logging.getLogger(__name__)
 FSTYPE = "fuse.artifactfs"
@@ -58,8 +60,9 @@ def mount_id(mountpoint: str) -> str:
     return hashlib.sha256(os.path.abspath(mountpoint).encode()).hexdigest()[:16]
 
 
-def _dir() -> str:
-    return os.path.join(runtime_dir(), "mounts")
+def _dir(create: bool = False) -> str:
+    """This user's checked ``mounts`` directory (see rundir.py; made when ``create``)."""
+    return rundir.secure_dir(create=create) or rundir.mounts_dir()
 
 
 def paths(mountpoint: str) -> dict[str, str]:
@@ -84,32 +87,64 @@ def pid_alive(pid: int) -> bool:
 
 
 def write(rec: MountRecord) -> None:
-    os.makedirs(_dir(), mode=0o755, exist_ok=True)
+    _dir(create=True)
     path = paths(rec.mountpoint)["record"]
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
+    rundir.remove(tmp)
+    with os.fdopen(rundir.open_file(tmp, os.geteuid(), os.O_WRONLY | os.O_CREAT, 0o644),
+                   "w") as f:
         json.dump(asdict(rec), f)
     os.replace(tmp, path)
 
 
 def remove(mountpoint: str, pid: int) -> None:
+    """Drop the record (and the log) of the daemon ``pid`` at ``mountpoint``."""
     rec = read(mountpoint)
     if rec is not None and rec.pid == pid:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(paths(mountpoint)["record"])
+        rundir.remove(paths(mountpoint)["record"], *([rec.log] if rec.log else []))
+
+
+def load_record(path: str, owner: int | None = None, strict: bool = True
+                ) -> MountRecord | None:
+    """The record at ``path`` in a checked runtime directory of ``owner`` (default: this
+    user), or None when there is none or it is malformed.  The file must be ``owner``'s (no
+    symlink) and name the control socket and log its mount id gives in that directory: a
+    record that points elsewhere is refused (:class:`PermissionDenied`, or with ``strict``
+    False a warning and None)."""
+    owner = os.geteuid() if owner is None else owner
+    try:
+        with os.fdopen(rundir.open_file(path, owner), "rb") as f:
+            doc: dict[str, Any] = json.loads(f.read(1 << 20))
+        rec = MountRecord(**doc)
+        d, mid = os.path.dirname(path), mount_id(str(rec.mountpoint))
+        where = {"control": os.path.join(d, f"{mid}.sock"),
+                 "log": os.path.join(d, f"{mid}.log")}
+        if os.path.basename(path) != f"{mid}.json" or rec.control != where["control"] or \
+                rec.log not in ("", where["log"]) or not isinstance(rec.pid, int) or \
+                not isinstance(rec.mountpoint, str):
+            raise PermissionDenied(f"refusing the mount record {path}: it names a mount, "
+                                   "socket or log that is not its own")
+        return rec
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    except PermissionDenied as e:
+        refused = e
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            return None
+        refused = PermissionDenied(f"refusing the mount record {path}: it is a symlink")
+    if strict:
+        raise refused
+    log.warning("%s", refused)
+    return None
 
 
 def _load(path: str) -> MountRecord | None:
-    try:
-        with open(path) as f:
-            doc: dict[str, Any] = json.load(f)
-        return MountRecord(**doc)
-    except (OSError, ValueError, TypeError):
-        return None
+    return load_record(path, strict=False)
 
 
 def read(mountpoint: str) -> MountRecord | None:
-    return _load(paths(mountpoint)["record"])
+    return load_record(paths(mountpoint)["record"])
 
 
 def _all_records() -> list[MountRecord]:

@@ -109,8 +109,9 @@ def test_put_defaults_like_wandb_artifact_put(tmp_path: Path, src: Path) -> None
     p = run(store, "put", str(bad), ok=False)
     assert p.returncode == 1 and "pass --name" in p.stderr and "'bad name'" in p.stderr
     cfg.write_text('project = "no/pe"\n')
-    p = run(store, "put", str(src), ok=False)
-    assert p.returncode == 1 and "invalid default project" in p.stderr
+    p = run(store, "put", str(src), ok=False)  # the config file is refused, naming the line
+    assert p.returncode == 1 and f"config file {cfg}, line 1: project: invalid project name " \
+        "'no/pe'" in p.stderr, p.stderr
 
 
 def complete(store: str, line: str, env: dict[str, str] | None = None

@@ -535,7 +535,7 @@ class FakeDaemon:
 
     def __init__(self, env: Env, mountpoint: str, sock_dir: str) -> None:
         self.env, self.mountpoint = env, mountpoint
-        self.path = os.path.join(sock_dir, "ctl.sock")
+        self.path = os.path.join(sock_dir, registry.mount_id(mountpoint) + ".sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
         self.sock.listen(8)
@@ -564,11 +564,11 @@ class FakeDaemon:
 def daemon(env: Env, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
     run = tempfile.mkdtemp(prefix="afs")
     mnt = os.path.join(env.tmp, "mnt")
-    os.makedirs(os.path.join(run, "mounts"))
     d = FakeDaemon(env, mnt, run)
-    with open(os.path.join(run, "mounts", registry.mount_id(mnt) + ".json"), "w") as f:
-        json.dump({"mountpoint": mnt, "pid": os.getpid(), "control": d.path}, f)
-    monkeypatch.setattr(drafts_cli, "_runtime_dirs", lambda: [run])
+    with open(os.path.join(run, registry.mount_id(mnt) + ".json"), "w") as f:
+        json.dump({"mountpoint": mnt, "pid": os.getpid(), "store": "", "cache_dir": "",
+                   "control": d.path}, f)
+    monkeypatch.setattr(drafts_cli, "_runtime_dirs", lambda: [(run, os.geteuid())])
     yield d
     d.close()
     shutil.rmtree(run, ignore_errors=True)
