@@ -4,8 +4,15 @@ Everything here expires after ``refresh`` seconds and is re-read *only when used
 there is no poll, and nothing is proportional to the whole store (the root listing is read
 when the root is listed or an unknown name is looked up in it; an artifact's versions only when
 a path under that artifact is looked up).  Loads run in worker threads, one at a time per
-key (single flight); while the store is unreachable the last known state is kept and served,
-and retried after a short delay instead of on every access.
+key (single flight), each in a background task that callers wait for.
+
+Outages: a caller that already has a state to serve waits at most ``REFRESH_WAIT`` seconds
+for its refresh; past that it gets the last known state and the load goes on in the
+background.  A failed or overdue refresh marks the store *down*: every known state is then
+served at once, with no new loads, and one background probe (a LIST of ``artifacts/`` every
+``PROBE_EVERY`` seconds) finds the store back; any successful load does too.  State never
+loaded waits for the store's whole timeout while it is up, ``REFRESH_WAIT`` while it is down,
+then fails with EIO.
 
 An artifact's state remembers the listing etag of every version record, so a refresh costs
 one LIST plus one GET per *changed* record (a soft delete, a TTL change, a new version), not
@@ -32,6 +39,8 @@ from .inodes import VersionInfo
 log = logging.getLogger(__name__)
 RETRY_AFTER_FAILURE = 5.0
 STORE_TIMEOUT = 30.0
+REFRESH_WAIT = 2.0  # seconds a walk waits for a refresh of a state it could serve instead
+PROBE_EVERY = 2.0  # seconds between probes of a store that is down
 MAX_ARTIFACTS = 2048
 MAX_LISTINGS = 1024
 T = TypeVar("T")
@@ -116,54 +125,98 @@ class Listings:
         self.limiter = limiter
         self._lists: OrderedDict[str, _Listing] = OrderedDict()
         self._arts: OrderedDict[tuple[str, str], ArtifactState] = OrderedDict()
+        self._replaced: dict[tuple[str, str], ArtifactState] = {}  # not yet compared
         self._busy: dict[object, trio.Event] = {}
         self.store_ok = True
         self.last_error = ""
         self.timeout = STORE_TIMEOUT
-        self._down_until = float("-inf")  # after a failure, every known state is served as is
+        self.refresh_wait = REFRESH_WAIT
+        self.probe_every = PROBE_EVERY
+        self._probing = False
 
-    # --- single flight -----------------------------------------------------------------------
-    async def _once(self, key: object, load: Callable[[], Awaitable[None]]) -> None:
+    # --- single flight, bounded waits, the outage probe ----------------------------------------
+    async def _once(self, key: object, load: Callable[[], Awaitable[None]], known: bool,
+                    force: bool = False) -> None:
+        """Start ``load`` (unless running) and wait for it: the store's whole timeout for state
+        never loaded or a forced reload, else ``refresh_wait`` (see the module docstring)."""
         ev = self._busy.get(key)
-        if ev is not None:
+        if ev is None:
+            ev = self._busy[key] = trio.Event()
+            trio.lowlevel.spawn_system_task(self._run_load, key, ev, load, name=f"load {key}")
+        wait = self.timeout if force or (not known and self.store_ok) else self.refresh_wait
+        with trio.move_on_after(wait) as cs:
             await ev.wait()
-            return
-        ev = self._busy[key] = trio.Event()
+        if cs.cancelled_caught and known and self.store_ok:
+            self._down(f"{key}", StoreUnavailable(f"no answer within {wait:g}s"))
+
+    async def _run_load(self, key: object, ev: trio.Event,
+                        load: Callable[[], Awaitable[None]]) -> None:
         try:
             await load()
+        except Exception as e:  # loads report their own failures; never crash the daemon
+            log.error("loading %s failed: %s", key, e)
         finally:
             del self._busy[key]
             ev.set()
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store call in a worker thread; a store that does not answer within
-        ``timeout`` is given up on (the thread finishes on its own)."""
-        with trio.move_on_after(self.timeout):
+        ``timeout`` (``refresh_wait`` while it is down) is given up on (the thread finishes
+        on its own)."""
+        wait = self.timeout if self.store_ok else self.refresh_wait
+        with trio.move_on_after(wait):
             return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
                                                  abandon_on_cancel=True)
-        raise StoreUnavailable(f"the store did not answer within {self.timeout:g}s")
+        raise StoreUnavailable(f"the store did not answer within {wait:g}s")
 
     def _failed(self, what: str, e: Exception) -> None:
-        self._down_until = self.clock() + RETRY_AFTER_FAILURE
-        self.store_ok = False
-        self.last_error = f"{what}: {e}"
+        self._down(what, e)
         log.warning("could not refresh %s (serving the last known state): %s", what, e)
+
+    def _down(self, what: str, e: Exception) -> None:
+        self.last_error = f"{what}: {e}"
+        if self.store_ok:
+            log.warning("the store looks unreachable (%s): serving known listings as they are "
+                        "until it answers again", self.last_error)
+        self.store_ok = False
+        if not self._probing:
+            self._probing = True
+            trio.lowlevel.spawn_system_task(self._probe, name="store probe")
+
+    def _up(self) -> None:
+        if not self.store_ok:
+            log.info("the store answers again")
+        self.store_ok = True
+
+    async def _probe(self) -> None:
+        """While the store is down: one cheap request every ``probe_every`` seconds, in a
+        thread of its own (not queued behind loads stuck on the dead store)."""
+        try:
+            while not self.store_ok:
+                await trio.sleep(self.probe_every)
+                try:
+                    await trio.to_thread.run_sync(self.store.list_dirs, "artifacts/",
+                                                  abandon_on_cancel=True)
+                except Exception as e:
+                    self.last_error = f"probe: {e}"
+                    continue
+                self._up()
+        finally:
+            self._probing = False
 
     # --- name listings -------------------------------------------------------------------------
     def _fresh(self, fetched: float) -> bool:
-        """Young enough, or the store failed a moment ago (then one failed refresh, not one
-        per listing, is what an outage costs; known state is served meanwhile)."""
-        now = self.clock()
-        return now - fetched < self.refresh or now < self._down_until
+        """Young enough, or the store is down (then known state is served as it is)."""
+        return not self.store_ok or self.clock() - fetched < self.refresh
 
     async def names(self, key: str) -> _Listing:
         """``projects`` or ``collections:P``: the names, refreshed if expired."""
         cur = self._lists.get(key)
         if cur is None or not self._fresh(cur.fetched):
-            await self._once(("list", key), lambda: self._load_names(key))
+            await self._once(("list", key), lambda: self._load_names(key), cur is not None)
             cur = self._lists.get(key)
             if cur is None:
-                raise NotFound(f"could not list {key}: {self.last_error}")
+                raise StoreUnavailable(f"could not list {key}: {self.last_error}")
         self._lists.move_to_end(key)
         return cur
 
@@ -179,7 +232,7 @@ class Listings:
             else:
                 raw = await self._thread(self.catalog.collections, key.partition(":")[2])
                 names = [n for n in raw if NAME_RE.fullmatch(n)]
-            self.store_ok = True
+            self._up()
         except Exception as e:
             self._failed(key, e)
             if old is not None:
@@ -205,37 +258,53 @@ class Listings:
         cur = self._arts.get(key)
         if cur is not None and not force and self._fresh(cur.fetched):
             self._arts.move_to_end(key)
-            return cur, None
-        await self._once(("art", key), lambda: self._load_artifact(project, name, cur, force))
+            return cur, self._replaced.pop(key, None)
+        await self._once(("art", key), lambda: self._load_artifact(project, name, cur, force),
+                         cur is not None, force)
         new = self._arts.get(key)
         if new is None:
-            raise NotFound(f"could not read {project}/{name}: {self.last_error}")
-        return new, (cur if cur is not None and new is not cur else None)
+            raise StoreUnavailable(f"could not read {project}/{name}: {self.last_error}")
+        return new, self._replaced.pop(key, None)
 
     async def _load_artifact(self, project: str, name: str, prev: ArtifactState | None,
                              force: bool) -> None:
+        if prev is None:  # a warm start: the state the manifest cache kept, if any
+            prev = await trio.to_thread.run_sync(self._warm, project, name)
+            if prev is not None and not force and self._fresh(prev.fetched):
+                self._keep((project, name), prev.settle(self.clock()))
+                return
         try:
-            st = await self._thread(self._read_artifact, project, name, prev, force)
-            self.store_ok = True
+            st = await self._thread(self._read_artifact, project, name, prev)
+            self._up()
         except Exception as e:
             self._failed(f"{project}/{name}", e)
             if prev is None:
                 return
             prev.fetched = self.clock() - self.refresh + min(self.refresh, RETRY_AFTER_FAILURE)
-            st = prev
-        self._arts[(project, name)] = st
-        self._arts.move_to_end((project, name))
-        while len(self._arts) > MAX_ARTIFACTS:
-            self._arts.popitem(last=False)
+            st = prev.settle(self.clock())
+        self._keep((project, name), st)
 
-    def _read_artifact(self, project: str, name: str, prev: ArtifactState | None,
-                       force: bool) -> ArtifactState:
+    def _keep(self, key: tuple[str, str], st: ArtifactState) -> None:
+        """Install a loaded state; the one it replaces is kept for the next caller to compare
+        (a load may finish after its caller stopped waiting)."""
+        old = self._arts.get(key)
+        if old is not None and old is not st:
+            self._replaced.setdefault(key, old)
+        self._arts[key] = st
+        self._arts.move_to_end(key)
+        while len(self._arts) > MAX_ARTIFACTS:
+            gone, _ = self._arts.popitem(last=False)
+            self._replaced.pop(gone, None)
+
+    def _warm(self, project: str, name: str) -> ArtifactState | None:
+        """Worker thread: the artifact's state as the manifest cache kept it."""
+        return ArtifactState.from_doc(project, name,
+                                      self.manifest.get_doc(f"artifact:{project}/{name}"))
+
+    def _read_artifact(self, project: str, name: str, prev: ArtifactState | None
+                       ) -> ArtifactState:
         """Worker thread: list version records, re-read the changed ones, read aliases."""
         dkey = f"artifact:{project}/{name}"
-        if prev is None:
-            prev = ArtifactState.from_doc(project, name, self.manifest.get_doc(dkey))
-            if prev is not None and not force and self._fresh(prev.fetched):
-                return prev.settle(self.clock())
         prefix = f"artifacts/{project}/{name}/versions/"
         listed: dict[int, str] = {}
         for item in self.store.list(prefix):

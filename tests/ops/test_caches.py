@@ -16,6 +16,7 @@ from opshelp import CTX, Kernel, object_path, put, read_bytes
 
 from artifactfs.fs import blobcache
 from artifactfs.fs.cache import ManifestCache, entry_from_raw
+from artifactfs.fs.listings import REFRESH_WAIT
 from artifactfs.model import Entry, RefInfo, file_entry, ref_entry, symlink_entry
 
 
@@ -93,6 +94,15 @@ async def test_full_disk_evicts_and_retries(make_fs, repo, source, monkeypatch):
     assert await k.read_file(ino) == b"deep\n"
 
 
+async def _until(cond) -> None:
+    """Wait (at most 10 s) until ``cond()``."""
+    for _ in range(500):
+        if cond():
+            return
+        await trio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
 async def test_unreachable_store(make_fs, repo, source):
     put(repo, source)
     fs = make_fs(remote=True, timeout=0.5)
@@ -124,11 +134,46 @@ async def test_unreachable_store(make_fs, repo, source):
     with pytest.raises(pyfuse3.FUSEError) as ei:  # a tree never fetched: EIO, in time
         await k.walk("vision/cats/v0/many/f0001")
     assert ei.value.errno == errno.EIO and time.monotonic() - t0 < 4
+    fs.ns.lists.probe_every = 0.05
     fs.store.hang.clear()
     assert fs.ns.stats()["store_ok"] is False
+    await _until(lambda: fs.ns.stats()["store_ok"])  # the background probe finds it back
     fs.clock.advance(60)
     await k.readdir(art)
     assert fs.ns.stats()["store_ok"] is True
+
+
+async def test_an_outage_costs_a_walk_at_most_the_refresh_wait(make_fs, repo, source,
+                                                               tmp_path):
+    """Once the store is known down, walks serve the last known listings at once; the walk
+    that finds it down waits at most ``REFRESH_WAIT``, not the store's retry budget."""
+    put(repo, source)
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    path = "vision/cats/v0/README"
+    assert await k.read_file((await k.walk(path)).st_ino) == b"hello\n"
+    fs.ns.lists.probe_every = 0.05
+    fs.store.down = True
+    fs.store.hang.set()  # every store call takes 5 s, then fails (like retries to a dead S3)
+    times = []
+    for _ in range(4):
+        fs.clock.advance(60)  # past --refresh: every listing on the path has expired
+        t0 = time.monotonic()
+        assert await k.read_file((await k.walk(path)).st_ino) == b"hello\n"
+        times.append(time.monotonic() - t0)
+    assert times[0] < REFRESH_WAIT + 0.5 and max(times[1:]) < 0.5, times
+    assert fs.ns.stats()["store_ok"] is False
+    fs.store.hang.clear()
+    fs.store.down = False
+    await _until(lambda: fs.ns.stats()["store_ok"])
+    (tmp_path / "new").mkdir()  # a version made elsewhere meanwhile: seen once back
+    (tmp_path / "new" / "x").write_text("x")
+    put(repo, str(tmp_path / "new"))
+    art = (await k.walk("vision/cats")).st_ino
+    with trio.fail_after(10):  # once loads stuck in the outage are done
+        while b"v1" not in [n for n, _, _ in await k.readdir(art)]:
+            fs.clock.advance(60)
+            await trio.sleep(0.05)
 
 
 def test_manifest_cache_round_trip_and_recovery(tmp_path):
