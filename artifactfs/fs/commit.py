@@ -29,6 +29,7 @@ import os
 import secrets
 import string
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +45,8 @@ from .drafts import Draft, DraftArea
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
 Report = Callable[[int, int], None]  # (bytes stored so far, bytes to store): commit progress
-CRASH_ENV = "ARTIFACTFS_TEST_CRASH"  # tests only: "STEP" raises once there, "STEP:exit" dies
+# tests only: "STEP" raises once there, "STEP:exit" dies, "STEP:sleep=SEC" waits there
+CRASH_ENV = "ARTIFACTFS_TEST_CRASH"
 
 
 def _checkpoint(step: str) -> None:
@@ -53,6 +55,9 @@ def _checkpoint(step: str) -> None:
     if spec and spec.partition(":")[0] == step:
         if spec.endswith(":exit"):
             os._exit(70)
+        if ":sleep=" in spec:
+            time.sleep(float(spec.partition(":sleep=")[2]))
+            return
         del os.environ[CRASH_ENV]
         raise ArtifactfsError(f"injected failure at commit step {step!r} ({CRASH_ENV})")
 

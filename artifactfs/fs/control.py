@@ -8,6 +8,10 @@ here; drafts will add ``commit``), receive the request and the caller's credenti
 pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
 trio thread, so they must push blocking work to worker threads themselves.
 
+Stopping: :meth:`ControlServer.drain` refuses new requests ("the mount is stopping") and waits,
+bounded by its caller, for the ones in flight to send their replies, so a commit that a SIGTERM
+interrupted still tells its client the version it made.
+
 The socket is world-connectable (0666): every handler decides what a caller may do, and no
 user can exhaust the daemon for the others: a uid may hold :data:`MAX_PER_UID` connections at
 once (the next one gets an immediate refusal and is closed, so it costs no descriptor), a
@@ -64,6 +68,24 @@ class ControlServer:
         self.admin_ops: set[str] = set()
         self.per_uid, self.idle, self.total = per_uid, idle, total
         self.open: dict[int, int] = {}  # uid -> connections being served
+        self.stopping = False
+        self._inflight = 0  # requests read and not yet replied to
+        self._idle: trio.Event | None = None  # set when the last request in flight replied
+
+    async def drain(self) -> None:
+        """Refuse new requests and wait until those in flight have replied (the caller
+        bounds the wait with a cancel scope)."""
+        import trio
+
+        self.stopping = True
+        if self._inflight:
+            self._idle = trio.Event()
+            log.info("waiting for %d control request(s) in flight", self._inflight)
+            await self._idle.wait()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
 
     def register(self, op: str, handler: Handler, admin: bool = False) -> None:
         """``admin``: only root and the daemon's own user may send it (it changes the
@@ -140,8 +162,14 @@ class ControlServer:
                 if not chunk:
                     break
                 buf += chunk
-        reply = await self._dispatch(buf.split(b"\n", 1)[0], replace(peer, say=say))
-        await stream.send_all(json.dumps(reply).encode() + b"\n")
+        self._inflight += 1
+        try:
+            reply = await self._dispatch(buf.split(b"\n", 1)[0], replace(peer, say=say))
+            await stream.send_all(json.dumps(reply).encode() + b"\n")
+        finally:
+            self._inflight -= 1
+            if not self._inflight and self._idle is not None:
+                self._idle.set()
 
     async def _dispatch(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
@@ -149,6 +177,9 @@ class ControlServer:
             handler = self.handlers.get(str(req.get("op"))) if isinstance(req, dict) else None
             if handler is None:
                 return {"ok": False, "error": f"unknown request {line[:80]!r}", "errno": 22}
+            if self.stopping:
+                return {"ok": False, "error": "the mount is stopping: nothing was done",
+                        "errno": errno.EBUSY, "kind": "Busy"}
             if req["op"] in self.admin_ops and peer.uid not in (0, os.geteuid()):
                 raise errors.PermissionDenied(f"only root or the daemon's user may send "
                                               f"{req['op']!r} requests")

@@ -61,6 +61,7 @@ READ_AHEAD_KB = int(os.environ.get("ARTIFACTFS_READ_AHEAD_KB", "1024"))
 MAX_BACKGROUND = int(os.environ.get("ARTIFACTFS_MAX_BACKGROUND", "0"))
 COMMITS = 8  # commits and upserts running at once, all users together
 DRAFT_SLOTS = 2  # draft requests one uid may have running at once (SPEC §9)
+DRAIN_SECONDS = 60.0  # at stop, control requests in flight get this long to reply
 
 
 @dataclass
@@ -234,6 +235,7 @@ class Daemon:
         self.slots = UidSlots(DRAFT_SLOTS)  # draft requests of one user at a time
         self.config_watch = config_mod.Watch(cfg.config_file)
         self.started = time.time()
+        self.serving = True
 
     def _catalog(self) -> Catalog:
         """The namespace's catalog, with the same pinned aliases as the repo's."""
@@ -249,6 +251,8 @@ class Daemon:
         self.manifest.put_docs([(key, value)])
 
     def _invalidate(self, parent: int, name: bytes) -> None:
+        if not self.serving:  # the FUSE loop ended: the session may be gone
+            return
         with contextlib.suppress(Exception):
             pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
 
@@ -312,14 +316,23 @@ class Daemon:
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self) -> None:
+        """Serve until the FUSE loop ends (signal or unmount), then let writes already
+        replied to reach their files and control requests in flight (a commit) send their
+        replies, each bounded, before stopping the rest."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.control.serve)
             nursery.start_soon(self._signals, nursery)
             nursery.start_soon(self._after_start)
             nursery.start_soon(self._watch_config)
             await pyfuse3.main()
-            with trio.move_on_after(30):  # writes already replied to reach their files
+            self.serving = False
+            with trio.move_on_after(30):
                 await self.ns.drafts.settle_all()
+            with trio.move_on_after(DRAIN_SECONDS):
+                await self.control.drain()
+            if self.control.inflight:
+                log.warning("stopping with %d control request(s) unanswered",
+                            self.control.inflight)
             nursery.cancel_scope.cancel()
 
     async def _watch_config(self) -> None:

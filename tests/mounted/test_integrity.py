@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -143,3 +144,27 @@ def test_unmount_of_a_dead_mount_clears_it(cli, mounter, source):
                 if s["mountpoint"] == m.mp]
     m.start()
     assert _layers(m.mp) == 1
+
+
+def test_sigterm_during_a_commit_still_replies(cli, mounter, source, env):
+    """The daemon stops only once the commit in flight has sent its reply: the CLI prints
+    the version and exits 0, and the version is there."""
+    cli("put", source, "--name", "vision/cats", "--type", "dataset")
+    m = mounter(start=False)
+    m.env = {**env, "ARTIFACTFS_TEST_CRASH": "ingested:sleep=3"}  # the commit waits there
+    m.start()
+    draft = m.path("drafts", "vision", "cats", "c")
+    os.makedirs(draft)
+    with open(os.path.join(draft, "new.txt"), "w") as f:
+        f.write("new\n")
+    commit = subprocess.Popen([sys.executable, "-m", "artifactfs", "commit", draft], env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.5)  # the commit is in the daemon, sleeping after its files were stored
+    os.kill(m.pid, signal.SIGTERM)
+    out, err = commit.communicate(timeout=60)
+    assert commit.returncode == 0, err
+    assert out.splitlines()[-1] == "vision/cats:v1"
+    wait_for(lambda: not pid_alive(m.pid), 30, "daemon exit")
+    assert _layers(m.mp) == 0
+    r = cli("versions", "vision/cats", "--json")
+    assert [v["version"] for v in json.loads(r.stdout)] == [0, 1]
