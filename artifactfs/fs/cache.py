@@ -19,6 +19,9 @@ What is subtle:
   can.  ``state.json`` records the boot id while the cache is open; finding it unclean from an
   earlier boot, or an environment that fails to open, wipes and rebuilds the cache (it is only a
   cache).  A full map drops the entry tables and starts over instead of failing.
+* Memory: a split directory's table is written part by part (``WRITE_BATCH`` entries per
+  transaction, the ``dirs`` marker last), never whole in memory; ``release_pages`` drops the
+  daemon's mapping of pages a big listing touched, ``trim_heap`` the C heap's free pages.
 * Values are our own ``marshal`` tuples ("raw" entries): the store's bytes were verified and
   parsed once, on the way in (``model.decode_node``), never again.  The namespace works on the
   raw tuples (no ``Entry`` object per readdir entry) and builds an ``Entry`` only to open a
@@ -27,6 +30,7 @@ What is subtle:
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
@@ -53,6 +57,17 @@ from ..model import (
 log = logging.getLogger(__name__)
 SCHEMA = 2  # 2: split directories (index nodes) record their parts
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as needed
+WRITE_BATCH = 16384  # entries of a split directory written per transaction
+MADV_DONTNEED = 4
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (after a million-entry listing was
+    forgotten, or a big directory loaded, in worker threads' malloc arenas too)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def _boot_id() -> str:
@@ -209,6 +224,25 @@ class ManifestCache:
             json.dump({"schema": SCHEMA, "boot": _boot_id(), "clean": clean}, f)
         os.replace(tmp, self._state)
 
+    def release_pages(self) -> None:
+        """Drop this process's mapping of the cache file's pages: they stay in the kernel's
+        page cache and come back on the next access (a minor fault), but stop counting in the
+        daemon's RSS (a listing of a million entries touches ~300 MB of them).  Safe for a
+        shared file mapping, also while other threads read it; call it on the thread that
+        closes the cache (the mapping is found again each time, by its path)."""
+        if self._closed:
+            return
+        path = os.path.realpath(os.path.join(self._db_dir, "data.mdb"))
+        try:
+            with open("/proc/self/maps") as f:
+                spans = [line.split(None, 1)[0] for line in f if line.rstrip().endswith(path)]
+        except OSError:
+            return
+        for span in spans:
+            lo, _, hi = span.partition("-")
+            start, end = int(lo, 16), int(hi, 16)
+            _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED)
+
     def close(self) -> None:
         """Flush and close; marks the cache clean.  Idempotent."""
         if self._closed:
@@ -272,24 +306,52 @@ class ManifestCache:
                  get_parts: Callable[[list[str]], Iterable[bytes]] | None = None
                  ) -> tuple[int, int]:
         """Verify, decode and store an untrusted tree node (worker threads only).  A split
-        directory's parts are read with ``get_parts`` (their bytes, in order, by object id)."""
+        directory's parts are read with ``get_parts`` (their bytes, in order, by object id)
+        and written as they come, a few thousand entries per transaction, so a directory of
+        a million entries never sits whole in memory (nor in one LMDB transaction's dirty
+        pages); its ``dirs`` marker goes last, so readers see the table complete or not at
+        all (a crash leaves unmarked entries, rewritten by the next load)."""
         if not is_index(data):
             return self.put_raw(oid, decode_raw(data, oid))
         parts = decode_index(data, oid)
         if get_parts is None:
             raise IntegrityError(f"tree node {oid} is split, and its parts can not be read")
-        pairs: list[tuple[bytes, Raw]] = []
+        prefix = bytes.fromhex(oid)
+        count = dirs = 0
+        batch: list[tuple[bytes, Raw]] = []
         for i, (p, part_data) in enumerate(zip(parts, get_parts([p.oid for p in parts]),
                                                strict=True)):
             sub = decode_raw(part_data, p.oid)  # a part is a plain node
             check_part(parts, i, [n for n, _ in sub])
-            pairs.extend(sub)
-        return self.put_raw(oid, pairs, parts)
+            count += len(sub)
+            dirs += sum(1 for _, r in sub if r[0] == RAW_DIR)
+            batch.extend(sub)
+            if len(batch) >= WRITE_BATCH:
+                self._write_entries(prefix, batch)
+                batch = []
+        self._write_entries(prefix, batch)
+        return self.put_raw(oid, [], parts, (count, dirs))
+
+    def _write_entries(self, prefix: bytes, pairs: list[tuple[bytes, Raw]]) -> None:
+        """Entries of a node not yet marked in ``dirs`` (invisible until it is)."""
+        dumps = marshal.dumps
+        items = [(prefix + n, dumps(r)) for n, r in pairs]
+        try:
+            with self.env.begin(write=True, db=self._entries) as txn:
+                txn.cursor().putmulti(items, overwrite=True)
+        except lmdb.MapFullError:
+            self.clear_trees()
+            raise IntegrityError("the manifest cache filled up while loading a directory: "
+                                 "it was emptied, try again") from None
 
     def put_raw(self, oid: str, pairs: list[tuple[bytes, Raw]],
-                parts: list[Part] | None = None) -> tuple[int, int]:
+                parts: list[Part] | None = None, info: tuple[int, int] | None = None
+                ) -> tuple[int, int]:
+        """Store a node's entries and its ``dirs`` marker in one transaction (``info``: the
+        entries were written already, by :meth:`put_node`)."""
         prefix = bytes.fromhex(oid)
-        info = (len(pairs), sum(1 for _, r in pairs if r[0] == RAW_DIR))
+        if info is None:
+            info = (len(pairs), sum(1 for _, r in pairs if r[0] == RAW_DIR))
         marker = marshal.dumps(info if parts is None else
                                (*info, [(p.first, p.oid, p.digest, p.entries, p.size, p.count)
                                         for p in parts]))
@@ -304,7 +366,7 @@ class ManifestCache:
                         txn.put(prefix, marker, db=self._dirs)
                 return info
             except lmdb.MapFullError:
-                if attempt:
+                if attempt or not items:
                     raise
                 self.clear_trees()
         return info

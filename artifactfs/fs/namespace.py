@@ -17,7 +17,9 @@ What is subtle:
   get ``refresh``-long timeouts, and a refresh that sees a version vanish or an alias move
   invalidates that kernel entry asynchronously.
 * Lookup counts: every reply that hands the kernel an entry counts once (see inodes.py);
-  readdirplus entries count only when ``readdir_reply`` accepted them.
+  readdirplus entries count only when ``readdir_reply`` accepted them.  Files and symlinks
+  inside versions are small leaves (inodes.py): ``ls -l`` of a million entries keeps ~210 MB,
+  and ``_churn`` gives memory back as listings and forgets go by.
 * readdir cookies: virtual directories reply from a snapshot taken at opendir; version
   directories are immutable, so the cookie is the entry's index and a handle remembers where
   the last batch stopped to resume with one B-tree seek.
@@ -54,11 +56,11 @@ from ..refs.file import Source
 from . import aliasview
 from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
-from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw
+from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw, trim_heap
 from .consumers import Consumers
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from .drafts import DraftArea
-from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, ident
+from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, ident
 from .listings import ArtifactState, Listings
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ BATCH = 256  # entries read from LMDB per readdir step
 READ_AHEAD_DIRS = 512  # subdirectory tables queued for read-ahead at most
 XATTR = "user.artifactfs."
 PREFETCH_PIECES = 8  # 64 MiB ahead of a sequential reader
+RELEASE_EVERY = 65536  # entries listed, loaded or forgotten between giving memory back
 
 Reply = Callable[[bytes, Any, int], bool]  # (name, attributes, cookie) -> accepted
 _FILE = stat.S_IFREG | 0o444
@@ -128,7 +131,7 @@ class Namespace:
         self.manifest = manifest
         self.blobs = blobs
         self.refresh = refresh
-        self.inodes = InodeTable()
+        self.inodes = InodeTable(manifest.entry)
         self.limiter = trio.CapacityLimiter(threads)
         self.lists = Listings(catalog, manifest, refresh, clock, self.limiter)
         self.invalidate = invalidate or (lambda parent, name: None)
@@ -142,6 +145,7 @@ class Namespace:
         self._ahead_loads: set[str] = set()  # tables being loaded by a read-ahead
         self._ahead = trio.CapacityLimiter(4)
         self._ahead_pending = 0
+        self._churned = 0
         # ops.py installs its builders of kernel attributes; these defaults serve tests
         self.make_attrs: Callable[[Stat], Any] = lambda s: s
         self.make_content_attrs: Callable[[int, int, int, int], Any] = \
@@ -206,24 +210,25 @@ class Namespace:
         return a
 
     def _content_attrs(self, n: Inode) -> Any:
-        """``attrs`` of an entry inside a version, straight from its packed entry (this runs
-        once per entry of every directory listed, so no Stat in between)."""
-        raw, created = n.raw, n.ver.created_ns  # type: ignore[union-attr]
-        assert raw is not None
+        """``attrs`` of a directory inside a version, cached on its inode."""
+        assert n.raw is not None and n.ver is not None
+        a = n.attrs = self._raw_attrs(n.ino, n.raw, n.ver.created_ns)
+        return a
+
+    def _raw_attrs(self, ino: int, raw: Raw, created: int) -> Any:
+        """The attributes of an entry inside a version, straight from its packed entry (this
+        runs once per entry of every directory listed, so no Stat in between)."""
         rk = raw[0]
         if rk == RAW_FILE:
-            a = self.make_content_attrs(n.ino, _FILE_X if raw[4] else _FILE, raw[1],
-                                        raw[5] or created)
-        elif rk == RAW_REF:
-            a = self.make_content_attrs(n.ino, _FILE, raw[1], raw[3] or created)
-        elif rk == RAW_SYMLINK:
-            a = self.make_content_attrs(n.ino, _LINK,
-                                        len(raw[1].encode("utf-8", "surrogateescape")),
-                                        raw[2] or created)
-        else:
-            a = self.make_content_attrs(n.ino, _DIR, 0, raw[5] or created)
-        n.attrs = a
-        return a
+            return self.make_content_attrs(ino, _FILE_X if raw[4] else _FILE, raw[1],
+                                           raw[5] or created)
+        if rk == RAW_REF:
+            return self.make_content_attrs(ino, _FILE, raw[1], raw[3] or created)
+        if rk == RAW_SYMLINK:
+            return self.make_content_attrs(ino, _LINK,
+                                           len(raw[1].encode("utf-8", "surrogateescape")),
+                                           raw[2] or created)
+        return self.make_content_attrs(ino, _DIR, 0, raw[5] or created)
 
     def _hand_out(self, n: Inode) -> Any:
         n.lookups += 1
@@ -243,7 +248,11 @@ class Namespace:
                 if self._negative is None:
                     self._negative = self.make_attrs(Stat(0, entry_timeout=IMMUTABLE))
                 return self._negative
-            return self._hand_out(self._content(p, name, raw))
+            if raw[0] == RAW_DIR:
+                return self._hand_out(self._content(p, name, raw))
+            leaf, _ = self.inodes.leaf(p, name, _KIND[raw[0]])
+            leaf.lookups += 1
+            return self._raw_attrs(leaf.ino, raw, p.ver.created_ns)  # type: ignore[union-attr]
         if k == Kind.PROJECT:
             self._check_read(p.project, uid)
         child = await self._virtual_child(p, name)
@@ -304,7 +313,8 @@ class Namespace:
         return n
 
     def _content(self, p: Inode, name: bytes, raw: Raw) -> Inode:
-        n, new = self.inodes.child(p.ident, name, _KIND[raw[0]])
+        """The inode of a directory inside a version (files and symlinks are leaves)."""
+        n, new = self.inodes.child(p.ident, name, Kind.DIR)
         if new:
             n.raw, n.ver = raw, p.ver
         return n
@@ -370,6 +380,9 @@ class Namespace:
             del self._tables[oid]
             self._ahead_loads.discard(oid)
             ev.set()
+        info = self.manifest.dir_info(oid)
+        if info is not None and info[0] >= BATCH:
+            self._churn(info[0])
 
     def _dirs_ahead(self, oids: list[str]) -> None:
         """Load the tables of subdirectories just listed, in the background: a walk (``find``,
@@ -517,8 +530,9 @@ class Namespace:
         return False
 
     def _readdir_tree(self, h: DirHandle, start: int, reply: Reply) -> None:
-        """The hot loop of ``ls -l`` on big versions: kept free of per-entry objects
-        beyond the inode itself (its attributes are built once and cached on it)."""
+        """The hot loop of ``ls -l`` on big versions: streams the table from LMDB in
+        batches, and keeps per entry only what the kernel's count needs (a leaf for a file
+        or symlink, whose attributes are built per reply; a directory's are cached on it)."""
         p = h.node
         oid = p.oid
         if start == 0:
@@ -533,18 +547,26 @@ class Namespace:
                     return
                 after, cookie = batch[-1][0], cookie + len(batch)
         table, pident, ver, content_attrs = self.inodes, p.ident, p.ver, self._content_attrs
+        leaf, raw_attrs = table.leaf, self._raw_attrs
+        created = ver.created_ns  # type: ignore[union-attr]
         subdirs = h.subdirs
+        child: Inode | Leaf
         try:
             while True:
                 batch = self.manifest.entries(oid, after, BATCH)
                 if not batch:
                     return
                 for name, raw in batch:
-                    child, new = table.child(pident, name, _KIND[raw[0]])
-                    if new:
-                        child.raw, child.ver = raw, ver
                     cookie += 1
-                    if not reply(name, child.attrs or content_attrs(child), cookie):
+                    if raw[0] == RAW_DIR:
+                        child, new = table.child(pident, name, Kind.DIR)
+                        if new:
+                            child.raw, child.ver = raw, ver
+                        attrs = child.attrs or content_attrs(child)
+                    else:
+                        child, _ = leaf(p, name, _KIND[raw[0]])
+                        attrs = raw_attrs(child.ino, raw, created)
+                    if not reply(name, attrs, cookie):
                         self.inodes.drop_if_unused(child)
                         return
                     child.lookups += 1
@@ -552,6 +574,7 @@ class Namespace:
                     if raw[0] == RAW_DIR and subdirs is not None:
                         subdirs.append(raw[3])
                 after = batch[-1][0]
+                self._churn(len(batch))
         finally:
             if subdirs:
                 self._dirs_ahead(subdirs)
@@ -667,6 +690,18 @@ class Namespace:
     def forget(self, pairs: list[tuple[int, int]]) -> None:
         for ino, n in pairs:
             self.inodes.forget(ino, n)
+        self._churn(len(pairs))
+
+    def _churn(self, n: int) -> None:
+        """Count entries listed, loaded or forgotten; after every RELEASE_EVERY of them, give
+        memory back: the LMDB pages they touched (still in the page cache) and the C heap's
+        free pages.  This is what brings the daemon's RSS back down after ``ls -l`` of a
+        million entries was forgotten (and keeps it bounded while listing)."""
+        self._churned += n
+        if self._churned >= RELEASE_EVERY:
+            self._churned = 0
+            self.manifest.release_pages()
+            trim_heap()
 
     def check_write(self, ino: int, what: str) -> NoReturn:
         """Modifying operations outside drafts end here: EROFS."""
