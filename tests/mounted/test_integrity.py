@@ -118,7 +118,9 @@ def test_kill_9_then_mount_recovers_without_stacking(cli, mounter, source):
         if cycle == 0:  # status names the dead mount and the command that clears it
             st = json.loads(cli("status", "--json").stdout)
             dead = [s for s in st if s["mountpoint"] == m.mp]
-            assert len(dead) == 1 and dead[0]["dead"] and dead[0]["pid"] == m.pid
+            # pid 0: the record was pruned meanwhile by another artifactfs on this node
+            # (every root process shares the runtime directory); the mount table still tells
+            assert len(dead) == 1 and dead[0]["dead"] and dead[0]["pid"] in (m.pid, 0)
             assert f"artifactfs unmount {m.mp}" in dead[0]["fix"]
             text = cli("status").stdout
             assert "DEAD" in text and f"artifactfs unmount {m.mp}" in text
