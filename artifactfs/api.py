@@ -25,6 +25,7 @@ from .catalog import RunRecord, VersionRecord
 from .errors import NotFound, UsageError
 from .names import check_alias, check_name, check_path, check_project, parse_ref
 from .repo import Repo
+from .store.base import Store
 
 
 def _repo(store: str | None) -> Repo:
@@ -233,14 +234,15 @@ class Artifact:
         a._project, a._repo, a._base = rec.project, repo, rec
         return a
 
-    def _changes(self, repo: Repo, project: str) -> dict[str, model.Entry | None]:
-        """Ingest what was added; the changes to apply to the base (or to nothing)."""
+    def _changes(self, repo: Repo, project: str, store: Store) -> dict[str, model.Entry | None]:
+        """Ingest what was added (into ``store``, a write session's); the changes to apply to
+        the base (or to nothing)."""
         self._pending()
         if self._project is not None and self._project != project:
             raise UsageError(f"artifact belongs to project {self._project}, not {project}")
         repo.check_type(project, self._name, self.type)
         changes: dict[str, model.Entry | None] = dict(self._entries)
-        changes.update(ingest.store_files(repo.store, list(self._sources.values())))
+        changes.update(ingest.store_files(store, list(self._sources.values())))
         return changes
 
     def _commit_options(self, aliases: list[str], run: RunRecord | None) -> dict[str, Any]:
@@ -252,9 +254,10 @@ class Artifact:
 
     def _log(self, repo: Repo, project: str, aliases: list[str], run: RunRecord | None) -> None:
         options = self._commit_options(aliases, run)
-        changes = self._changes(repo, project)
-        rec, _ = repo.commit_entries(project, self._name, self.type, changes, base=self._base,
-                                     **options)
+        with repo.writing(f"log {project}/{self._name}") as w:
+            changes = self._changes(repo, project, w.store)
+            rec, _ = repo.commit_entries(project, self._name, self.type, changes,
+                                         base=self._base, session=w, **options)
         self._project = project
         self._bind(repo, rec)
 
@@ -364,9 +367,10 @@ class Run:
     def upsert_artifact(self, artifact: Artifact, distributed_id: str) -> Artifact:
         """Add this run's files to the shared draft ``distributed_id`` (any node, any time
         before it is finished)."""
-        changes = artifact._changes(self._repo, self.project)
-        distributed.upsert(self._repo, self.project, artifact.source_name, distributed_id,
-                           changes, writer=self.id)
+        with self._repo.writing(f"upsert {self.project}/{artifact.source_name}") as w:
+            changes = artifact._changes(self._repo, self.project, w.store)
+            distributed.upsert(self._repo, self.project, artifact.source_name, distributed_id,
+                               changes, writer=self.id, session=w)
         artifact._entries, artifact._sources = {}, {}
         return artifact
 
@@ -376,10 +380,11 @@ class Run:
         options = artifact._commit_options(
             list(dict.fromkeys([a for a in artifact.aliases if a != "latest"] + (aliases or []))),
             self.record)
-        changes = artifact._changes(self._repo, self.project)
-        rec, _ = distributed.finish(self._repo, self.project, artifact.source_name,
-                                    distributed_id, artifact.type, changes, writer=self.id,
-                                    **options)
+        with self._repo.writing(f"finish {self.project}/{artifact.source_name}") as w:
+            changes = artifact._changes(self._repo, self.project, w.store)
+            rec, _ = distributed.finish(self._repo, self.project, artifact.source_name,
+                                        distributed_id, artifact.type, changes, writer=self.id,
+                                        session=w, **options)
         artifact._project = self.project
         artifact._bind(self._repo, rec)
         return artifact

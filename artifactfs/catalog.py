@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import history, lockfile, model
 from .errors import (
@@ -44,6 +44,9 @@ from .errors import (
 )
 from .names import VERSION_RE, Ref, check_alias, check_name, check_project
 from .store.base import Store
+
+if TYPE_CHECKING:
+    from .gcsync import WriteSession
 
 NO_TTL_TYPES = ("run_table", "code", "job")
 MAX_ATTEMPTS = 1000
@@ -416,8 +419,10 @@ class Catalog:
         aliases: Iterable[str] = (), run: str | None = None, base: int | None = None,
         ttl_days: float | None = None,
         before_create: Callable[[int], None] | None = None,
+        session: WriteSession | None = None,
     ) -> tuple[VersionRecord, bool]:
-        """Create the next version for tree ``root`` (already saved with its objects).
+        """Create the next version for tree ``root`` (already saved with its objects, through
+        ``session``, whose checks run right before the record is written: see gcsync.py).
 
         Returns ``(record, created)``; ``created`` is False when the latest live version has
         the same digest, in which case that one is returned (and gets the aliases).
@@ -445,6 +450,8 @@ class Catalog:
                 metadata=dict(metadata or {}), run=run, base=base, ttl_days=ttl_days)
             if before_create is not None:
                 before_create(n)
+            if session is not None:
+                session.before_record()
             if self.store.put_if_absent(_vkey(project, name, n), _dumps(rec.to_json())):
                 self._apply_aliases(project, name, n, aliases)
                 if run is not None:

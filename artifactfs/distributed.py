@@ -31,6 +31,7 @@ from typing import Any
 from . import model
 from .catalog import VersionRecord, now_iso
 from .errors import AlreadyExists, Conflict, IntegrityError, NotFound, StoreUnavailable
+from .gcsync import WriteSession
 from .names import check_name, check_project
 from .repo import Repo
 
@@ -62,8 +63,10 @@ def _marker(repo: Repo, prefix: str) -> dict[str, Any] | None:
 
 
 def upsert(repo: Repo, project: str, name: str, draft_id: str,
-           entries: Mapping[str, model.Entry | None], writer: str) -> int:
-    """Add this writer's entries (already ingested) to the shared draft; returns their count."""
+           entries: Mapping[str, model.Entry | None], writer: str,
+           session: WriteSession | None = None) -> int:
+    """Add this writer's entries (already ingested, through ``session``) to the shared draft;
+    returns their count."""
     prefix = _prefix(project, name, draft_id)
     check_name(writer, "writer id")
     if _marker(repo, prefix) is not None:
@@ -76,6 +79,8 @@ def upsert(repo: Repo, project: str, name: str, draft_id: str,
     known.update({p: _entry_to_json(e) for p, e in entries.items() if e is not None})
     doc = {"writer": writer, "created_at": now_iso(), "entries": known}
     repo.store.sync()
+    if session is not None:
+        session.before_record()
     repo.store.put(prefix + "parts/" + part, json.dumps(doc, sort_keys=True).encode())
     deadline = time.monotonic() + WAIT_SECONDS
     while True:

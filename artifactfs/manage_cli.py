@@ -7,6 +7,7 @@ module level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -134,24 +135,53 @@ def ttl_clear(c: Ctx, target: str, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @click.option("--grace", default=24.0, show_default=True, metavar="HOURS",
               help="Keep objects younger than this, and those of versions deleted since.")
+@click.option("--force", is_flag=True, help="Allow a grace period below one hour.")
 @json_option
 @pass_ctx
-def gc(c: Ctx, dry_run: bool, grace: float, as_json: bool) -> None:
+def gc(c: Ctx, dry_run: bool, grace: float, force: bool, as_json: bool) -> None:
     """Remove store objects that no live version or distributed draft needs."""
     from . import gc as gc_mod
     if grace < 0:
         raise UsageError(f"invalid grace period {grace!r}: must not be negative")
-    r = gc_mod.collect(c.repo, grace * 3600, dry_run)
+    if grace * 3600 < gc_mod.SAFE_GRACE_SECONDS:
+        if not force:
+            raise UsageError("a grace period below 1 hour can take the content of drafts based "
+                             "on versions deleted meanwhile (drafts on other nodes are not "
+                             "visible in the store): pass --force to run it anyway")
+        click.echo(f"warning: grace period {grace:g} h: drafts based on versions deleted less "
+                   "than an hour ago may lose their base content", err=True)
+    try:
+        r = gc_mod.collect(c.repo, grace * 3600, dry_run, waiting=_gc_waiting())
+    except gc_mod.GcFailed as e:
+        for p in e.report.problems:
+            click.echo(f"gc: could not read {p}", err=True)
+        raise
     if as_json:
         echo_json({"dry_run": dry_run, "objects": r.objects, "reachable": r.reachable,
                    "deleted": r.deleted, "bytes_freed": r.bytes_freed,
-                   "kept_young": r.kept_young, "problems": r.problems})
+                   "kept_young": r.kept_young, "leftovers": r.leftovers,
+                   "leftover_bytes": r.leftover_bytes, "waited_for": r.waited_for,
+                   "problems": r.problems})
         return
     verb = "would remove" if dry_run else "removed"
-    for p in r.problems:
-        click.echo(f"warning: {p}", err=True)
     click.echo(f"{r.objects} objects, {r.reachable} needed, {verb} {r.deleted} "
                f"({fmt_size(r.bytes_freed)}), kept {r.kept_young} younger than the grace period")
+    if r.leftovers:
+        click.echo(f"{verb} {r.leftovers} temp file(s) or unfinished upload(s) of writers that "
+                   f"died ({fmt_size(r.leftover_bytes)})")
+
+
+def _gc_waiting() -> Callable[[list[Any]], None]:
+    """Says once on stderr which writers in flight gc waits for."""
+    said: set[str] = set()
+
+    def show(leases: list[Any]) -> None:
+        for le in leases:
+            if le.id not in said:
+                said.add(le.id)
+                click.echo(f"gc: waiting for a writer in flight: {le.describe()}", err=True)
+
+    return show
 
 
 __all__ = ["alias", "delete", "gc", "ttl"]

@@ -6,12 +6,13 @@ store I/O; the FUSE daemon calls the catalog from worker threads instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import fetch, ingest, lockfile, model, tree
+from . import fetch, gcsync, ingest, lockfile, model, tree
 from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
 from .names import Ref, check_name, check_project, parse_ref
@@ -56,18 +57,32 @@ class Repo:
                 continue
 
     # --- writing ---------------------------------------------------------------------------
+    def writing(self, what: str) -> gcsync.WriteSession:
+        """A writer's lease against concurrent gc (gcsync.py): store objects through its
+        ``store`` and write the record inside it."""
+        return gcsync.WriteSession(self.store, what)
+
+    def _session(self, session: gcsync.WriteSession | None, what: str
+                 ) -> contextlib.AbstractContextManager[gcsync.WriteSession]:
+        return contextlib.nullcontext(session) if session is not None else self.writing(what)
+
     def commit_entries(
         self, project: str, name: str, type_: str, changes: Mapping[str, model.Entry | None],
-        base: VersionRecord | None = None, **kw: Any,
+        base: VersionRecord | None = None, session: gcsync.WriteSession | None = None,
+        **kw: Any,
     ) -> tuple[VersionRecord, bool]:
-        """Build the tree for ``base`` + ``changes`` and allocate a version for it."""
+        """Build the tree for ``base`` + ``changes`` and allocate a version for it.  Objects
+        the changes refer to must have been stored through ``session``."""
         check_project(project)
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
-        root = ingest.build_tree(self.catalog.save_node, self.catalog.load_node,
-                                 base.root if base else None, changes, self.catalog.load_index)
-        return self.catalog.commit_version(project, name, type_, root,
-                                           base=base.version if base else None, **kw)
+        with self._session(session, f"commit {project}/{name}") as w:
+            root = ingest.build_tree(w.save_node, self.catalog.load_node,
+                                     base.root if base else None, changes,
+                                     self.catalog.load_index)
+            return self.catalog.commit_version(project, name, type_, root,
+                                               base=base.version if base else None,
+                                               session=w, **kw)
 
     def put_path(
         self, local: str, project: str, name: str, type_: str, *, path_name: str | None = None,
@@ -88,11 +103,12 @@ class Repo:
         sources = ingest.scan(local, path_name, follow_symlinks)
         reused: dict[str, model.Entry] = {}
         files: list[ingest.Source] = []
-        if hints is not None:
-            sources = self._unchanged(sources, hints, project, name, reused, files, progress)
-        entries = ingest.store_files(self.store, sources, progress)
-        entries.update(reused)
-        result = self.commit_entries(project, name, type_, entries, **kw)
+        with self.writing(f"put {project}/{name}") as w:
+            if hints is not None:
+                sources = self._unchanged(sources, hints, project, name, reused, files, progress)
+            entries = ingest.store_files(w.store, sources, progress)
+            entries.update(reused)
+            result = self.commit_entries(project, name, type_, entries, session=w, **kw)
         if hints is not None:
             hints.record(((s, entries[s.path].digest) for s in files), started)
         return result

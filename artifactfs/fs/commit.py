@@ -37,6 +37,7 @@ from typing import Any
 from .. import distributed, errors, ingest, model
 from ..catalog import RunRecord, VersionRecord
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
+from ..gcsync import WriteSession
 from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
 from .control import MAX_WAIT
@@ -184,11 +185,11 @@ def commit_draft(
         draft.thaw()
 
 
-def _changes(draft: Draft, repo: Repo, report: Report | None = None) -> dict[str, Any]:
+def _changes(draft: Draft, w: WriteSession, report: Report | None = None) -> dict[str, Any]:
     """The draft's changes from its base, with its new and modified files stored."""
     plan = draft.plan()
     changes: dict[str, Any] = dict(plan.changes)
-    changes.update(plan.stored(ingest.store_files(repo.store, plan.sources,
+    changes.update(plan.stored(ingest.store_files(w.store, plan.sources,
                                                   _counter(plan.sources, report))))
     _checkpoint("ingested")
     return changes
@@ -238,9 +239,10 @@ def upsert_draft(area: DraftArea, draft: Draft, repo: Repo, writer: str, *,
             raise UsageError(f"upsert can only add or replace files, but draft {draft.label} "
                              f"removes: {shown}; remove them in the finishing commit instead")
         changes = dict(plan.changes)
-        changes.update(plan.stored(ingest.store_files(repo.store, plan.sources,
-                                                      _counter(plan.sources, report))))
-        count = distributed.upsert(repo, m.project, m.name, m.id, changes, writer)
+        with repo.writing(f"upsert {draft.label}") as w:
+            changes.update(plan.stored(ingest.store_files(w.store, plan.sources,
+                                                          _counter(plan.sources, report))))
+            count = distributed.upsert(repo, m.project, m.name, m.id, changes, writer, w)
         area.discard(draft)
         return count
     finally:
@@ -262,11 +264,12 @@ def finish_draft(
     _freeze(draft, wait)
     try:
         run_rec = _run_of(repo, draft, run, opts, may_run)
-        changes = _changes(draft, repo, report)
-        rec, created = distributed.finish(
-            repo, m.project, m.name, m.id, opts.type_, changes, writer, base=draft.base,
-            description=opts.description, metadata=opts.metadata, aliases=opts.aliases,
-            run=f"{run_rec.project}/{run_rec.id}" if run_rec else None)
+        with repo.writing(f"finish {draft.label}") as w:
+            changes = _changes(draft, w, report)
+            rec, created = distributed.finish(
+                repo, m.project, m.name, m.id, opts.type_, changes, writer, base=draft.base,
+                description=opts.description, metadata=opts.metadata, aliases=opts.aliases,
+                run=f"{run_rec.project}/{run_rec.id}" if run_rec else None, session=w)
         _checkpoint("version-created")
         area.discard(draft)
         return rec, created
@@ -278,9 +281,18 @@ def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description
            metadata: dict[str, Any], run: RunRecord | None,
            report: Report | None, load: model.Loader | None = None,
            index: model.Indexer | None = None) -> tuple[VersionRecord, bool]:
+    with repo.writing(f"commit {draft.label}") as w:
+        return _build_in(draft, repo, w, type_, aliases, description, metadata, run, report,
+                         load, index)
+
+
+def _build_in(draft: Draft, repo: Repo, w: WriteSession, type_: str, aliases: list[str],
+              description: str, metadata: dict[str, Any], run: RunRecord | None,
+              report: Report | None, load: model.Loader | None,
+              index: model.Indexer | None) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
-    changes = _changes(draft, repo, report)
-    root = ingest.build_tree(cat.save_node, load or cat.load_node, base.root if base else None,
+    changes = _changes(draft, w, report)
+    root = ingest.build_tree(w.save_node, load or cat.load_node, base.root if base else None,
                              changes, index or cat.load_index)
     _checkpoint("trees-built")
     if base is not None and root.digest == base.digest:
@@ -297,7 +309,7 @@ def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description
     return cat.commit_version(
         m.project, m.name, type_, root, description=description, metadata=metadata,
         aliases=aliases, run=f"{run.project}/{run.id}" if run else None,
-        base=base.version if base else None, before_create=intent)
+        base=base.version if base else None, before_create=intent, session=w)
 
 
 def _recover(draft: Draft, repo: Repo, aliases: list[str]) -> VersionRecord | None:

@@ -13,10 +13,10 @@ import re
 from urllib.parse import unquote, urlsplit
 
 from ..errors import UsageError
-from .base import ListItem, Store
+from .base import Leftover, ListItem, Store
 from .local import LocalStore
 
-__all__ = ["ListItem", "LocalStore", "Store", "default_store_path", "open_store"]
+__all__ = ["Leftover", "ListItem", "LocalStore", "Store", "default_store_path", "open_store"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 

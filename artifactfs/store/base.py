@@ -23,6 +23,16 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Leftover:
+    """What a crashed writer left behind outside the keys (a temp file, an unfinished upload)."""
+
+    name: str  # shown to the operator
+    size: int
+    mtime: float  # store time it was last written
+    token: str  # for :meth:`Store.remove_leftover`
+
+
+@dataclass(frozen=True, slots=True)
 class ListItem:
     key: str
     size: int
@@ -78,6 +88,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         """The immediate "sub-directory" names under ``prefix`` (which ends with '/')."""
+
+    def touch(self, key: str, data: bytes) -> None:
+        """Bring content-addressed object ``key`` (whose bytes are ``data``) to an mtime of now,
+        in place where the store can, else by writing it again; re-create it if it vanished.
+        gc (see gcsync.py) never takes an object touched after it started."""
+        self.put(key, data)
+
+    def leftovers(self, before: float) -> builtins.list[Leftover]:
+        """Temp files or unfinished uploads last written before ``before`` (store time)."""
+        return []
+
+    def remove_leftover(self, item: Leftover) -> None:  # noqa: B027 - optional hook
+        """Remove one of :meth:`leftovers` (absent is fine)."""
 
     def sync(self) -> None:  # noqa: B027 - optional hook
         """Make every write so far durable (a no-op where writes are durable at once)."""

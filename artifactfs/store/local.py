@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 from ..errors import NotFound, PreconditionFailed, UsageError
 from ..fsutil import fsync_dir, write_file
-from .base import ListItem, Store
+from .base import Leftover, ListItem, Store
 
 _libc = ctypes.CDLL(None, use_errno=True)
 TMP_DIR = ".tmp"
@@ -246,6 +246,45 @@ class LocalStore(Store):
             os.unlink(self._path(key))
         except FileNotFoundError:
             pass
+
+    def touch(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            os.utime(path)
+            return
+        except FileNotFoundError:
+            self.put_if_absent(key, data)
+            return
+        except PermissionError:  # another user's file: a fresh copy of the same bytes
+            pass
+        tmp = self._write_tmp(data, fsync=False)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def leftovers(self, before: float) -> builtins.list[Leftover]:
+        out = []
+        try:
+            entries = list(os.scandir(self._tmp))
+        except OSError:
+            return []
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if st.st_mtime < before:
+                out.append(Leftover(f"{TMP_DIR}/{e.name}", st.st_size, st.st_mtime, e.name))
+        return out
+
+    def remove_leftover(self, item: Leftover) -> None:
+        if "/" in item.token or item.token in ("", ".", ".."):
+            raise UsageError(f"invalid temp file name {item.token!r}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._tmp, item.token))
 
     def sync(self) -> None:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)

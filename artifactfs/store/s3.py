@@ -46,7 +46,7 @@ from ..errors import (
     UsageError,
 )
 from ..s3util import call_with_retry, error_code, parse_s3_uri, s3_client
-from .base import ListItem, Store
+from .base import Leftover, ListItem, Store
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # type: ignore[import-not-found]
@@ -399,6 +399,59 @@ class S3Store(Store):
             if code == "NoSuchKey" or (status == 404 and code != "NoSuchBucket"):
                 return
             raise self._error(e, what, key) from None
+
+    def touch(self, key: str, data: bytes) -> None:
+        """A copy of the object onto itself: a new LastModified, no bytes sent."""
+        full = self._key(key)
+        what = f"COPY (touch) {self._show(full)}"
+        try:
+            self._call(what, lambda: self._client.copy_object(
+                Bucket=self.bucket, Key=full, CopySource={"Bucket": self.bucket, "Key": full},
+                MetadataDirective="REPLACE", Metadata={"touched": "1"}))
+        except ClientError as e:
+            code, status = error_code(e)
+            if code in ("NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket"):
+                self.put_if_absent(key, data)  # swept a moment ago
+                return
+            raise self._error(e, what, key) from None
+
+    def leftovers(self, before: float) -> builtins.list[Leftover]:
+        """Multipart uploads started before ``before`` and never completed nor aborted."""
+        c = self._client
+        what = f"LIST multipart uploads {self._show(self._base)}"
+        out: builtins.list[Leftover] = []
+        marker: dict[str, str] = {}
+        while True:
+            def page(marker: dict[str, str] = marker) -> dict[str, Any]:
+                return dict(c.list_multipart_uploads(Bucket=self.bucket, Prefix=self._base,
+                                                     **marker))  # type: ignore[arg-type]
+            try:
+                resp = self._call(what, page)
+            except ClientError as e:
+                raise self._error(e, what, "") from None
+            for up in resp.get("Uploads") or ():
+                started = up["Initiated"].timestamp()
+                if started < before:
+                    key = up["Key"][len(self._base):]
+                    out.append(Leftover(f"unfinished upload of {key}", 0, started,
+                                        f"{up['UploadId']} {up['Key']}"))
+            if not resp.get("IsTruncated"):
+                return out
+            marker = {"KeyMarker": resp.get("NextKeyMarker") or "",
+                      "UploadIdMarker": resp.get("NextUploadIdMarker") or ""}
+
+    def remove_leftover(self, item: Leftover) -> None:
+        upload_id, _, full = item.token.partition(" ")
+        if not full.startswith(self._base):
+            raise UsageError(f"not an upload of this store: {full!r}")
+        what = f"ABORT multipart upload of {self._show(full)}"
+        try:
+            self._call(what, lambda: self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id))
+        except ClientError as e:
+            code, _ = error_code(e)
+            if code != "NoSuchUpload":
+                raise self._error(e, what, full) from None
 
     def sync(self) -> None:
         """Nothing to do: an S3 write is durable once it is answered."""
