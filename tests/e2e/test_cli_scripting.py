@@ -67,7 +67,7 @@ def test_every_documented_json_shape_of_the_store_commands(tmp_path: Path, src: 
     assert js(store, "ttl set-default", "p", "7") == {"project": "p", "ttl_days": 7}
     assert js(store, "ttl clear", "p") == {"project": "p", "ttl_days": None}
     assert js(store, "delete", "p/a:v1") == {"artifact": "p/a:v1", "deleted": 1}
-    gc = js(store, "gc", "--dry-run", "--grace", "0")
+    gc = js(store, "gc", "--dry-run", "--grace", "0", "--force")
     assert gc["dry_run"] is True and gc["deleted"] > 0 and gc["problems"] == []
     assert js(store, "delete", "p/a", "--delete-aliases") == {"artifact": "p/a", "deleted": 1}
     cache = tmp_path / "cache"
