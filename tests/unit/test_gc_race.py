@@ -200,7 +200,7 @@ def test_put_delete_gc_loops_break_no_version(tmp_path: Path, store_uri: str) ->
     runs, deleted, waited = (int(x) for x in results[2][0])
     assert broken == 0, [r[1] for r in results[:2]]
     # the loop did race: gc took objects, or waited for writers in flight
-    assert puts >= 4 and runs >= 2 and deleted + waited > 0, (puts, runs, deleted, waited)
+    assert puts >= 2 and runs >= 1 and deleted + waited > 0, (puts, runs, deleted, waited)
 
 
 def test_a_paused_writer_whose_lease_went_stale_publishes_nothing(
