@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_gc import settle
 
 from artifactfs import gc, gcsync
 from artifactfs.catalog import Catalog
@@ -67,6 +68,7 @@ def test_gc_between_uploads_and_record_waits_for_the_writer(
     assert result["report"].waited_for == 1 and result["report"].deleted == 0
     # once the writer is done, and the version deleted, its objects are collected
     repo.catalog.delete_version("p", "a", 1)
+    settle(store_uri)
     assert gc.collect(Repo(store_uri), grace_seconds=0).deleted > 0
 
 
