@@ -194,7 +194,9 @@ def test_cache_info_and_cleanup_find_the_caches_of_running_mounts(
     assert mine["mounts"] == [m.mp] and mine["max_bytes"] == 2**30 and mine["bytes"] > 0
     text = run(env, "cache", "info").stdout
     assert f"{cache}: " in text and f"used by {m.mp}" in text
-    after = {c["cache_dir"]: c for c in js(env, "cache cleanup", "0")}
+    # (with --cache-dir: without, every running mount of this node would evict, other
+    # tests' too)
+    after = {c["cache_dir"]: c for c in js(env, "cache cleanup", "0", "--cache-dir", str(cache))}
     assert after[str(cache)]["bytes"] == 0
     assert Path(m.path("p", "a", "v0", "README")).read_text() == "hello\n"  # still serves
 
