@@ -65,14 +65,6 @@ def artifact_ref(value: str, cfg: config_mod.Config | None = None,
     return parse_ref(value, default_project=project, allow_ref=allow_ref)
 
 
-def ctx() -> Ctx:
-    """The current command's :class:`Ctx` (for commands that do not take ``pass_ctx``)."""
-    obj = click.get_current_context().find_root().obj
-    if isinstance(obj, Ctx):
-        return obj
-    return Ctx(config_mod.load())
-
-
 def json_option(f: F) -> F:
     """``--json``: print the command's documented JSON shape (docs/cli.md) instead of text."""
     return click.option("--json", "as_json", is_flag=True,

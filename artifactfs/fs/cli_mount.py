@@ -3,6 +3,11 @@
 Imported by every CLI run (the CLI registers every command found here), so this module imports
 nothing heavy at import time: pyfuse3, trio and lmdb are loaded only by the command that needs
 them.  The context object is the CLI's (a ``Config``, or an object with ``.config``).
+
+What is subtle: paths are made absolute and checked here, before ``mount`` forks a daemon that
+changes directory to ``/``; ``cache info``/``cleanup`` find caches through the mount registry
+(a mount may use any ``--cache-dir``), and content a running daemon caches is evicted by that
+daemon (it knows what is in use), never from under it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 import click
 
+from ..clikit import fmt_size as _size
 from ..config import Config, absolute_path, check_store_exists, parse_size
 from ..errors import ArtifactfsError, UsageError
 from ..safetext import escape
@@ -28,14 +34,6 @@ def _config(obj: Any) -> Config:
     return cfg
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 # not readable=True: a mount whose daemon was killed fails access() (ENOTCONN) while the kernel
 # still answers stat() from cached attributes, and mount/unmount must reach their recovery
 MOUNTPOINT = click.Path(file_okay=False, readable=False)  # (also: completes directories)
@@ -43,7 +41,8 @@ MOUNTPOINT = click.Path(file_okay=False, readable=False)  # (also: completes dir
 
 @click.command()
 @click.argument("mountpoint", type=MOUNTPOINT)
-@click.option("--cache-dir", metavar="DIR", help="Local cache directory.")
+@click.option("--cache-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Local cache directory.")
 @click.option("--cache-size", metavar="SIZE", help="Cache bound, e.g. 50GiB.")
 @click.option("--refresh", type=float, metavar="SEC",
               help="Seconds before version and alias lists are re-read (default 10).")

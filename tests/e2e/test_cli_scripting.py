@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -174,3 +175,16 @@ def test_completion_scripts_for_three_shells(tmp_path: Path, src: Path) -> None:
     p = subprocess.run(["bash", "--norc", "-c", bash], capture_output=True, text=True, env=env,
                        timeout=30)
     assert p.stdout.split() == ["latest"], p.stderr
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="needs fish")
+def test_fish_completes_versions_from_the_store(tmp_path: Path, src: Path) -> None:
+    store = tmp_path / "store"
+    run(store, "put", str(src), "-n", "vision/cats", "-a", "best")
+    env = {**os.environ, "ARTIFACTFS_STORE": str(store),
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    p = subprocess.run(["fish", "--no-config", "-c", "artifactfs completion fish | source; "
+                        "complete -C'artifactfs get vision/cats:'"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert p.stdout.split() == ["vision/cats:best", "vision/cats:latest", "vision/cats:v0"], \
+        p.stderr
