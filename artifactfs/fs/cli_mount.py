@@ -175,9 +175,12 @@ def _blob_dir(cache_dir: str) -> str:
 
 
 def _du(path: str) -> tuple[int, int]:
+    """Bytes and files of cached content (dot files are the cache's markers, not content)."""
     total = files = 0
     for dirpath, _dirs, names in os.walk(path):
         for n in names:
+            if n.startswith("."):
+                continue
             try:
                 total += os.lstat(os.path.join(dirpath, n)).st_size
                 files += 1
@@ -266,6 +269,8 @@ def _offline_cleanup(directory: str, target: int) -> None:
     found = []
     for dirpath, _dirs, names in os.walk(directory):
         for n in names:
+            if n.startswith("."):  # a marker (e.g. refs/.rules), not content
+                continue
             p = os.path.join(dirpath, n)
             try:
                 st = os.lstat(p)

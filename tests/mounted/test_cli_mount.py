@@ -197,7 +197,8 @@ def test_cache_info_and_cleanup_find_the_caches_of_running_mounts(
     # (with --cache-dir: without, every running mount of this node would evict, other
     # tests' too)
     after = {c["cache_dir"]: c for c in js(env, "cache cleanup", "0", "--cache-dir", str(cache))}
-    assert after[str(cache)]["bytes"] == 0
+    left = [(p, p.stat().st_size) for p in (cache / "blobs").rglob("*") if p.is_file()]
+    assert after[str(cache)]["bytes"] == 0, left
     assert Path(m.path("p", "a", "v0", "README")).read_text() == "hello\n"  # still serves
 
 
