@@ -262,7 +262,7 @@ def _usage_message(e: click.UsageError) -> str:
 
 def _show_usage_error(e: click.UsageError) -> None:
     where = f" ({e.ctx.command_path} --help)" if e.ctx is not None else ""
-    click.echo(f"error: {_usage_message(e)}{where}", err=True)
+    click.echo(escape(f"error: {_usage_message(e)}{where}"), err=True)  # (echoes what was typed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         _show_usage_error(e)
         sys.exit(2)
     except click.ClickException as e:
-        click.echo(f"error: {_usage_message(click.UsageError(e.format_message()))}", err=True)
+        click.echo(escape(f"error: {_usage_message(click.UsageError(e.format_message()))}"),
+                   err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
