@@ -29,7 +29,8 @@ from .store.base import Store
 
 
 def _repo(store: str | None) -> Repo:
-    return Repo(store or config_mod.load().store, notify_mounts=True)
+    cfg = config_mod.load()
+    return Repo(store or cfg.store, notify_mounts=True, private=cfg.restricts_reads)
 
 
 class ArtifactEntry:

@@ -46,7 +46,8 @@ class Ctx:
 
             if not create:
                 config_mod.check_store_exists(self.config.store)
-            self._repo = Repo(self.config.store, notify_mounts=True)
+            self._repo = Repo(self.config.store, notify_mounts=True,
+                              private=self.config.restricts_reads)
         return self._repo
 
     def ref(self, value: str, allow_ref: bool = True) -> Ref:

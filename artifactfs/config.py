@@ -193,6 +193,12 @@ class Config:
     references: References = field(default_factory=References)
     config_file: str | None = None  # the --config file, else None: the default files
 
+    @property
+    def restricts_reads(self) -> bool:
+        """Whether some project names its readers (SPEC §9): a directory store made now is
+        then not readable by others (store/local.py)."""
+        return any(p.readers for p in self.projects.values())
+
     def with_flags(self, **flags: Any) -> Config:
         """A copy with every flag that is not ``None`` applied (paths made absolute)."""
         changes = {k: v for k, v in flags.items() if v is not None}

@@ -26,10 +26,11 @@ class Repo:
     """A store and its catalog."""
 
     def __init__(self, store: Store | str | None, notify_mounts: bool = False,
-                 lock: str | None = None) -> None:
-        """``lock``: a lock file whose pins every resolve obeys (default: $ARTIFACTFS_LOCK)."""
+                 lock: str | None = None, private: bool = False) -> None:
+        """``lock``: a lock file whose pins every resolve obeys (default: $ARTIFACTFS_LOCK).
+        ``private``: a directory store made now is not readable by others."""
         pins = lockfile.Lock.load(lock) if lock else lockfile.from_env()
-        self.store = store if isinstance(store, Store) else open_store(store)
+        self.store = store if isinstance(store, Store) else open_store(store, private)
         self.catalog = Catalog(self.store,
                                on_change=self._notify_mounts if notify_mounts else None)
         self.catalog.pins = pins

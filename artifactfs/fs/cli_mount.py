@@ -133,7 +133,8 @@ def status(obj: Any, as_json: bool) -> None:
         out.append({"mountpoint": rec.mountpoint, "pid": rec.pid, "store": rec.store,
                     "cache_dir": rec.cache_dir, "log": rec.log, "dead": False,
                     "responding": bool(st), "store_reachable": st.get("store_reachable"),
-                    "cache": st.get("cache", {}), "namespace": st.get("namespace", {})})
+                    "cache": st.get("cache", {}), "namespace": st.get("namespace", {}),
+                    "store_warning": st.get("store_warning")})
     for d in registry.dead_mounts():
         out.append({"mountpoint": d.mountpoint, "pid": d.pid, "store": d.store, "dead": True,
                     "responding": False, "fix": d.fix})
@@ -155,6 +156,8 @@ def _print_mount(m: dict[str, Any]) -> None:
     c = m["cache"]
     reach = {True: "reachable", False: "UNREACHABLE", None: "unknown"}[m["store_reachable"]]
     click.echo(escape(f"{m['mountpoint']}  pid {m['pid']}  store {m['store']} ({reach})"))
+    if m.get("store_warning"):
+        click.echo(escape(f"  WARNING: {m['store_warning']}"))
     if not m["responding"]:
         click.echo("  daemon not responding")
         return

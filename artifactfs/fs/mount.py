@@ -196,7 +196,8 @@ class Daemon:
 
     def __init__(self, cfg: Config, opts: MountOptions, ready_fd: int | None) -> None:
         self.cfg, self.opts, self.ready_fd = cfg, opts, ready_fd
-        self.store = open_store(cfg.store)
+        self.store = open_store(cfg.store, private=cfg.restricts_reads)
+        self.store_warning = self._store_warning(cfg)
         sid = hashlib.sha256(self.store.uri.encode()).hexdigest()[:16]
         self.manifest = ManifestCache(os.path.join(cfg.cache_dir, "manifest", sid))
         self.blobs = BlobCache(self.store, os.path.join(cfg.cache_dir, "blobs"), cfg.cache_size,
@@ -243,6 +244,14 @@ class Daemon:
         cat.pins = self.repo.catalog.pins
         return cat
 
+    def _store_warning(self, cfg: Config) -> str | None:
+        """Logged loudly, and shown by status: the ACL guards the mount, not the store."""
+        warning = self.store.exposure(
+            {p: frozenset((*a.readers, *a.writers)) for p, a in cfg.projects.items() if a.readers})
+        if warning:
+            log.warning("WARNING: %s", warning)
+        return warning
+
     def _sidecar_get(self, key: str) -> str | None:
         v = self.manifest.get_doc(key)
         return v if isinstance(v, str) else None
@@ -271,7 +280,7 @@ class Daemon:
         return {"mountpoint": self.opts.mountpoint, "store": self.store.uri, "pid": os.getpid(),
                 "uptime": time.time() - self.started, "cache": self.blobs.stats(),
                 "namespace": ns, "store_reachable": reachable,
-                "cache_dir": self.cfg.cache_dir}
+                "cache_dir": self.cfg.cache_dir, "store_warning": self.store_warning}
 
     async def _refresh(self, req: dict[str, Any], peer: Peer) -> dict[str, Any]:
         project, _, name = str(req.get("artifact", "")).partition("/")
@@ -350,6 +359,10 @@ class Daemon:
                 self.access.replace(new.projects)
                 log.info("access rules reloaded from the config (%d projects)",
                          len(new.projects))
+                self.store_warning = self._store_warning(new)
+            if new is not None and new.references != self.blobs.gate.references:
+                self.blobs.gate = Gate(new.references, shared=self.opts.allow_other)
+                log.info("[references] reloaded from the config")
 
     async def _signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:

@@ -23,7 +23,7 @@ Two modes, chosen by the mount:
     address every reader may reach.
 
   A refusal is :class:`PermissionDenied` (EACCES) and one warning line naming the uid, the
-  user name and the URI, with control characters escaped (:func:`escape`).
+  user name and the URI, with control characters escaped (``safetext.escape``).
 
 What is subtle:
 
@@ -34,6 +34,11 @@ What is subtle:
   another.  Remote bytes are cached; every open checks the (caller-independent) lists first,
   and the cache remembers under which policy its reference bytes were fetched (:meth:`tag`):
   a daemon started with another policy or mode drops them.
+* The daemon replaces its gate when ``[references]`` changes in the config; every later open
+  is checked against the new rules.  Cached remote bytes stay until the next start drops those
+  fetched under other rules (:meth:`tag`): a host name later removed from ``private_hosts``
+  that meanwhile resolves to a public address could still be served the bytes fetched from
+  its private one — the operator's own earlier allowance, not an attacker's.
 * The caller travels in a context variable (:data:`READER`) set by fs/ops.py for the calls
   that may read references (open, setattr), so a copy-up deep in the draft code, run in a
   worker thread (trio copies the context), reads with the caller's authority; in shared mode
@@ -48,35 +53,21 @@ import json
 import logging
 import os
 import pwd
-import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 
 from ..config import References
 from ..errors import PermissionDenied
 from ..model import Entry, RefInfo
+from ..safetext import escape
 from . import file, identity, localfs, scheme_of
 from .identity import Reader
 from .netpolicy import NetPolicy
 
-__all__ = ["READER", "Gate", "Reader", "current", "escape", "reading_for"]
+__all__ = ["READER", "Gate", "Reader", "current", "reading_for"]
 
 log = logging.getLogger("artifactfs.refs")
 READER: ContextVar[Reader | None] = ContextVar("artifactfs_reader", default=None)
-_UNSAFE = re.compile("[\\x00-\\x1f\\x7f-\\x9f\\\\\u2028\u2029\u202a-\u202e\u2066-\u2069"
-                     "\ud800-\udfff]")
-
-
-def escape(s: str) -> str:
-    """``s`` safe for one log or terminal line: control, line/paragraph separator, bidi
-    override and lone surrogate characters shown as ``\\xNN`` / ``\\uNNNN``, backslashes
-    doubled, so no untrusted string can start a line of its own or hide another."""
-    def one(m: re.Match[str]) -> str:
-        c = m.group()
-        if c == "\\":
-            return "\\\\"
-        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
-    return _UNSAFE.sub(one, s)
 
 
 @contextlib.contextmanager
@@ -104,14 +95,14 @@ class Gate:
         self.buckets = frozenset(refs.buckets)
         self.net = NetPolicy(refs.private_hosts) if shared else None
         self.euid = os.geteuid()
-        self._refs = refs
+        self.references = refs
 
     def tag(self) -> str:
         """Names the rules remote reference bytes are fetched under (the blob cache keeps
         them only while it stays the same)."""
         if not self.shared:
             return "own"
-        doc = {"buckets": sorted(self.buckets), "private_hosts": sorted(self._refs.private_hosts)}
+        doc = {"buckets": sorted(self.buckets), "private_hosts": sorted(self.references.private_hosts)}
         return "shared-" + hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
     def open(self, entry: Entry, reader: Reader | None) -> file.Source | None:

@@ -28,10 +28,11 @@ def default_store_path() -> str:
     return os.path.join(data_home, "artifactfs", "store")
 
 
-def open_store(uri: str | None) -> Store:
-    """The store at ``uri`` (``None`` or empty: the default directory store)."""
+def open_store(uri: str | None, private: bool = False) -> Store:
+    """The store at ``uri`` (``None`` or empty: the default directory store).  ``private``: a
+    directory store made now is not readable by others (the config restricts projects)."""
     if uri is None or not uri.strip():
-        return LocalStore(default_store_path())
+        return LocalStore(default_store_path(), private=private)
     uri = uri.strip()
     if uri.startswith("s3://"):
         from .s3 import S3Store
@@ -44,8 +45,8 @@ def open_store(uri: str | None) -> Store:
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise UsageError(f"invalid store URI {uri!r}: use file:///absolute/path")
-        return LocalStore(path)
+        return LocalStore(path, private=private)
     if _SCHEME.match(uri):
         raise UsageError(
             f"unsupported store URI {uri!r}: use a directory, file:///path or s3://bucket/prefix")
-    return LocalStore(os.path.expanduser(uri))
+    return LocalStore(os.path.expanduser(uri), private=private)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 
@@ -107,6 +107,12 @@ class Store(abc.ABC):
 
     def local_path(self, key: str) -> str | None:
         """A local file holding ``key``'s bytes that may be read in place, if any."""
+        return None
+
+    def exposure(self, readers: Mapping[str, frozenset[str]]) -> str | None:
+        """Why users outside ``readers`` (restricted project → groups that may read it) can
+        read this store's content directly, bypassing the mount's ACL; ``None`` when they can
+        not or the store can not tell (S3: the bucket policy decides, out of our sight)."""
         return None
 
     def exists(self, key: str) -> bool:

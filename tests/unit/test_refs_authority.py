@@ -197,13 +197,6 @@ def test_gate_of_a_shared_mount(tmp_path: Path, web: tuple[str, Behaviour]) -> N
         own.open(entry(f"file://{roots}/missing"), None)
 
 
-def test_escape_keeps_untrusted_strings_on_one_line() -> None:
-    s = "file:///x\nINFO forged line\r\x1b[31m\u2028\u202e\\\udcff"
-    out = authority.escape(s)
-    assert out == "file:///x\\x0aINFO forged line\\x0d\\x1b[31m\\u2028\\u202e\\\\\\udcff"
-    assert out.isprintable()
-
-
 def test_references_table_is_strict() -> None:
     r = parse_references({"file_roots": ["/data/", "/a/../b"], "buckets": ["s3://b-1", "gs://g.b/"],
                           "private_hosts": ["10.0.0.0/8", "::1", "Minio.Internal."]}, "c.toml")
