@@ -525,17 +525,14 @@ class BlobCache:
     def _keep_refs_of(self, tag: str) -> None:
         """Drop cached reference bytes fetched under other rules than ``tag`` (another mode or
         policy of the daemon, refs/authority.py), so every cached byte was fetched under the
-        rules this mount checks at open."""
-        mark = os.path.join(self.dir, "refs", ".rules")
-        try:
-            with open(mark) as f:
-                if f.read() == tag:
-                    return
-        except FileNotFoundError:
-            pass
-        shutil.rmtree(os.path.join(self.dir, "refs"), ignore_errors=True)
-        os.makedirs(os.path.join(self.dir, "refs"), mode=0o700, exist_ok=True)
-        write_file(mark, tag.encode(), mode=0o600)
+        rules this mount checks at open.  The mark is an empty directory ``refs/.rules-TAG``:
+        it adds no file and no byte to the cache's size."""
+        refs_dir = os.path.join(self.dir, "refs")
+        mark = os.path.join(refs_dir, f".rules-{tag}")
+        if os.path.isdir(mark):
+            return
+        shutil.rmtree(refs_dir, ignore_errors=True)
+        os.makedirs(mark, mode=0o700, exist_ok=True)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
