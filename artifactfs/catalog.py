@@ -85,6 +85,8 @@ class Collection:
     type: str
     created_at: str
     description: str = ""
+    tags: tuple[str, ...] = ()
+    deleted_at: str | None = None  # set when the whole artifact was deleted (discovery.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,9 @@ class VersionRecord:
     deleted_at: str | None = None
     run: str | None = None  # "project/run_id" that logged it
     base: int | None = None  # version this one was drafted from
+    tags: list[str] = field(default_factory=list)
+    source: str | None = None  # registry links: "project/name:vN" this version links to
+    updated_at: str | None = None  # last change of a mutable field
 
     @property
     def ref(self) -> Ref:
@@ -123,6 +128,9 @@ class VersionRecord:
         except TypeError:
             raise IntegrityError(f"malformed version record: {key}") from None
         if not model.is_digest(rec.root) or not model.is_digest(rec.digest):
+            raise IntegrityError(f"malformed version record: {key}")
+        if not isinstance(rec.tags, list) or not all(isinstance(t, str) for t in rec.tags) \
+                or not isinstance(rec.source, str | None):
             raise IntegrityError(f"malformed version record: {key}")
         return rec
 
@@ -147,6 +155,9 @@ class RunRecord:
     group: str = ""
     created_at: str = ""
     config: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
 
 
 def _vkey(project: str, name: str, version: int) -> str:
@@ -263,9 +274,13 @@ class Catalog:
             doc = _loads(self.store.get(key), key)
         except NotFound:
             raise NotFound(f"no artifact {project}/{name}") from None
+        tags = doc.get("tags")
+        deleted = doc.get("deleted_at")
         return Collection(project=project, name=name, type=str(doc.get("type", "")),
                           created_at=str(doc.get("created_at", "")),
-                          description=str(doc.get("description", "")))
+                          description=str(doc.get("description", "")),
+                          tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+                          deleted_at=deleted if isinstance(deleted, str) else None)
 
     def ensure_collection(self, project: str, name: str, type_: str) -> Collection:
         check_project(project)
@@ -417,7 +432,7 @@ class Catalog:
         self, project: str, name: str, type_: str, root: model.Node, *,
         description: str = "", metadata: Mapping[str, Any] | None = None,
         aliases: Iterable[str] = (), run: str | None = None, base: int | None = None,
-        ttl_days: float | None = None,
+        ttl_days: float | None = None, source: str | None = None,
         before_create: Callable[[int], None] | None = None,
         session: WriteSession | None = None,
     ) -> tuple[VersionRecord, bool]:
@@ -447,7 +462,8 @@ class Catalog:
                 project=project, name=name, version=n, type=type_, root=root.oid,
                 digest=root.digest, size=root.size, file_count=root.count,
                 created_at=now_iso(), description=description,
-                metadata=dict(metadata or {}), run=run, base=base, ttl_days=ttl_days)
+                metadata=dict(metadata or {}), run=run, base=base, ttl_days=ttl_days,
+                source=source)
             if before_create is not None:
                 before_create(n)
             if session is not None:
@@ -469,10 +485,11 @@ class Catalog:
             new = change(rec)
             if new == rec:
                 return rec
+            new = replace(new, updated_at=now_iso())
             immutable = ("project", "name", "version", "type", "root", "digest", "size",
-                         "file_count", "created_at", "run", "base")
+                         "file_count", "created_at", "run", "base", "source")  # updated_at is set here
             if any(getattr(new, f) != getattr(rec, f) for f in immutable):
-                raise UsageError("only description, metadata, ttl and deletion may change")
+                raise UsageError("only description, metadata, tags, ttl and deletion may change")
             try:
                 self.store.cas(key, _dumps(new.to_json()), etag)
             except PreconditionFailed:
@@ -592,11 +609,13 @@ class Catalog:
 
     # --- runs and lineage ------------------------------------------------------------------
     def create_run(self, project: str, job_type: str = "", group: str = "",
-                   run_id: str | None = None, config: Mapping[str, Any] | None = None) -> RunRecord:
+                   run_id: str | None = None, config: Mapping[str, Any] | None = None,
+                   **extra: Any) -> RunRecord:
+        """A new run, or the existing one with that id (``extra``: name, tags, notes)."""
         check_project(project)
         run_id = check_name(run_id, "run id") if run_id else new_run_id()
         rec = RunRecord(project=project, id=run_id, job_type=job_type, group=group,
-                        created_at=now_iso(), config=dict(config or {}))
+                        created_at=now_iso(), config=dict(config or {}), **extra)
         self.store.put_if_absent(f"runs/{project}/{run_id}.json", _dumps(asdict(rec)))
         return self.get_run(project, run_id)
 

@@ -26,7 +26,8 @@ from .names import Ref, check_alias, check_name, parse_metadata
 from .safetext import escape
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-COMMAND_MODULES = (".manage_cli", ".fs.cli_mount", ".drafts_cli", ".repro_cli", ".completion")
+COMMAND_MODULES = (".manage_cli", ".fs.cli_mount", ".drafts_cli", ".repro_cli", ".completion",
+                   ".inspect_cli")
 
 
 class _Commands(click.Group):
@@ -98,8 +99,9 @@ def put(c: Ctx, path: str, target: str | None, type_: str, aliases: tuple[str, .
                                            aliases=aliases, description=description,
                                            metadata=meta)
     else:
+        from .dlcache import HINTS_FILE
         from .statcache import StatCache
-        hints = None if rehash else StatCache(os.path.join(c.config.cache_dir, "put-hints.db"))
+        hints = None if rehash else StatCache(os.path.join(c.config.cache_dir, HINTS_FILE))
         total = _tree_size(path)
         try:
             with progress(f"put {ref.collection}", total) as bar:
@@ -153,22 +155,32 @@ def _tree_size(path: str) -> int | None:
 @click.option("--path-prefix", metavar="P", help="Only entries whose path starts with P.")
 @click.option("--lock", "lock_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Resolve aliases to the versions this lock file pins (artifactfs lock).")
+@click.option("--skip-cache", is_flag=True, help="Fetch every byte from the store: reuse "
+              "nothing already on this node (files in the root, other copies, the cache).")
 @json_option
 @pass_ctx
 def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None, lock_file: str | None,
-        as_json: bool) -> None:
-    """Download a version (or the files under a prefix); the last line is the directory."""
+        skip_cache: bool, as_json: bool) -> None:
+    """Download a version (or the files under a prefix); the last line is the directory.
+    What is on this node already (files in the root, other local copies, the content cache)
+    is not fetched again; stderr says what was fetched, copied and kept."""
+    from .dlcache import Reuse
     if lock_file:
         from .lockfile import Lock
         c.repo.catalog.pins = Lock.load(lock_file)
     rec = c.repo.resolve(c.ref(ref))
     root = os.path.abspath(root or os.path.join("artifacts", f"{rec.name}:v{rec.version}"))
-    with progress(f"get {rec.label}", rec.size if not path_prefix else None) as bar:
-        n = c.repo.download(rec, root, path_prefix, bar)
+    reuse = Reuse.open(c.config.cache_dir, skip_cache)
+    with reuse, progress(f"get {rec.label}", rec.size if not path_prefix else None) as bar:
+        n = c.repo.download(rec, root, path_prefix, bar, reuse)
+    k = reuse.counts
     if as_json:
-        echo_json({"ref": rec.label, "root": root, "files": n})
-    else:
-        click.echo(root)
+        echo_json({"ref": rec.label, "root": root, "files": n, "fetched_bytes": k.fetched,
+                   "copied_bytes": k.copied, "kept_bytes": k.kept, "kept_files": k.files_kept})
+        return
+    click.echo(f"fetched {fmt_size(k.fetched)}, copied {fmt_size(k.copied)} from this node, "
+               f"kept {k.files_kept} files ({fmt_size(k.kept)}) already in place", err=True)
+    click.echo(root)
 
 
 @cli.command()
@@ -192,7 +204,11 @@ def versions(c: Ctx, artifact: str, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def ls_cmd(c: Ctx, ref: str, as_json: bool) -> None:
-    """The entries of a version."""
+    """The entries of a version ([PROJECT/]NAME[:REF]), or the artifacts of a PROJECT."""
+    from . import inspect_cli
+    if inspect_cli.is_project(c, ref):
+        inspect_cli.ls_project(c, ref, as_json)
+        return
     rec = c.repo.resolve(c.ref(ref))
     docs = c.repo.ls_json(rec)
     if as_json:

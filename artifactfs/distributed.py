@@ -32,14 +32,14 @@ from . import model
 from .catalog import VersionRecord, now_iso
 from .errors import AlreadyExists, Conflict, IntegrityError, NotFound, StoreUnavailable
 from .gcsync import WriteSession
-from .names import check_name, check_project
+from .names import check_name, check_writable_project
 from .repo import Repo
 
 WAIT_SECONDS = 60.0
 
 
 def _prefix(project: str, name: str, draft_id: str) -> str:
-    check_project(project)
+    check_writable_project(project)
     check_name(name, "artifact name")
     check_name(draft_id, "draft id")
     return f"drafts/{project}/{name}/{draft_id}/"

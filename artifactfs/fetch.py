@@ -4,22 +4,27 @@ Every piece (blob or chunk) read from the store is hashed and compared with the 
 tree recorded before any byte of it is used; a mismatch is an :class:`IntegrityError` naming
 the object.  Downloads write each file to a temp name next to its destination and rename it
 into place once every piece is verified, so an interrupted ``get`` never leaves a file with
-wrong bytes under its real name, and never writes outside the chosen root.
+wrong bytes under its real name, and never writes outside the chosen root.  Given a
+:class:`dlcache.Reuse`, files already in place are kept and pieces found on this node are
+copied (verified) instead of fetched (see dlcache.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from . import model, refs, tree
+from .dlcache import Reuse, finish_file
 from .errors import IntegrityError, NotFound, UsageError
 from .store.base import Store
 
 Progress = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 def read_piece(store: Store, digest: str, length: int | None = None) -> bytes:
@@ -66,18 +71,30 @@ def _safe_dir(root: str, rel_dir: str) -> str:
 
 
 def download_file(store: Store, entry: model.Entry, dest: str, progress: Progress | None = None,
-                  pool: ThreadPoolExecutor | None = None) -> None:
-    """Write one file/reference entry to ``dest`` (temp + verify + rename)."""
+                  pool: ThreadPoolExecutor | None = None, reuse: Reuse | None = None) -> None:
+    """Write one file/reference entry to ``dest`` (temp + verify + rename); with ``reuse``,
+    keep ``dest`` if it already holds the entry and take pieces found locally."""
+    if reuse is not None and reuse.in_place(entry, dest):
+        if progress is not None:
+            progress(entry.size)
+        return
     tmp = f"{dest}.artifactfs-tmp-{os.getpid()}"
     if entry.kind == "ref":
         refs.download_to(entry, tmp)
+        if reuse is not None:
+            reuse.fetched(entry.size)
         if progress is not None:
             progress(entry.size)
     else:
+        local = reuse.sources(entry, dest) if reuse is not None else None
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             def one(span: tuple[str, int, int]) -> None:
-                data = read_piece(store, span[0], span[2])
+                data = local.piece(*span) if local is not None else None
+                if data is None:
+                    data = read_piece(store, span[0], span[2])
+                    if reuse is not None:
+                        reuse.fetched(len(data))
                 os.pwrite(fd, data, span[1])
                 if progress is not None:
                     progress(len(data))
@@ -93,11 +110,23 @@ def download_file(store: Store, entry: model.Entry, dest: str, progress: Progres
             os.close(fd)
             os.unlink(tmp)
             raise
+        finally:
+            if local is not None:
+                local.close()
         os.close(fd)
-    os.chmod(tmp, 0o755 if entry.executable else 0o644)
-    if entry.mtime_ns:
-        os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+    finish_file(tmp, entry)
     os.replace(tmp, dest)
+    if reuse is not None:
+        reuse.written(dest, entry)
+
+
+def _tolerant(store: Store, entry: model.Entry, dest: str, progress: Progress | None,
+              pool: ThreadPoolExecutor | None, reuse: Reuse | None) -> None:
+    """download_file for a reference that may be missing (``allow_missing_references``)."""
+    try:
+        download_file(store, entry, dest, progress, pool, reuse)
+    except (NotFound, IntegrityError) as e:
+        log.warning("skipping %s: %s", entry.ref.uri if entry.ref else dest, e)
 
 
 def select(load: model.Loader, root_oid: str, path_prefix: str | None) -> Iterator[tuple[str, model.Entry]]:
@@ -110,8 +139,11 @@ def select(load: model.Loader, root_oid: str, path_prefix: str | None) -> Iterat
 
 def download_tree(store: Store, load: model.Loader, root_oid: str, dest_root: str,
                   path_prefix: str | None = None, progress: Progress | None = None,
-                  threads: int = 8) -> int:
-    """Download a version (or the part under a prefix) into ``dest_root``; returns file count."""
+                  threads: int = 8, reuse: Reuse | None = None,
+                  skip_missing_refs: bool = False) -> int:
+    """Download a version (or the part under a prefix) into ``dest_root``; returns file count.
+    With ``reuse``, content already on this node is not fetched again (dlcache.py); with
+    ``skip_missing_refs``, references whose source is gone or changed are left out (logged)."""
     os.makedirs(dest_root, exist_ok=True)
     root = os.path.realpath(dest_root)
     n = 0
@@ -134,7 +166,8 @@ def download_tree(store: Store, load: model.Loader, root_oid: str, dest_root: st
                 continue
             if os.path.islink(dest):
                 os.unlink(dest)
-            futs.append(files.submit(download_file, store, e, dest, progress, pool))
+            job = _tolerant if skip_missing_refs and e.kind == "ref" else download_file
+            futs.append(files.submit(job, store, e, dest, progress, pool, reuse))
             n += 1
         for f in futs:
             f.result()

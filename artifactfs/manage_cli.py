@@ -67,7 +67,8 @@ def delete(c: Ctx, ref: str, delete_aliases: bool, as_json: bool) -> None:
     r = c.ref(ref)
     cat = c.repo.catalog
     if ":" not in ref:
-        n = cat.delete_collection(r.project, r.name, delete_aliases)
+        from .discovery import delete_collection  # marks it deleted: the name may be reused
+        n = delete_collection(c.repo, r.project, r.name, delete_aliases)
         _say(as_json, {"artifact": r.collection, "deleted": n},
              f"deleted {r.collection} ({n} versions)")
         return

@@ -18,6 +18,7 @@ from .errors import InvalidName, UsageError
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 VERSION_RE = re.compile(r"v(0|[1-9][0-9]{0,9})")
 RESERVED_PROJECTS = frozenset({"drafts"})
+REGISTRY = "registry"  # the project of linked collections (links.py): written only by linking
 MAX_COMPONENT = 255
 MAX_PATH = 4096
 
@@ -35,6 +36,15 @@ def check_project(value: str) -> str:
     check_name(value, "project name")
     if value in RESERVED_PROJECTS:
         raise InvalidName(f"invalid project name {value!r}: it is reserved")
+    return value
+
+
+def check_writable_project(value: str) -> str:
+    """A project that versions may be committed to: not reserved, not the registry."""
+    check_project(value)
+    if value == REGISTRY:
+        raise InvalidName(f"project {REGISTRY!r} holds linked collections: link a version "
+                          "there (artifactfs link, Artifact.link) instead of writing to it")
     return value
 
 

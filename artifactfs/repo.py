@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from . import fetch, gcsync, ingest, lockfile, model, tree
 from .catalog import Catalog, VersionRecord
 from .errors import ArtifactfsError, NotFound, TypeConflict, UsageError
-from .names import Ref, check_name, check_project, parse_ref
+from .names import Ref, check_name, check_writable_project, parse_ref
 from .store import Store, open_store
 
 if TYPE_CHECKING:
+    from .dlcache import Reuse
     from .statcache import StatCache
 
 
@@ -74,7 +75,7 @@ class Repo:
     ) -> tuple[VersionRecord, bool]:
         """Build the tree for ``base`` + ``changes`` and allocate a version for it.  Objects
         the changes refer to must have been stored through ``session``."""
-        check_project(project)
+        check_writable_project(project)
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
         with self._session(session, f"commit {project}/{name}") as w:
@@ -94,7 +95,7 @@ class Repo:
 
         With ``hints``, files whose stat is unchanged since an earlier put and whose digest the
         latest version holds at the same path are not read again (see statcache.py)."""
-        check_project(project)
+        check_writable_project(project)
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
         self.check_type(project, name, type_)
@@ -146,6 +147,9 @@ class Repo:
         except NotFound:
             return
         if col.type != type_:
+            from . import discovery
+            if discovery.revive(self, project, name, type_):  # a deleted artifact's name
+                return
             raise TypeConflict(
                 f"artifact {project}/{name} already exists with type {col.type!r}, not {type_!r}")
 
@@ -163,9 +167,17 @@ class Repo:
         return tree.lookup(self.catalog.load_node, rec.root, path.strip("/"))
 
     def download(self, rec: VersionRecord, root: str, path_prefix: str | None = None,
-                 progress: ingest.Progress | None = None) -> int:
-        return fetch.download_tree(self.store, self.catalog.load_node, rec.root, root,
-                                   path_prefix, progress)
+                 progress: ingest.Progress | None = None, reuse: Reuse | None = None,
+                 skip_missing_refs: bool = False) -> int:
+        """Download a version into ``root``; with ``reuse``, what is on this node already is
+        not fetched again and the root is remembered as holding ``rec`` (dlcache.py)."""
+        n = fetch.download_tree(self.store, self.catalog.load_node, rec.root, root,
+                                path_prefix, progress, reuse=reuse,
+                                skip_missing_refs=skip_missing_refs)
+        if reuse is not None and reuse.hints is not None:
+            reuse.flush()
+            reuse.hints.remember_root(os.path.realpath(root), rec.label, rec.root, path_prefix)
+        return n
 
     def version_json(self, rec: VersionRecord, latest: int | None = None,
                      aliases: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -193,18 +205,18 @@ class Repo:
         return [self.version_json(r, latest, aliases) for r in recs]
 
     def ls_json(self, rec: VersionRecord) -> list[dict[str, Any]]:
+        """``{"path", "size", "digest", "digest_kind"}`` (+ ``sha256`` when the plain SHA-256
+        is known, ``ref``, ``target``) per entry; verify.describe says which digest is which."""
+        from .verify import describe
         out = []
         for path, e in self.entries(rec):
-            d: dict[str, Any] = {"path": path, "size": e.size, "digest": e.digest}
+            d: dict[str, Any] = {"path": path, "size": e.size, **describe(e)}
             if e.kind == "ref" and e.ref is not None:
                 d["ref"] = e.ref.uri
-                d["digest"] = e.ref.sha256 or e.ref.etag or e.digest
             elif e.kind == "symlink":
                 d["target"] = e.target
-                d["digest"] = model.sha256_hex(e.target.encode("utf-8", "surrogateescape"))
             elif e.kind == "dir":
                 d["path"] = path + "/"
-                d["digest"] = e.digest
             out.append(d)
         return out
 

@@ -230,10 +230,11 @@ def call_with_retry(fn: Callable[..., T], *args: Any, what: str, deadline_s: flo
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 elapsed = time.monotonic() - start
-                log.warning("S3 unreachable: %s: %s (gave up after %d attempts, %.1f s)",
-                            what, _describe(e), attempt, elapsed)
+                service = "GCS" if "gs://" in what else "S3"  # gs:// goes through GCS's S3 API
+                log.warning("%s unreachable: %s: %s (gave up after %d attempts, %.1f s)",
+                            service, what, _describe(e), attempt, elapsed)
                 raise StoreUnavailable(
-                    f"S3 unreachable: {what}: {_describe(e)} "
+                    f"{service} unreachable: {what}: {_describe(e)} "
                     f"(gave up after {attempt} attempts, {elapsed:.1f} s)") from e
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt - 1, 16))
             delay = min(remaining, delay / 2 + random.uniform(0, delay / 2))

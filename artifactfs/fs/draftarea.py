@@ -34,7 +34,7 @@ from .. import fetch, model
 from ..catalog import VersionRecord, now_iso
 from ..errors import AlreadyExists, Busy, IntegrityError, NotFound
 from ..fsutil import fsync_dir
-from ..names import check_name, check_project
+from ..names import check_name, check_writable_project
 from ..store.base import Store
 from .drafts import CopyBase, Draft, DraftMeta
 from .journal import read_json, write_json_atomic
@@ -101,7 +101,7 @@ class DraftArea:
     def create(self, project: str, name: str, draft_id: str, owner: int,
                base: VersionRecord | None) -> Draft:
         """A new draft of ``project/name`` based on ``base`` (None: empty)."""
-        check_project(project)
+        check_writable_project(project)
         check_name(name, "artifact name")
         check_name(draft_id, "draft id")
         meta = DraftMeta(project, name, draft_id, owner, now_iso(), base)
@@ -144,7 +144,7 @@ class DraftArea:
 
     def make_dir(self, project: str, name: str | None = None) -> None:
         """``mkdir drafts/PROJECT`` or ``drafts/PROJECT/NAME`` (a place for drafts only)."""
-        check_project(project)
+        check_writable_project(project)
         if name is not None:
             check_name(name, "artifact name")
         path = os.path.join(self.root, project, *(() if name is None else (name,)))

@@ -53,6 +53,7 @@ from ..names import VERSION_RE
 from ..refs import authority
 from ..refs.authority import Reader
 from ..refs.file import Source
+from ..verify import describe
 from . import aliasview
 from .access import Access
 from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
@@ -460,11 +461,12 @@ class Namespace:
             return await self.drafts.xattrs(n, uid)
         if n.kind == Kind.VERSION:
             return await self._version_xattrs(n)
-        if n.kind == Kind.FILE:
+        if n.kind == Kind.FILE:  # digest, digest_kind, sha256 if known (see verify.describe)
             e = n.entry
+            out = describe(e)
             if e.kind == "ref" and e.ref is not None:
-                return {"digest": e.ref.sha256 or e.ref.etag or e.digest, "ref": e.ref.uri}
-            return {"digest": e.digest}
+                out["ref"] = e.ref.uri
+            return out
         return {}
 
     async def getxattr(self, ino: int, name: bytes, uid: int = 0) -> bytes | None:

@@ -123,7 +123,8 @@ def test_xattrs(cli, mounter, source):
     assert json.loads(os.getxattr(v0, "user.artifactfs.metadata")) == {"n": 1}
     assert os.getxattr(v0, "user.artifactfs.digest") == info["digest"].encode()
     f = os.path.join(v0, "README")
-    assert os.listxattr(f) == ["user.artifactfs.digest"]
+    assert os.listxattr(f) == ["user.artifactfs.digest", "user.artifactfs.digest_kind",
+                               "user.artifactfs.sha256"]
     assert os.getxattr(f, "user.artifactfs.digest") == \
         hashlib.sha256(b"hello\n").hexdigest().encode()
     with pytest.raises(OSError) as ei:

@@ -193,7 +193,9 @@ async def test_xattrs(make_fs, repo, source, tmp_path):
     assert await x(v1, "aliases") == b"latest"
     readme = (await k.walk("vision/cats/v0/README")).st_ino
     assert await x(readme, "digest") == sha(b"hello\n").encode()
-    assert await fs.ops.listxattr(readme, CTX) == [b"user.artifactfs.digest"]
+    assert await fs.ops.listxattr(readme, CTX) == [
+        b"user.artifactfs.digest", b"user.artifactfs.digest_kind", b"user.artifactfs.sha256"]
+    assert await x(readme, "digest_kind") == b"sha256"  # up to 8 MiB: what sha256sum prints
     ref = await k.walk("vision/cats/v1/raw/ref.bin")
     assert await x(ref.st_ino, "ref") == f"file://{ref_file}".encode()
     assert await x(ref.st_ino, "digest") == sha(ref_file.read_bytes()).encode()
