@@ -215,7 +215,7 @@ def test_an_unknown_command_is_a_usage_error_and_mounts_nothing(tmp_path: Path) 
         "error: no such command 'frobnicate' (artifactfs --help)\n"
     assert not os.path.ismount(dl) and (dl / "mine.txt").read_text() == "mine"
     assert not os.path.exists("/frobnicate") and not store.exists()
-    assert "did you mean versions?" in fail(store, "verison", "p/a", code=2)
+    assert "did you mean versions" in fail(store, "verison", "p/a", code=2)
     err = fail(store, str(tmp_path / "store"), str(dl), "-o", "allow_other", code=2)
     assert "fuse.artifactfs need mount.fuse.artifactfs" in err
     assert not os.path.ismount(dl)
