@@ -19,8 +19,8 @@ def json_shapes() -> dict[str, tuple[str, set[str], set[str]]]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 3 or cells[1] not in ("object", "list"):
             continue
-        required = set(re.findall(r"(?<!\[)`([a-z_]+)`(?!\])", cells[2]))
-        optional = set(re.findall(r"\[`([a-z_]+)`\]", cells[2]))
+        required = set(re.findall(r"(?<!\[)`([a-z0-9_]+)`(?!\])", cells[2]))
+        optional = set(re.findall(r"\[`([a-z0-9_]+)`\]", cells[2]))
         for command in re.findall(r"`([a-z -]+)`", cells[0]):
             out[command] = (cells[1], required, optional)
     return out

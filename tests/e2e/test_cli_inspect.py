@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clidocs import check_json
 
 MiB = 1 << 20
 
@@ -52,6 +53,7 @@ def test_get_verify_diff_digest(tmp_path: Path, src: Path, store_uri: str) -> No
     assert p.returncode == 1 and "changed: d/a.txt" in p.stdout
     assert p.stderr.startswith("error: ") and "1 changed" in p.stderr
     doc = json.loads(cli(store_uri, cache, "verify", str(root), "--json", ok=False).stdout)
+    check_json("verify", doc)
     assert doc["changed"] == ["d/a.txt"] and doc["version"] == "p/a:v0" and not doc["ok"]
     os.rename(src / "big.bin", src / "d" / "big.bin")
     (src / "new.txt").write_text("n")
@@ -59,14 +61,18 @@ def test_get_verify_diff_digest(tmp_path: Path, src: Path, store_uri: str) -> No
     assert cli(store_uri, cache, "diff", "p/a:v0", "p/a:v1").stdout.splitlines() == [
         "R big.bin -> d/big.bin", "A new.txt"]
     doc = json.loads(cli(store_uri, cache, "diff", "p/a:v0", "p/a", "--json").stdout)
+    check_json("diff", doc)
     assert doc["renamed"][0]["from"] == "big.bin" and doc["added"][0]["path"] == "new.txt"
     root1 = tmp_path / "root1"
     p = cli(store_uri, cache, "get", "p/a:v1", "--root", str(root1))
     assert "fetched 2 B" in p.stderr  # new.txt and d/a.txt (changed in root); big.bin: copied
-    big = json.loads(cli(store_uri, cache, "digest", str(root1 / "d" / "big.bin"),
-                         "--json").stdout)[0]
-    listed = {d["path"]: d for d in json.loads(cli(store_uri, cache, "ls", "p/a", "--json")
-                                               .stdout)}
+    digests = json.loads(cli(store_uri, cache, "digest", str(root1 / "d" / "big.bin"),
+                             "--json").stdout)
+    check_json("digest", digests)
+    big = digests[0]
+    docs = json.loads(cli(store_uri, cache, "ls", "p/a", "--json").stdout)
+    check_json("ls", docs)
+    listed = {d["path"]: d for d in docs}
     assert big["digest"] == listed["d/big.bin"]["digest"]
     assert listed["d/big.bin"]["digest_kind"] == big["digest_kind"] == "sha256-chunks"
     assert big["sha256"] == hashlib.sha256((root1 / "d" / "big.bin").read_bytes()).hexdigest()
@@ -74,6 +80,10 @@ def test_get_verify_diff_digest(tmp_path: Path, src: Path, store_uri: str) -> No
     assert listed["new.txt"]["sha256"] == hashlib.sha256(b"n").hexdigest()
     p = cli(store_uri, cache, "get", "p/a:v1", "--root", str(root1), "--skip-cache")
     assert "fetched 9.0 MiB" in p.stderr
+    doc = json.loads(cli(store_uri, cache, "get", "p/a:v1", "--root", str(root1), "--json")
+                     .stdout)
+    check_json("get", doc)
+    assert (doc["fetched_bytes"], doc["kept_files"]) == (0, 3)
 
 
 def test_ls_project_tags_search_and_links(tmp_path: Path, src: Path, store_uri: str) -> None:
@@ -85,22 +95,31 @@ def test_ls_project_tags_search_and_links(tmp_path: Path, src: Path, store_uri: 
     docs = json.loads(cli(store_uri, cache, "ls", "p", "--json").stdout)
     assert [(d["name"], d["type"], d["latest"]) for d in docs] == [("a", "model", "v0"),
                                                                    ("b", "dataset", "v0")]
-    cli(store_uri, cache, "tag", "add", "p/a:v0", "gold", "eu")
+    check_json("tag add", json.loads(cli(store_uri, cache, "tag", "add", "p/a:v0", "gold",
+                                         "eu", "--json").stdout))
     cli(store_uri, cache, "tag", "add", "p/b", "gold")
     cli(store_uri, cache, "tag", "rm", "p/a:v0", "eu")
     doc = json.loads(cli(store_uri, cache, "search", "--tag", "gold", "--json").stdout)
+    check_json("search", doc)
     assert [v["ref"] for v in doc["versions"]] == ["p/a:v0"]
     assert [a["name"] for a in doc["artifacts"]] == ["b"]
     assert cli(store_uri, cache, "search", "--tag", "eu").stdout == ""
     p = cli(store_uri, cache, "link", "p/a", "wandb-registry-model/prod", "--alias", "live")
     assert p.stdout.strip() == "registry/prod:v0"
     assert "model        registry/prod:v0" in cli(store_uri, cache, "ls", "registry").stdout
+    check_json("link", json.loads(cli(store_uri, cache, "link", "p/a", "prod", "--json").stdout))
     assert cli(store_uri, cache, "diff", "p/a:v0", "registry/prod:live").stderr.endswith(
         "have the same content\n")
     p = cli(store_uri, cache, "put", str(src), "--name", "registry/x", "--type", "model",
             ok=False)
     assert p.returncode == 1 and "link" in p.stderr
-    assert "unlinked registry/prod:v0 (was p/a:v0)" in cli(store_uri, cache, "unlink",
+    check_json("tag rm", json.loads(cli(store_uri, cache, "tag", "rm", "p/b", "gold",
+                                        "--json").stdout))
+    cli(store_uri, cache, "tag", "add", "p/b", "gold")
+    check_json("unlink", json.loads(cli(store_uri, cache, "unlink", "registry/prod:v0",
+                                        "--json").stdout))
+    cli(store_uri, cache, "link", "p/a", "prod", "--alias", "live")
+    assert "unlinked registry/prod:v1 (was p/a:v0)" in cli(store_uri, cache, "unlink",
                                                           "registry/prod:live").stdout
     assert cli(store_uri, cache, "ls", "registry").stdout == "model        registry/prod:-\n"
 

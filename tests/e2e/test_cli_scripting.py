@@ -58,7 +58,9 @@ def test_every_documented_json_shape_of_the_store_commands(tmp_path: Path, src: 
     assert {d["path"]: d.get("target") for d in ls} == {"a.txt": None, "b.txt": None,
                                                        "link": "a.txt"}
     got = js(store, "get", "p/a:v0", "--root", str(tmp_path / "got"))
-    assert got == {"ref": "p/a:v0", "root": str(tmp_path / "got"), "files": 2}
+    moved = got.pop("fetched_bytes") + got.pop("copied_bytes")  # copied: a local copy known
+    assert moved == 1 and got == {"ref": "p/a:v0", "root": str(tmp_path / "got"), "files": 2,
+                                  "kept_bytes": 0, "kept_files": 0}
     assert js(store, "alias add", "p/a:v1", "prod") == \
         {"artifact": "p/a", "alias": "prod", "version": 1}
     assert js(store, "alias rm", "p/a", "prod") == \
@@ -83,7 +85,9 @@ def test_every_documented_json_shape_of_the_store_commands(tmp_path: Path, src: 
                    "ttl clear", "ttl set-default", "delete", "gc", "cache info", "cache cleanup"}
     mounted = {"mount", "status", "draft create", "draft list", "draft discard", "commit",
                "upsert"}  # tests/mounted/test_cli_mount.py
-    assert set(shapes) == tested_here | mounted
+    inspecting = {"verify", "diff", "digest", "search", "tag add", "tag rm", "link",
+                  "unlink"}  # tests/e2e/test_cli_inspect.py
+    assert set(shapes) == tested_here | mounted | inspecting
 
 
 def test_put_defaults_like_wandb_artifact_put(tmp_path: Path, src: Path) -> None:
@@ -130,7 +134,7 @@ def test_completion_of_artifact_names_and_versions(tmp_path: Path, src: Path) ->
         run(store, "put", str(src), "-n", name)
     run(store, "alias", "add", "vision/cats:v0", "best")
     s = str(store)
-    assert complete(s, "artifactfs ver")[0] == ["versions"]
+    assert complete(s, "artifactfs vers")[0] == ["versions"]
     assert complete(s, "artifactfs get ")[0] == ["audio/", "uncategorized/", "vision/", "cats"]
     assert complete(s, "artifactfs get vi")[0] == ["vision/cats", "vision/dogs"]  # one project
     assert complete(s, "artifactfs info vision/d")[0] == ["vision/dogs"]
