@@ -79,6 +79,11 @@ class Reuse:
         ``skip_cache``, nothing is reused or recorded (every byte from the store)."""
         if skip_cache:
             return cls(None, None, enabled=False)
+        try:
+            os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        except OSError as e:  # no usable cache directory (a user without a home): no records
+            log.debug("downloading without digest records: %s", e)
+            return cls(None, os.path.join(cache_dir, "blobs"))
         return cls(StatCache(os.path.join(cache_dir, HINTS_FILE)),
                    os.path.join(cache_dir, "blobs"))
 
