@@ -73,12 +73,20 @@ class Pending:
     def add_file(self, local_path: str, name: str | None = None, is_tmp: bool = False,
                  skip_cache: bool = False, policy: str = "mutable",
                  overwrite: bool = False) -> ArtifactEntry:
-        """Add one local file at ``name`` (default: its basename)."""
+        """Add one local file at ``name`` (default: its basename).  ``is_tmp``: the name's
+        stem becomes the first 20 hex digits of the content digest, as in wandb (no clash
+        between temp files of one name).  ``skip_cache``: nothing is cached when adding."""
         self._pending()
         if not os.path.isfile(local_path):
             raise UsageError(f"no such file: {local_path}")
         if policy not in POLICIES:
             raise UsageError(f"invalid policy {policy!r}: use 'mutable' or 'immutable'")
+        if is_tmp:
+            from ..verify import file_digest
+            head, _, tail = (name or os.path.basename(local_path)).rpartition("/")
+            parts = tail.split(".")
+            parts[0] = str(file_digest(local_path)["digest"])[:20]
+            name = (head + "/" if head else "") + ".".join(parts)
         src = next(iter(ingest.scan(local_path, name, follow_symlinks=True)))
         self._add_source(src, overwrite, "overwrite=True", policy)
         return self._entry_for(src.path)

@@ -156,6 +156,9 @@ def test_artifact_members(store: Path, tmp_path: Path) -> None:
         art.add_dir(str(src / "d"), name="d")
     art.add_dir(str(src / "d"), name="d", merge=True)
     art.add({"k": 1}, "conf")
+    tmp = art.add_file(str(src / "a.txt"), name="t/tmp.txt", is_tmp=True)
+    assert tmp.path == f"t/{entry.digest[:20]}.txt"
+    art.remove(tmp)
     art.add_reference(f"file://{src}/a.txt", name="ref.txt")
     assert sorted(art.manifest.entries) == ["a.txt", "conf.json", "d/b.txt", "d/c.txt",
                                             "ref.txt"]
