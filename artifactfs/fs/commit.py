@@ -179,7 +179,8 @@ def commit_draft(
             rec, created = _build(draft, repo, opts.type_, opts.aliases, opts.description,
                                   opts.metadata, run_rec, report, load, index)
         _checkpoint("version-created")
-        area.discard(draft)
+        area.discard(draft)  # a rename: the staging files are deleted in the background
+        _checkpoint("draft-dropped")
         return rec, created
     finally:
         draft.thaw()

@@ -12,7 +12,10 @@ Subtle parts:
   Holding it is what makes it safe, on open, to delete ``.trash`` and ``.tmp-*`` leftovers.
 * A crash leaves a whole draft or none: creation fills a ``.tmp-<random>`` directory and
   renames it into place (then fsyncs the parent); discarding renames the draft into ``.trash``
-  first and deletes the bytes after, outside the lock.  Open handles keep working.
+  (one ``rename``: what a commit waits for) and a background thread deletes the bytes after
+  (:class:`_Reaper`), so a commit replies without waiting for a big ``rmtree``.  Whatever a
+  crash or an unmount leaves in ``.trash`` (or as ``.tmp-*``) is found at the next start and
+  deleted in the background too.  Open handles keep working.
 * Opening the area reads each ``meta.json`` only; a draft replays its journal on first use.
   A draft whose ``meta.json`` is unreadable is logged and skipped, never deleted.
 * Names starting with ``.`` are the area's own (no valid project, artifact or draft id does).
@@ -29,6 +32,7 @@ import logging
 import os
 import shutil
 import threading
+from collections import deque
 
 from .. import fetch, model
 from ..catalog import VersionRecord, now_iso
@@ -48,6 +52,45 @@ def store_copier(store: Store) -> CopyBase:
     def copy(entry: model.Entry, dest: str) -> None:
         fetch.download_file(store, entry, dest)
     return copy
+
+
+class _Reaper:
+    """Deletes discarded drafts' directories in one background thread, oldest first.
+
+    The paths are already out of the area's namespace (in ``.trash``), so nothing waits for
+    them: a crash part way leaves the rest in ``.trash`` for the next start."""
+
+    def __init__(self) -> None:
+        self._todo: deque[str] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, path: str) -> None:
+        with self._cond:
+            self._todo.append(path)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="draft-reaper",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._todo:
+                    self._busy = False
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+                path = self._todo.popleft()
+                self._busy = True
+            shutil.rmtree(path, ignore_errors=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is deleted; False if ``timeout`` s passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._todo and not self._busy, timeout)
 
 
 def _scan_dirs(path: str) -> builtins.list[str]:
@@ -75,11 +118,13 @@ class DraftArea:
             raise Busy(f"drafts area {self.root} is in use by another process") from None
         self._lock = threading.Lock()
         self._trash = os.path.join(self.root, ".trash")
-        shutil.rmtree(self._trash, ignore_errors=True)
-        for e in os.scandir(self.root):
-            if e.name.startswith(".tmp-"):
-                shutil.rmtree(e.path, ignore_errors=True)
+        self._reaper = _Reaper()
         os.makedirs(self._trash, mode=0o700, exist_ok=True)
+        for e in os.scandir(self._trash):  # discards a crash or an unmount interrupted
+            self._reaper.add(e.path)
+        for e in os.scandir(self.root):
+            if e.name.startswith(".tmp-"):  # creations a crash interrupted
+                self._reaper.add(e.path)
         self._drafts: dict[tuple[str, str, str], Draft] = {}
         for p in _scan_dirs(self.root):
             for n in _scan_dirs(os.path.join(self.root, p)):
@@ -158,7 +203,8 @@ class DraftArea:
         os.rmdir(path)
 
     def discard(self, draft: Draft) -> None:
-        """Remove a draft and its staging files (open handles keep working)."""
+        """Remove a draft: gone from the area when this returns; its staging files are
+        deleted by a background thread (open handles keep working)."""
         m = draft.meta
         with self._lock:
             if self._drafts.get((m.project, m.name, m.id)) is not draft:
@@ -166,4 +212,8 @@ class DraftArea:
             trash = os.path.join(self._trash, os.urandom(8).hex())
             draft.retire(trash)
             del self._drafts[(m.project, m.name, m.id)]
-        shutil.rmtree(trash, ignore_errors=True)
+        self._reaper.add(trash)
+
+    def wait_deleted(self, timeout: float | None = None) -> bool:
+        """Wait until discarded drafts' files are deleted (tests; False on timeout)."""
+        return self._reaper.wait(timeout)

@@ -9,6 +9,7 @@ must hold exactly what the plain directory holds.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import mmap
 import os
@@ -548,6 +549,32 @@ def test_a_crashed_commit_leaves_no_version_and_can_be_rerun(cli, mounter, trees
     assert cli("commit", draft).stdout.splitlines()[-1] == "vision/cats:v2"
     assert sorted(os.listdir(m.path("vision", "cats"))) == ["latest", "v0", "v1", "v2"]
     assert not os.path.exists(draft)
+
+
+def test_staging_files_left_by_a_crash_after_the_commit_are_deleted_at_start(
+        cli, mounter, trees, env):
+    """The commit replies once the draft is renamed into .trash; a daemon killed before the
+    background rmtree finished leaves it there, and the next start deletes it."""
+    base, _, _ = trees
+    put(cli, base)
+    m = mounter(start=False)
+    m.env = {**env, "ARTIFACTFS_TEST_CRASH": "draft-dropped:exit"}
+    m.start()
+    draft = m.path("drafts", "vision", "cats", "c")
+    os.makedirs(draft)
+    for i in range(50):
+        Path(draft, f"new-{i}.txt").write_bytes(os.urandom(64 << 10))
+    r = cli("commit", draft, check=False)
+    assert r.returncode == 1
+    wait_for(lambda: not pid_alive(m.pid), 10, "daemon death")
+    trash = glob.glob(os.path.join(m.cache, "drafts", "*", "*", ".trash"))
+    assert len(trash) == 1
+    m.env = env
+    m.start()
+    assert sorted(os.listdir(m.path("vision", "cats"))) == ["latest", "v0", "v1"]
+    assert not os.path.exists(draft)
+    assert Path(m.path("vision", "cats", "v1", "new-7.txt")).stat().st_size == 64 << 10
+    wait_for(lambda: os.listdir(trash[0]) == [], 10, "leftover staging files deleted")
 
 
 @pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])

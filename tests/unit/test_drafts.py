@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -441,3 +442,45 @@ def test_linked_staged_files_are_ingested_once(env: Env, draft: Draft) -> None:
     entry = model.Entry("file", size=6, digest="d" * 64)
     got = plan.stored({"n.txt": entry})
     assert got["dir/m.txt"] == model.Entry("file", size=6, digest="d" * 64, executable=True)
+
+
+def test_discard_returns_before_the_staging_files_are_deleted(
+        env: Env, draft: Draft, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit replies once the draft is out of the area; its bytes go in the background."""
+    from artifactfs.fs import draftarea
+
+    write(draft, "big.txt", b"x" * 4096, create=True)
+    started, go = threading.Event(), threading.Event()
+    real_rmtree = draftarea.shutil.rmtree
+
+    def slow_rmtree(path: str, ignore_errors: bool = False) -> None:
+        started.set()
+        go.wait(10)
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(draftarea.shutil, "rmtree", slow_rmtree)
+    env.area.discard(draft)
+    assert not os.path.exists(draft.dir)
+    assert started.wait(10)
+    trash = os.path.join(env.area.root, ".trash")
+    assert len(os.listdir(trash)) == 1  # still being deleted, out of the area's names
+    assert not env.area.wait_deleted(0.05)
+    go.set()
+    assert env.area.wait_deleted(10)
+    assert os.listdir(trash) == []
+
+
+def test_leftovers_of_a_crash_are_deleted_at_start(env: Env, draft: Draft) -> None:
+    """A discard or creation cut short by a crash leaves a directory in .trash (or a .tmp-*):
+    the next start deletes it, in the background."""
+    write(draft, "a-new.txt", b"n", create=True)
+    root = env.area.root
+    env.area.close()
+    leftover = os.path.join(root, ".trash", "0123456789abcdef")
+    os.rename(draft.dir, leftover)  # what a crash between the rename and the rmtree leaves
+    half_made = os.path.join(root, ".tmp-fedcba9876543210")
+    os.makedirs(os.path.join(half_made, "files"))
+    env.area = env.open_area()
+    assert env.area.wait_deleted(10)
+    assert not os.path.exists(leftover) and not os.path.exists(half_made)
+    assert env.area.list() == []
