@@ -1,11 +1,20 @@
 """Ingest: hash, chunk and store local files in one pass, in parallel, with bounded memory.
 
 Every file is cut into pieces of at most :data:`model.CHUNK_SIZE`; each piece is read once
-(``pread``), hashed and handed to the store with put-if-absent, so identical files and chunks
-are stored once.  Pieces of all files go through one thread pool with a bounded number in
-flight, which keeps memory at (threads x chunk size) whatever the input and uses every core
-even for a single 5 GiB file.  Results are entries keyed by artifact path; trees are built
-from them with :func:`model.apply_changes` (nodes only on changed paths when there is a base).
+(``pread``), hashed and handed to the store with :meth:`Store.put_object`, so identical files
+and chunks are stored once.  Pieces of all files go through one thread pool (as many threads
+as the store wants requests in flight: 32 on S3) with at most :data:`MAX_INFLIGHT_BYTES` read
+and not yet stored, which keeps memory bounded whatever the input and uses every core even
+for a single 5 GiB file.  Results are entries keyed by artifact path; trees are built from
+them with :func:`model.apply_changes` (nodes only on changed paths when there is a base).
+
+What is subtle: whether to look before writing.  On S3 a write of content that exists costs
+its whole body (answered 412), a look (HEAD) only a request; a look at content that does not
+exist is a wasted request.  So a piece is looked up first when it is *likely present*: its
+digest is one a source names as already stored (``Source.known``: what the base version has
+at that path, so a re-commit of unchanged content sends no bytes), or most recent pieces of
+this ingest turned out to exist (:class:`_Presence`, a moving estimate, so a tree put again
+under a new name soon stops sending bodies, and a fresh upload does not pay for looks).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ class Source:
     dev: int = 0  # files: the stat identity the digest hints of statcache.py are keyed on
     ino: int = 0
     ctime_ns: int = 0
+    known: frozenset[str] = frozenset()  # piece digests known to be stored (e.g. the base's)
 
 
 def _source(apath: str, local: str, st: os.stat_result, follow: bool) -> Source | None:
@@ -110,8 +120,45 @@ def _scan_dir(local: str, prefix: str, follow: bool, seen: set[tuple[int, int]])
 
 
 def default_threads(store: Store) -> int:
-    threads = int(getattr(store, "io_threads", 0)) or max(2, os.cpu_count() or 2)
-    return max(1, min(threads, MAX_INFLIGHT_BYTES // model.CHUNK_SIZE))
+    """The store's ``io_threads`` (requests it wants in flight), else one per core."""
+    return max(1, int(getattr(store, "io_threads", 0)) or max(2, os.cpu_count() or 2))
+
+
+class _Budget:
+    """Bytes read and not yet stored, across the pool's threads: at most ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._cond = threading.Condition()
+
+    def take(self, n: int) -> int:
+        n = min(n, self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        return n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class _Presence:
+    """A moving estimate of how often this ingest's pieces already exist in the store."""
+
+    RATE = 1 / 8
+
+    def __init__(self) -> None:
+        self.p = 0.45  # a fresh upload is the common case: write first until told otherwise
+
+    def likely(self, size: int) -> bool:
+        """Look before writing?  A look costs one request; writing content that exists costs
+        its bytes, which for a big piece is worth many requests."""
+        return self.p * (1 + size / (256 << 10)) > 1
+
+    def saw(self, existed: bool) -> None:
+        self.p += self.RATE * (float(existed) - self.p)  # a data race loses an update at worst
 
 
 class _Pieces:
@@ -134,9 +181,7 @@ class _Pieces:
                                 s.mtime_ns)
 
 
-def _store_piece(store: Store, src: Source, index: int, progress: Progress | None) -> str:
-    off = index * model.CHUNK_SIZE
-    want = min(model.CHUNK_SIZE, src.size - off)
+def _read_piece(src: Source, off: int, want: int) -> bytes:
     fd = os.open(src.local, os.O_RDONLY)
     try:
         data = os.pread(fd, want, off) if want > 0 else b""
@@ -147,16 +192,37 @@ def _store_piece(store: Store, src: Source, index: int, progress: Progress | Non
             data += more
     finally:
         os.close(fd)
-    digest = hashlib.sha256(data).hexdigest()
-    store.put_if_absent(model.object_key(digest), data)
-    if progress is not None:
-        progress(len(data))
-    return digest
+    return data
 
 
-def _store_job(store: Store, job: list[tuple[_Pieces, int]], progress: Progress | None
-               ) -> list[str]:
-    return [_store_piece(store, p.src, i, progress) for p, i in job]
+class _Writer:
+    """What the pool's threads share: the store, the byte budget, the presence estimate."""
+
+    def __init__(self, store: Store, progress: Progress | None) -> None:
+        self.store, self.progress = store, progress
+        self.budget = _Budget(MAX_INFLIGHT_BYTES)
+        self.presence = _Presence()
+
+    def piece(self, src: Source, index: int) -> str:
+        off = index * model.CHUNK_SIZE
+        want = max(0, min(model.CHUNK_SIZE, src.size - off))
+        held = self.budget.take(want)
+        try:
+            data = _read_piece(src, off, want)
+            digest = hashlib.sha256(data).hexdigest()
+            known = digest in src.known
+            likely = known or self.presence.likely(len(data))
+            wrote = self.store.put_object(model.object_key(digest), data, likely_present=likely)
+            if not known:
+                self.presence.saw(not wrote)
+        finally:
+            self.budget.give(held)
+        if self.progress is not None:
+            self.progress(len(data))
+        return digest
+
+    def job(self, job: list[tuple[_Pieces, int]]) -> list[str]:
+        return [self.piece(p.src, i) for p, i in job]
 
 
 def store_files(
@@ -167,9 +233,12 @@ def store_files(
 
     Each chunk of a big file is one job for the pool; small files go in batches of up to
     :data:`BATCH_FILES` (or :data:`BATCH_BYTES`), so a tree of many tiny files does not pay
-    a thread hand-off per file.
+    a thread hand-off per file; with many threads (a remote store, where a request costs far
+    more than a hand-off) batches are smaller, so that many requests are in flight.
     """
     threads = threads or default_threads(store)
+    batch_files = max(1, BATCH_FILES * 2 // threads)  # many requests in flight: small batches
+    writer = _Writer(store, progress)
     out: dict[str, model.Entry] = {}
     lock = threading.Lock()
     inflight: set[Future[list[str]]] = set()
@@ -186,7 +255,7 @@ def store_files(
     def submit(job: list[tuple[_Pieces, int]]) -> None:
         while len(inflight) >= threads * 2:
             reap()
-        fut = pool.submit(_store_job, store, job, progress)
+        fut = pool.submit(writer.job, job)
 
         def done(f: Future[list[str]]) -> None:
             if f.exception() is not None:
@@ -214,7 +283,7 @@ def store_files(
                 if src.size <= BATCH_BYTES:
                     batch.append((pieces, 0))
                     batch_bytes += src.size
-                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    if len(batch) >= batch_files or batch_bytes >= BATCH_BYTES:
                         submit(batch)
                         batch, batch_bytes = [], 0
                     continue

@@ -47,6 +47,7 @@ DEFAULT_RETRY_SECONDS = 30.0
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 MAX_POOL_CONNECTIONS = 64
+IO_THREADS = 32  # requests one writer keeps in flight (S3 wants 16-64, whatever the cores)
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 3.0
 

@@ -3,6 +3,8 @@
 * ``s3_server`` (session) serves moto's S3 on 127.0.0.1 over plain HTTP and points the AWS
   environment at it (``AWS_ENDPOINT_URL``, test credentials, ``ARTIFACTFS_S3_RETRY_SECONDS=3``)
   for the rest of the session.  Nothing patches boto3: requests go over real sockets.
+* ``s3_requests`` records what the server is asked during one test (method, path, body
+  size, status, and the most requests in flight at once), for request-count tests.
 * ``s3_bucket`` / ``s3_store_uri`` give each test a fresh bucket; ``local_store_uri`` a fresh
   directory; ``store_uri`` is parametrized over both (ids ``local`` and ``s3``, the latter
   marked ``s3``), and ``store`` opens it.
@@ -37,6 +39,35 @@ S3_CLEARED_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT_URL", "AWS_PROFILE", "
                   "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
 
+class RequestLog:
+    """What the moto server was asked while recording: ``(method, path, body bytes,
+    status)`` per request, and the most requests that were in flight at once (they arrive
+    concurrently even though the server answers one at a time)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, int, int]] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def arrived(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def done(self, environ: dict[str, Any], status: str) -> None:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        code = int(status.split()[0]) if status else 0
+        with self._lock:
+            self._in_flight -= 1
+            self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
+                                  length, code))
+
+    def of(self, method: str, path_part: str = "") -> list[tuple[str, str, int, int]]:
+        with self._lock:
+            return [r for r in self.requests if r[0] == method and path_part in r[1]]
+
+
 class MotoS3Server:
     """moto's S3 on 127.0.0.1:<free port>, in a thread, one request at a time (see above)."""
 
@@ -50,11 +81,26 @@ class MotoS3Server:
 
         app = DomainDispatcherApplication(create_backend_app)
         lock = threading.Lock()
+        self.recorder: RequestLog | None = None
 
         def serialized(environ: dict[str, Any], start_response: Callable[..., Any]
                        ) -> Iterable[bytes]:
-            with lock:
-                return list(app(environ, start_response))
+            rec = self.recorder
+            if rec is None:
+                with lock:
+                    return list(app(environ, start_response))
+            rec.arrived()
+            status: list[str] = []
+
+            def record_status(code: str, headers: Any, exc_info: Any = None) -> Any:
+                status.append(code)
+                return start_response(code, headers, exc_info)
+
+            try:
+                with lock:
+                    return list(app(environ, record_status))
+            finally:
+                rec.done(environ, status[0] if status else "")
 
         self._server = make_server("127.0.0.1", 0, serialized, threaded=True,
                                    request_handler=MotoRequestHandler)
@@ -71,6 +117,20 @@ class MotoS3Server:
         self._server.server_close()
 
 
+_servers: list[MotoS3Server] = []
+
+
+@pytest.fixture
+def s3_requests(s3_server: str) -> Iterator[RequestLog]:
+    """Record the requests the moto server gets during the test (request-count tests)."""
+    server = _servers[-1]
+    server.recorder = log = RequestLog()
+    try:
+        yield log
+    finally:
+        server.recorder = None
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """The endpoint URL of a moto S3 server; the AWS environment points at it."""
@@ -78,6 +138,7 @@ def s3_server() -> Iterator[str]:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     server = MotoS3Server()
+    _servers.append(server)
     server.start()
     mp = pytest.MonkeyPatch()
     for name in S3_CLEARED_ENV:

@@ -744,7 +744,8 @@ class Draft:
                     else:
                         out._by_local[local] = p
                         out.sources.append(Source(p, local, "file", st.st_size,
-                                                  st.st_mtime_ns, n.executable))
+                                                  st.st_mtime_ns, n.executable,
+                                                  known=_stored(u, n.entry)))
                     continue
             if want != u:
                 out.changes[p] = want
@@ -758,6 +759,16 @@ class Draft:
         except (FileNotFoundError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
+
+
+def _stored(*entries: model.Entry | None) -> frozenset[str]:
+    """The piece digests of the files among ``entries`` (what the base held at a path, what a
+    copy-up copied): a re-commit of the same bytes finds them stored without sending them."""
+    out: set[str] = set()
+    for e in entries:
+        if e is not None and e.kind == "file":
+            out.update(e.chunks or (e.digest,))
+    return frozenset(out)
 
 
 def _copy_file(src: str, dst: str) -> None:

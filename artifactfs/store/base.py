@@ -2,8 +2,10 @@
 
 Two kinds of keys live in a store (see docs/DESIGN.md for the layout):
 
-* content-addressed objects (``objects/sha256/..``): written with :meth:`Store.put_if_absent`
-  (at most one chunk, 8 MiB, or one tree node each), never changed, verified by readers;
+* content-addressed objects (``objects/sha256/..``): written with :meth:`Store.put_object`
+  (a :meth:`Store.put_if_absent`, after a look with :meth:`Store.reuse` when the caller
+  expects the object to exist; at most one chunk, 8 MiB, or one tree node each), never
+  changed, verified by readers;
 * catalog records (JSON): created with put-if-absent and updated with compare-and-swap on an
   opaque ``etag``, which is what makes concurrent writers on many nodes safe with no
   coordinator.
@@ -117,6 +119,23 @@ class Store(abc.ABC):
 
     def exists(self, key: str) -> bool:
         return self.head(key) is not None
+
+    def reuse(self, key: str) -> bool:
+        """True when the content-addressed object ``key`` exists, so that a new record may
+        refer to it instead of writing it again.  The one place a writer learns that it
+        reuses an object without writing it (see :meth:`put_object`)."""
+        return self.exists(key)
+
+    def put_object(self, key: str, data: bytes, likely_present: bool = False) -> bool:
+        """Store a content-addressed object; True when this call wrote it.
+
+        ``likely_present``: the caller expects the object to exist (its content was there
+        before), so the store looks first (:meth:`reuse`: a HEAD on S3) and sends no bytes
+        when it is there.  Otherwise, and when the look finds nothing, it is a
+        :meth:`put_if_absent`, whose condition settles a race with another writer."""
+        if likely_present and self.reuse(key):
+            return False
+        return self.put_if_absent(key, data)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and pools."""

@@ -16,8 +16,12 @@ What is subtle:
 * Every request goes through :func:`~artifactfs.s3util.call_with_retry`; a retried
   conditional write whose first attempt landed but whose answer was lost reports 412 (see
   s3util), which callers treat as "re-read".
-* Uploads carry a SHA-256 checksum computed here (``x-amz-checksum-sha256``), so S3 rejects a
-  body damaged on the way.  Values above ``MULTIPART_THRESHOLD`` go up as a multipart upload
+* Uploads carry a SHA-256 checksum (``x-amz-checksum-sha256``), so S3 rejects a body damaged
+  on the way; for content-addressed keys it is the key's own digest (not hashed twice).
+* :meth:`Store.put_object` with ``likely_present`` sends a HEAD first (:meth:`Store.reuse`):
+  an object that exists then costs one request and no bytes; one that does not costs the
+  HEAD and then the conditional PUT, which still settles a race.  Writers run
+  :data:`~artifactfs.s3util.IO_THREADS` requests at once (:attr:`S3Store.io_threads`).  Values above ``MULTIPART_THRESHOLD`` go up as a multipart upload
   whose completion carries the same condition; a failed one is aborted.
 * A missing bucket raises :class:`StoreUnavailable` ("S3 bucket not found: NAME") rather than
   :class:`NotFound`, which callers read as "no such key".  HEAD answers carry no error code, so
@@ -45,7 +49,8 @@ from ..errors import (
     StoreUnavailable,
     UsageError,
 )
-from ..s3util import call_with_retry, error_code, parse_s3_uri, s3_client
+from ..model import is_digest
+from ..s3util import IO_THREADS, call_with_retry, error_code, parse_s3_uri, s3_client
 from .base import Leftover, ListItem, Store
 
 if TYPE_CHECKING:
@@ -58,6 +63,7 @@ T = TypeVar("T")
 
 MiB = 1024 * 1024
 MAX_KEY_BYTES = 1024
+OBJECTS = "objects/sha256/"  # content-addressed keys: OBJECTS + digest[:2] + "/" + digest[2:]
 CONFLICT_RETRIES = 4  # 409 ConditionalRequestConflict on put-if-absent
 
 
@@ -89,6 +95,7 @@ class S3Store(Store):
     MULTIPART_THRESHOLD = 64 * MiB
     PART_SIZE = 16 * MiB
     LIST_PAGE_SIZE = 1000
+    io_threads = IO_THREADS  # S3 wants many requests in flight, whatever the cores (ingest)
 
     def __init__(self, uri: str) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
@@ -278,7 +285,7 @@ class S3Store(Store):
     # --- writes ----------------------------------------------------------------------------
     def _put_object(self, full: str, data: bytes, what: str, **cond: str) -> str:
         """One PutObject with a SHA-256 checksum and optional condition; the new etag."""
-        checksum = _sha256_b64(data)
+        checksum = self._checksum(full, data)
 
         def put() -> str:
             resp = self._client.put_object(
@@ -287,6 +294,17 @@ class S3Store(Store):
             return _unquote(resp["ETag"])
 
         return self._call(what, put)
+
+    def _checksum(self, full: str, data: bytes) -> str:
+        """The upload's ``x-amz-checksum-sha256``.  A content-addressed key *is* the SHA-256
+        of its bytes (the caller just hashed them), so it is not hashed again: were the bytes
+        not what the key says, S3 would refuse them (BadDigest) and nothing would be stored."""
+        rest = full[len(self._base):]
+        if rest.startswith(OBJECTS):
+            digest = rest[len(OBJECTS):].replace("/", "", 1)
+            if len(digest) == 64 and is_digest(digest):
+                return base64.b64encode(bytes.fromhex(digest)).decode("ascii")
+        return _sha256_b64(data)
 
     def _upload(self, key: str, data: bytes, what: str, **cond: str) -> str:
         """PutObject, or a multipart upload above MULTIPART_THRESHOLD; raises ClientError."""

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pytest
 
+from artifactfs import model
 from artifactfs.errors import NotFound, PreconditionFailed, UsageError
 from artifactfs.store import Store, open_store
 
@@ -63,6 +64,21 @@ def test_put_if_absent_only_once(store: Store) -> None:
     assert store.exists("objects/ab/cd")
     assert store.put_if_absent("objects/empty", b"")
     assert store.get("objects/empty") == b""
+
+
+def test_put_object_looks_first_only_when_asked(store: Store) -> None:
+    """put_object is put-if-absent of a content-addressed object; reuse says whether it is
+    there to be referred to."""
+    data = b"content-addressed bytes"
+    key = model.object_key(model.sha256_hex(data))
+    assert not store.reuse(key)
+    assert store.put_object(key, data, likely_present=True)  # looked, absent: written
+    assert not store.put_object(key, data, likely_present=True)
+    assert not store.put_object(key, data)
+    assert store.reuse(key) and store.get(key) == data
+    other = b"other bytes"
+    key2 = model.object_key(model.sha256_hex(other))
+    assert store.put_object(key2, other) and store.get(key2) == other
 
 
 def test_put_if_absent_race_has_one_winner(store_uri: str) -> None:

@@ -17,13 +17,13 @@ from artifactfs.statcache import StatCache
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Local files whose bytes ingest read, in order."""
     seen: list[str] = []
-    real = ingest._store_piece
+    real = ingest._read_piece
 
-    def spy(store, src, index, progress):  # type: ignore[no-untyped-def]
+    def spy(src, off, want):  # type: ignore[no-untyped-def]
         seen.append(os.path.basename(src.local))
-        return real(store, src, index, progress)
+        return real(src, off, want)
 
-    monkeypatch.setattr(ingest, "_store_piece", spy)
+    monkeypatch.setattr(ingest, "_read_piece", spy)
     return seen
 
 
