@@ -14,13 +14,29 @@ Prints markdown rows ``| metric | value | baseline | ratio |``:
   page cache, ``sync`` before each copy; medians of BENCH_TRIALS interleaved copies, as
   throughput (higher is better).
 
-BENCH_SMALL=1 shrinks every size for a smoke run; BENCH_DIR picks the scratch disk.
+* small synchronous writes: 4 KiB ``pwrite`` calls on a read-write handle (page cache, no
+  ``direct_io``: what sqlite does), microseconds per write, against the minimal server and the
+  local disk;
+* ``tar -x`` of a 32 700-entry tarball into a draft, and ``rsync -a`` of the same tree into a
+  draft, first and repeated (the rows name how many lines ``rsync -i`` itemized), against the
+  same commands on the local disk; then the repeat into a new draft of the version committed
+  from the rsync'ed draft;
+* S3 (a moto server in its own process): ``put`` and ``commit`` of 20 000 small files against
+  boto3 ``upload_file`` of the same files with 16 threads (files/s, higher is better), and the
+  re-commit of the same content (HEADs, no bodies) against the first commit.
+
+BENCH_SMALL=1 shrinks every size for a smoke run; BENCH_DIR picks the scratch disk;
+BENCH_ONLY picks rows (comma-separated: commit, cp, smallwrite, tar, rsync, s3; ``write``, the
+default, means all of them): ``BENCH_ONLY=tar,rsync tools/bench commit``.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -57,8 +73,9 @@ class Ops(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ENOENT)
 
     async def create(self, parent, name, mode, flags, ctx):
-        self.fd, self.size = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 0
-        return pyfuse3.FileInfo(fh=2, direct_io=True), self._attr(2)
+        self.fd, self.size = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), 0
+        write_only = flags & os.O_ACCMODE == os.O_WRONLY  # direct_io as ours: write-only only
+        return pyfuse3.FileInfo(fh=2, direct_io=write_only), self._attr(2)
 
     async def write(self, fh, off, buf):
         n = os.pwrite(self.fd, buf, off)
@@ -90,7 +107,21 @@ SMALL = os.environ.get("BENCH_SMALL") == "1"
 FILES = 5000 if SMALL else 50_000
 BIG = (64 << 20) if SMALL else (1 << 30)
 TRIALS = int(os.environ.get("BENCH_TRIALS", "1" if SMALL else "3"))
+SMALL_WRITES = 2000 if SMALL else 20_000
+TREE_DIRS, TREE_FILES, TREE_KIB = (10, 99, 8) if SMALL else (327, 99, 30)
+S3_FILES = 300 if SMALL else 20_000
 CLI = [sys.executable, "-m", "artifactfs"]
+PARTS = ("commit", "cp", "smallwrite", "tar", "rsync", "s3")
+BOTO3_UPLOAD = r'''
+import os, sys, boto3
+from botocore.config import Config
+from concurrent.futures import ThreadPoolExecutor
+s3 = boto3.client("s3", config=Config(max_pool_connections=32))
+root, bucket = sys.argv[1], sys.argv[2]
+paths = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(lambda p: s3.upload_file(p, bucket, os.path.relpath(p, root)), paths))
+'''
 
 
 def mounted(mp: str) -> bool:
@@ -98,9 +129,33 @@ def mounted(mp: str) -> bool:
         return any(line.split()[4] == mp for line in f)
 
 
-def rate_row(metric: str, value: float, baseline: float) -> None:
-    print(f"| {metric} | {value:.0f} MB/s | {baseline:.0f} MB/s | {value / baseline:.2f}x |",
+def rate_row(metric: str, value: float, baseline: float, unit: str = "MB/s") -> None:
+    print(f"| {metric} | {value:.0f} {unit} | {baseline:.0f} {unit} | {value / baseline:.2f}x |",
           flush=True)
+
+
+def us_row(metric: str, value: float, baseline: float) -> None:
+    print(f"| {metric} (lower is better) | {value:.1f} µs | {baseline:.1f} µs | "
+          f"{value / baseline:.2f}x |", flush=True)
+
+
+def timed_cmd(cmd: list[str], **kw: object) -> float:
+    return timed_out(cmd, **kw)[0]
+
+
+def timed_out(cmd: list[str], **kw: object) -> tuple[float, str]:
+    """Seconds a command took (after a ``sync``) and its output."""
+    subprocess.run(["sync"], check=True)
+    t = time.perf_counter()
+    r = subprocess.run(cmd, check=True, capture_output=True, text=True,
+                       **kw)  # type: ignore[call-overload]
+    return time.perf_counter() - t, str(r.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Bench:
@@ -110,6 +165,10 @@ class Bench:
                         XDG_CONFIG_HOME=os.path.join(work, "config"))
         self.mp = os.path.join(work, "mnt")
         os.makedirs(self.mp)
+        os.makedirs(os.path.join(work, "store"))
+        self.ids = itertools.count()
+        self.minimal_mp: str | None = None
+        self.minimal_proc: subprocess.Popen[bytes] | None = None
 
     def cli(self, *args: str) -> str:
         return subprocess.run([*CLI, *args], env=self.env, check=True, capture_output=True,
@@ -124,6 +183,7 @@ class Bench:
         self.cli("mount", self.mp, "--cache-dir", os.path.join(self.work, "cache"))
 
     def cleanup(self) -> None:
+        self.cleanup_minimal()
         for cmd in ([*CLI, "unmount", self.mp], ["fusermount3", "-u", "-z", self.mp]):
             if mounted(self.mp):
                 subprocess.run(cmd, env=self.env, capture_output=True, check=False)
@@ -159,6 +219,33 @@ class Bench:
                  "end (vs the 1 s budget)", got, 1.0)
 
     # --- (b) write throughput ----------------------------------------------------------------
+    def start_minimal(self) -> str:
+        """The minimal pwrite server's mount point (stopped in cleanup)."""
+        if self.minimal_mp is None:
+            local_dir = os.path.join(self.work, "m-writer-data")
+            os.makedirs(local_dir)
+            mp = os.path.join(self.work, "m-writer")
+            os.makedirs(mp)
+            server = os.path.join(self.work, "minimal_writer.py")
+            with open(server, "w") as f:
+                f.write(MINIMAL_WRITER)
+            self.minimal_proc = subprocess.Popen(
+                [sys.executable, server, os.path.join(local_dir, "minimal"), mp])
+            for _ in range(100):
+                if mounted(mp):
+                    break
+                time.sleep(0.1)
+            self.minimal_mp = mp
+        return self.minimal_mp
+
+    def draft(self, name: str) -> str:
+        path = os.path.join(self.mp, "drafts", "bench", name, f"w{next(self.ids)}")
+        os.makedirs(path)
+        return path
+
+    def discard(self, draft: str) -> None:
+        self.cli("draft", "discard", draft)
+
     def write_rate(self) -> None:
         src = os.path.join(self.work, "big.src")
         with open(src, "wb") as f:
@@ -167,51 +254,217 @@ class Bench:
         with open(src, "rb") as f:  # in the page cache, for both copies alike
             while f.read(1 << 24):
                 pass
-        draft = os.path.join(self.mp, "drafts", "bench", "big", "w")
-        os.makedirs(draft)
+        draft = self.draft("big")
         local_dir = os.path.join(self.work, "local")
         os.makedirs(local_dir)
-        minimal_mp = os.path.join(self.work, "m-writer")
-        os.makedirs(minimal_mp)
-        server = os.path.join(self.work, "minimal_writer.py")
-        with open(server, "w") as f:
-            f.write(MINIMAL_WRITER)
-        proc = subprocess.Popen([sys.executable, server, os.path.join(local_dir, "minimal"),
-                                 minimal_mp])
-        try:
-            for _ in range(100):
-                if mounted(minimal_mp):
-                    break
-                time.sleep(0.1)
-            ours, local, minimal = [], [], []
-            for trial in range(TRIALS):
-                for dest, out in ((os.path.join(local_dir, f"c{trial}"), local),
-                                  (os.path.join(minimal_mp, "data"), minimal),
-                                  (os.path.join(draft, f"c{trial}"), ours)):
-                    subprocess.run(["sync"], check=True)
-                    t = time.perf_counter()
-                    subprocess.run(["cp", src, dest], check=True)
-                    out.append(BIG / (time.perf_counter() - t) / 1e6)
-                    os.unlink(dest)
-        finally:
-            subprocess.run(["fusermount3", "-u", "-z", minimal_mp], capture_output=True,
-                           check=False)
-            proc.wait(10)
+        minimal_mp = self.start_minimal()
+        ours, local, minimal = [], [], []
+        for trial in range(TRIALS):
+            for dest, out in ((os.path.join(local_dir, f"c{trial}"), local),
+                              (os.path.join(minimal_mp, "data"), minimal),
+                              (os.path.join(draft, f"c{trial}"), ours)):
+                subprocess.run(["sync"], check=True)
+                t = time.perf_counter()
+                subprocess.run(["cp", src, dest], check=True)
+                out.append(BIG / (time.perf_counter() - t) / 1e6)
+                os.unlink(dest)
+        os.unlink(src)
         mib = BIG >> 20
         rate_row(f"cp of a {mib} MiB file into a draft (vs cp to local disk; higher is better)",
                  statistics.median(ours), statistics.median(local))
         rate_row(f"cp of a {mib} MiB file into a draft (vs minimal pyfuse3 pwrite server, "
                  "direct_io)", statistics.median(ours), statistics.median(minimal))
 
+    # --- (c) small synchronous writes --------------------------------------------------------
+    def small_writes(self) -> None:
+        """µs per 4 KiB pwrite on a read-write handle (each one a synchronous FUSE WRITE)."""
+        def per_write(path: str) -> float:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            buf = os.urandom(4096)
+            try:
+                for i in range(200):  # warm up
+                    os.pwrite(fd, buf, i * 4096)
+                t = time.perf_counter()
+                for i in range(SMALL_WRITES):
+                    os.pwrite(fd, buf, i * 4096)
+                return (time.perf_counter() - t) / SMALL_WRITES * 1e6
+            finally:
+                os.close(fd)
+                os.unlink(path)
+
+        draft = self.draft("small")
+        minimal_mp = self.start_minimal()
+        local_dir = os.path.join(self.work, "local-small")
+        os.makedirs(local_dir, exist_ok=True)
+        ours, minimal, local = [], [], []
+        for _ in range(max(3, TRIALS)):
+            ours.append(per_write(os.path.join(draft, "db")))
+            minimal.append(per_write(os.path.join(minimal_mp, "data")))
+            local.append(per_write(os.path.join(local_dir, "db")))
+        us_row("4 KiB synchronous write into a draft, per write (vs minimal pyfuse3 pwrite "
+               "server)", statistics.median(ours), statistics.median(minimal))
+        us_row("4 KiB synchronous write into a draft, per write (vs local disk)",
+               statistics.median(ours), statistics.median(local))
+
+    # --- (d) tar -x and rsync -a ---------------------------------------------------------------
+    def source_tree(self) -> str:
+        """TREE_DIRS directories of TREE_FILES files, 1-30 KiB (32 700 entries, ~480 MiB)."""
+        root = os.path.join(self.work, "tree")
+        if not os.path.isdir(root):
+            rnd = random.Random(7)
+            for d in range(TREE_DIRS):
+                sub = os.path.join(root, f"dir{d:03d}")
+                os.makedirs(sub)
+                for i in range(TREE_FILES):
+                    with open(os.path.join(sub, f"file{i:03d}.bin"), "wb") as f:
+                        f.write(rnd.randbytes(rnd.randint(1, TREE_KIB) << 10))
+                    if i % 10 == 0:
+                        os.chmod(os.path.join(sub, f"file{i:03d}.bin"), 0o755)
+        return root
+
+    def entries(self) -> int:
+        return TREE_DIRS * (TREE_FILES + 1)
+
+    def tar(self) -> None:
+        root = self.source_tree()
+        tarball = os.path.join(self.work, "tree.tar")
+        subprocess.run(["tar", "-cf", tarball, "-C", root, "."], check=True)
+        local, ours = [], []
+        for _ in range(TRIALS):
+            dest = os.path.join(self.work, "tar-local")
+            os.makedirs(dest)
+            local.append(timed_cmd(["tar", "-xf", tarball, "-C", dest]))
+            shutil.rmtree(dest)
+            draft = self.draft("tar")
+            ours.append(timed_cmd(["tar", "-xf", tarball, "-C", draft]))
+            self.discard(draft)
+        os.unlink(tarball)
+        time_row(f"tar -x of a {self.entries()}-entry tarball into a draft (vs local disk)",
+                 statistics.median(ours), statistics.median(local))
+
+    def rsync(self) -> None:
+        root = self.source_tree() + "/"
+        runs: dict[str, list[float]] = {k: [] for k in ("l1", "l2", "o1", "o2", "o3")}
+        lines = {"o2": 0, "o3": 0}
+        for _ in range(TRIALS):
+            dest = os.path.join(self.work, "rsync-local") + "/"
+            runs["l1"].append(timed_cmd(["rsync", "-a", root, dest]))
+            runs["l2"].append(timed_cmd(["rsync", "-ai", root, dest]))
+            shutil.rmtree(dest)
+            draft = self.draft("rsync") + "/"
+            runs["o1"].append(timed_cmd(["rsync", "-a", root, draft]))
+            t, out = timed_out(["rsync", "-ai", root, draft])
+            runs["o2"].append(t)
+            lines["o2"] = max(lines["o2"], len(out.splitlines()))
+            self.cli("commit", draft, "--type", "dataset")
+            again = self.draft("rsync") + "/"  # a new draft of the version just made
+            t, out = timed_out(["rsync", "-ai", root, again])
+            runs["o3"].append(t)
+            lines["o3"] = max(lines["o3"], len(out.splitlines()))
+            self.discard(again)
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        n = self.entries()
+        time_row(f"rsync -a of a {n}-entry tree into an empty draft (vs local disk)", med["o1"],
+                 med["l1"])
+        time_row(f"rsync -a again, nothing changed, same draft: itemized {lines['o2']} lines "
+                 "(vs local repeat)", med["o2"], med["l2"])
+        time_row(f"rsync -a again into a new draft of the version committed from it: itemized "
+                 f"{lines['o3']} lines (vs local repeat)", med["o3"], med["l2"])
+
+    def cleanup_minimal(self) -> None:
+        if self.minimal_mp is not None:
+            subprocess.run(["fusermount3", "-u", "-z", self.minimal_mp], capture_output=True,
+                           check=False)
+            if self.minimal_proc is not None:
+                self.minimal_proc.wait(10)
+            self.minimal_mp = self.minimal_proc = None
+
+
+def small_tree(root: str, n: int, seed: int) -> str:
+    rnd = random.Random(seed)
+    for i in range(n):
+        d = os.path.join(root, f"d{i // 1000:03d}")
+        if i % 1000 == 0:
+            os.makedirs(d)
+        with open(os.path.join(d, f"f{i:05d}.bin"), "wb") as f:
+            f.write(rnd.randbytes(rnd.randint(1, 8) << 10))
+    return root
+
+
+def s3(work: str) -> None:
+    """put and commit of S3_FILES small files to S3 (moto, its own process) against boto3."""
+    port = free_port()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),
+                             "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    b = Bench(os.path.join(work, "s3"))
+    b.env.update(aws, ARTIFACTFS_STORE="s3://bench/store")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        upload = os.path.join(b.work, "upload.py")
+        with open(upload, "w") as f:
+            f.write(BOTO3_UPLOAD)
+        env = dict(os.environ, **aws)
+        subprocess.run([sys.executable, "-c", "import boto3; c = boto3.client('s3'); "
+                        "c.create_bucket(Bucket='bench'); c.create_bucket(Bucket='raw')"],
+                       env=env, check=True)
+        put_src = small_tree(os.path.join(b.work, "put"), S3_FILES, 1)
+        commit_src = small_tree(os.path.join(b.work, "commit"), S3_FILES, 2)
+        base = [timed_cmd([sys.executable, upload, put_src, "raw"], env=env)]
+        put = timed_cmd([*CLI, "put", put_src, "--name", "bench/s3put", "--type", "dataset"],
+                        env=b.env)
+        b.mount()
+        draft = b.draft("s3commit")
+        subprocess.run(["cp", "-r", f"{commit_src}/.", draft], check=True)
+        commit = timed_cmd([*CLI, "commit", draft, "--type", "dataset"], env=b.env)
+        again = b.draft("s3commit")  # the same bytes written again: an unchanged commit
+        subprocess.run(["cp", "-r", f"{commit_src}/.", again], check=True)
+        recommit = timed_cmd([*CLI, "commit", again], env=b.env)
+        base.append(timed_cmd([sys.executable, upload, commit_src, "raw"], env=env))
+    finally:
+        b.cleanup()
+        moto.terminate()
+        moto.wait(10)
+    rate = statistics.mean(S3_FILES / t for t in base)
+    rate_row(f"S3 put of {S3_FILES} small files (vs boto3 upload_file, 16 threads; files/s)",
+             S3_FILES / put, rate, "files/s")
+    rate_row(f"S3 commit of a draft of {S3_FILES} small files (vs boto3 upload_file, 16 "
+             "threads; files/s)", S3_FILES / commit, rate, "files/s")
+    time_row(f"S3 commit of the same {S3_FILES} files written again into a new draft (vs the "
+             "first commit)", recommit, commit)
+
 
 def main() -> None:
+    only = os.environ.get("BENCH_ONLY", "write").split(",")
+    parts = [p for p in PARTS if p in only or "write" in only]
+    if not parts:
+        return
     work = tempfile.mkdtemp(prefix="artifactfs-bench-commit-", dir=os.environ.get("BENCH_DIR"))
     b = Bench(work)
     try:
-        b.mount()
-        b.commit_one("nested", 50)
-        b.commit_one("flat", 1)
-        b.write_rate()
+        if set(parts) - {"s3"}:
+            b.mount()
+        if "commit" in parts:
+            b.commit_one("nested", 50)
+            b.commit_one("flat", 1)
+        if "cp" in parts:
+            b.write_rate()
+        if "smallwrite" in parts:
+            b.small_writes()
+        if "tar" in parts:
+            b.tar()
+        if "rsync" in parts:
+            b.rsync()
+        b.cleanup()
+        if "s3" in parts:
+            s3(work)
     finally:
         b.cleanup()
         shutil.rmtree(work, ignore_errors=True)
