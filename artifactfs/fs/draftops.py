@@ -94,6 +94,9 @@ class DraftOps(DraftRights):
         self._compacting: set[Draft] = set()
         self._gids: dict[int, int] = {}
         self._created: dict[Draft, int] = {}
+        # Other users reach the mount (allow_other): every walk into a draft must ask lookup
+        # with the walker's uid, so the names right below a draft's root are never cached.
+        self.guard_walks = True
 
     # --- plumbing ------------------------------------------------------------------------------
     async def _call(self, d: Draft, fn: Callable[..., T], *args: Any) -> T:
@@ -194,7 +197,7 @@ class DraftOps(DraftRights):
             mode = stat.S_IFLNK | 0o777
         else:
             mode = stat.S_IFREG | (0o755 if info.executable else 0o644)
-        first = dn.parent is not None and dn.parent.d.parent is None
+        first = self.guard_walks and dn.parent is not None and dn.parent.d.parent is None
         owner = d.meta.owner
         return self.ns.make_attrs(Stat(n.ino, mode, info.size, info.mtime_ns or
                                        self._created_ns(d), 0.0 if first else DRAFT_TTL,
@@ -213,8 +216,20 @@ class DraftOps(DraftRights):
 
     # --- looking things up ---------------------------------------------------------------
     async def lookup(self, p: Inode, name: bytes, uid: int) -> Any:
-        """The attributes of ``p/name`` (one kernel lookup), for a ``drafts/`` inode ``p``."""
-        child, d, info = await self._lookup(p, _name(name), uid)
+        """The attributes of ``p/name`` (one kernel lookup), for a ``drafts/`` inode ``p``.
+
+        A name a draft does not have is answered as a cached absence (``st_ino`` 0, the
+        entry timeout of the name's place): only this mount changes a draft, and the kernel
+        replaces the absence itself when it creates or renames something there."""
+        try:
+            child, d, info = await self._lookup(p, _name(name), uid)
+        except FileNotFoundError:
+            if p.kind != Kind.DDIR:
+                raise
+            from .namespace import Stat
+
+            return self.ns.make_attrs(Stat(0, entry_timeout=0.0 if self.guard_walks and
+                                           p.d.parent is None else DRAFT_TTL))
         child.lookups += 1
         return self._attrs(child, d, info) if d is not None and info is not None \
             else self.ns.attrs(child)

@@ -222,6 +222,7 @@ class Daemon:
         self.ns = Namespace(self._catalog(), self.manifest, self.blobs, refresh=cfg.refresh,
                             invalidate=self._invalidate, area=self.area, may_write=self.may_write,
                             access=self.access)
+        self.ns.drafts.guard_walks = opts.allow_other  # else only this uid reaches the mount
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])
         self.control.register("stats", self._stats)
