@@ -32,7 +32,10 @@ What is subtle:
   drafts and journal compaction run in worker threads.
 * Kernel caches: draft inodes get one-second timeouts and never ``keep_cache`` (their bytes
   change); after a commit, upsert or discard over the control channel the draft's entry is
-  invalidated (:meth:`DraftOps.draft_gone`).
+  invalidated (:meth:`DraftOps.draft_gone`).  That invalidation is asynchronous, so a client
+  can reach the old draft's inode through the kernel's entry just after the reply: calls on an
+  inode of a retired draft answer ESTALE, on which the kernel walks the path again with a
+  fresh ``lookup`` (and finds a draft made again under the same name).
 """
 
 from __future__ import annotations
@@ -142,6 +145,8 @@ class DraftOps(DraftRights):
         d = dn.draft
         d.check_access(uid)
         self._rights(d.meta.project, uid)
+        if d.retired:  # the kernel kept an entry of a draft committed or discarded meanwhile:
+            raise oserror(errno.ESTALE)  # it walks the path again, asking lookup (new draft)
         if dn.gone:
             raise oserror(errno.ENOENT)
         parts = []
@@ -191,18 +196,23 @@ class DraftOps(DraftRights):
         from .namespace import Stat
 
         dn: DNode = n.d
+        perm = info.mode
         if info.kind == "dir":
-            mode = stat.S_IFDIR | (0o700 if dn.parent is None else 0o755)
+            mode = stat.S_IFDIR | (perm if perm is not None else
+                                   0o700 if dn.parent is None else 0o755)
         elif info.kind == "symlink":
             mode = stat.S_IFLNK | 0o777
         else:
-            mode = stat.S_IFREG | (0o755 if info.executable else 0o644)
+            mode = stat.S_IFREG | (perm if perm is not None else
+                                   0o755 if info.executable else 0o644)
         first = self.guard_walks and dn.parent is not None and dn.parent.d.parent is None
         owner = d.meta.owner
-        return self.ns.make_attrs(Stat(n.ino, mode, info.size, info.mtime_ns or
-                                       self._created_ns(d), 0.0 if first else DRAFT_TTL,
-                                       DRAFT_TTL, uid=owner, gid=self._gid(owner),
-                                       blksize=FILE_BLKSIZE if info.kind == "file" else 0))
+        mtime = info.mtime_ns or self._created_ns(d)
+        return self.ns.make_attrs(Stat(n.ino, mode, info.size, mtime, 0.0 if first else
+                                       DRAFT_TTL, DRAFT_TTL, info.nlink, uid=owner,
+                                       gid=self._gid(owner),
+                                       blksize=FILE_BLKSIZE if info.kind == "file" else 0,
+                                       ctime_ns=max(info.ctime_ns, mtime)))
 
     def level_stat_mode(self) -> int:
         return _LEVEL_MODE if self.area is not None else stat.S_IFDIR | 0o555
@@ -294,7 +304,7 @@ class DraftOps(DraftRights):
         await self._settle(n)
         dn: DNode = n.d
         d = dn.draft
-        if dn.gone:
+        if dn.gone or (d.retired and dn.handles):  # fstat of an open file: its own attributes
             return self._gone_attrs(n, d)
         if dn.parent is not None:
             d.check_access(uid)
@@ -458,7 +468,7 @@ class DraftOps(DraftRights):
         d, ppath, p = self._dir(ino, uid, "create")
         s = _name(name)
         path = _join(ppath, s)
-        local = await self._call(d, d.create, path, bool(mode & 0o111))
+        local = await self._call(d, d.create, path, bool(mode & 0o111), mode)
         try:
             fd = os.open(local, os.O_RDWR | os.O_CLOEXEC)
         except BaseException:
@@ -480,7 +490,7 @@ class DraftOps(DraftRights):
             child, d, info = await self._make_level(p, s, uid)
         else:
             d, ppath, p = self._dir(ino, uid, "mkdir")
-            await self._call(d, d.mkdir, _join(ppath, s))
+            await self._call(d, d.mkdir, _join(ppath, s), mode)
             info = d.stat(_join(ppath, s))
             child = self._intern(d, info, p, s)
         child.lookups += 1
@@ -515,7 +525,7 @@ class DraftOps(DraftRights):
             raise oserror(errno.EPERM, "drafts hold only files, directories and symlinks")
         s = _name(name)
         path = _join(ppath, s)
-        d.release(await self._call(d, d.create, path, bool(mode & 0o111)))
+        d.release(await self._call(d, d.create, path, bool(mode & 0o111), mode))
         info = d.stat(path)
         n = self._intern(d, info, p, s)
         n.lookups += 1
@@ -599,6 +609,8 @@ class DraftOps(DraftRights):
             raise oserror(errno.EXDEV)
         s1, s2 = _name(name1), _name(name2)
         src, dst = _join(path1, s1), _join(path2, s2)
+        if flags & ~3:  # RENAME_WHITEOUT (an overlayfs feature) and anything unknown
+            raise oserror(errno.EINVAL, "rename: only RENAME_NOREPLACE and RENAME_EXCHANGE")
         exchange = bool(flags & 2)  # RENAME_EXCHANGE
         s_info = await self._call(d, d.lookup, src)
         t_info = await self._call(d, d.lookup, dst)
@@ -660,7 +672,9 @@ class DraftOps(DraftRights):
                 if local is not None:
                     self._staged(n, d, local)
         if fields.update_mode:
-            await self._call(d, d.chmod, path, bool(attr.st_mode & 0o100))
+            await self._call(d, d.chmod, path, bool(attr.st_mode & 0o100), attr.st_mode)
+        if fields.update_uid or fields.update_gid:
+            await self._call(d, d.chown, path)
         if fields.update_mtime:
             if await self._call(d, d.shares_bytes, path):  # a hard link's: copied first
                 await self._thread(d.utimes, path, attr.st_mtime_ns, limiter=self.copies)

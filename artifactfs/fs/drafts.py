@@ -66,6 +66,7 @@ from .overlay import (
 
 CopyBase = Callable[[model.Entry, str], None]  # write an entry's verified bytes to a path
 FORMAT = 1
+PERM = 0o7777  # the permission bits a draft keeps (shown only: access is the owner's)
 MIN_COMPACT = 4096  # compact once the journal has max(this, nodes in the snapshot) records
 
 
@@ -88,6 +89,9 @@ class Info:
     entry: model.Entry | None = None  # unchanged base content (file or ref): read it like a version
     local: str | None = None  # staging file: os.pread/os.pwrite it
     target: str = ""
+    mode: int | None = None  # permission bits a writer set (None: the mount's default)
+    ctime_ns: int = 0  # last change of content or attributes (0: the mtime)
+    nlink: int = 1  # directories: 2 + subdirectories when known (1: unknown, as btrfs)
 
 
 @dataclass
@@ -151,6 +155,7 @@ class Draft:
         self._frozen = self._gone = False
         self._writers: Counter[str] = Counter()
         self._refs: Counter[str] = Counter()  # nodes per staging file (hard links share one)
+        self._subdirs: dict[str, frozenset[str]] = {}  # base node oid -> its subdirectories
         self.nonce = os.urandom(8)  # this object's life: the mount keys its inodes on it
         self.defer_compact = False  # True: leave compaction to the caller (see compact_due)
         self.compact_due = False
@@ -327,18 +332,38 @@ class Draft:
         assert n.staged is not None
         return os.path.join(self._files, n.staged)
 
-    def _info(self, n: Node) -> Info:
+    def _info(self, n: Node, exact: bool = True) -> Info:
+        """``exact``: count a directory's subdirectories even when that reads its base node
+        (a listing says 1, "unknown", for those, rather than reading every child's node)."""
         if isinstance(n, DirNode):
-            return Info("dir", n.ident, 0, n.mtime_ns)
+            return Info("dir", n.ident, 0, n.mtime_ns, mode=n.mode, ctime_ns=n.ctime_ns,
+                        nlink=self._nlink(n, exact))
         if isinstance(n, LinkNode):
             return Info("symlink", n.ident, len(n.target.encode("utf-8", "surrogateescape")),
-                        n.mtime_ns, target=n.target)
+                        n.mtime_ns, target=n.target, ctime_ns=n.ctime_ns)
         if n.staged is not None:
             local = self._local(n)
             st = os.stat(local)
-            return Info("file", n.ident, st.st_size, st.st_mtime_ns, n.executable, local=local)
+            return Info("file", n.ident, st.st_size, st.st_mtime_ns, n.executable, local=local,
+                        mode=n.mode, ctime_ns=max(st.st_ctime_ns, n.ctime_ns))
         assert n.entry is not None
-        return Info("file", n.ident, n.entry.size, n.mtime_ns, n.executable, entry=n.entry)
+        return Info("file", n.ident, n.entry.size, n.mtime_ns, n.executable, entry=n.entry,
+                    mode=n.mode, ctime_ns=n.ctime_ns)
+
+    def _nlink(self, d: DirNode, exact: bool) -> int:
+        """2 + subdirectories (1 when not ``exact`` and that needs the base node)."""
+        if d.base is not None and not exact and d.base.oid not in self._subdirs:
+            return 1
+        n = 2 + sum(isinstance(v, DirNode) for v in d.over.values())
+        if d.base is not None:
+            base = self._subdirs.get(d.base.oid)
+            if base is None:
+                if len(self._subdirs) > 4096:
+                    self._subdirs.clear()
+                base = self._subdirs[d.base.oid] = frozenset(
+                    k for k, e in self._load(d.base.oid).items() if e.kind == "dir")
+            n += sum(1 for k in base if k not in d.over)
+        return n
 
     @contextmanager
     def _changing(self) -> Iterator[None]:
@@ -349,14 +374,18 @@ class Draft:
             yield
 
     # --- reading ---------------------------------------------------------------------------
-    def stat(self, path: str) -> Info:
-        """Merged attributes of ``path``; FileNotFoundError/NotADirectoryError otherwise."""
+    def stat(self, path: str, exact: bool = True) -> Info:
+        """Merged attributes of ``path``; FileNotFoundError/NotADirectoryError otherwise.
+        A directory's ``nlink`` counts its subdirectories (reading its base node) only when
+        ``exact``."""
         with self._lock:
-            return self._info(self._get(path))
+            return self._info(self._get(path), exact)
 
     def lookup(self, path: str) -> Info | None:
+        """:meth:`stat`, or None; a base directory's ``nlink`` is 1 ("unknown") unless its
+        node was read already, so a lookup never reads the node of the directory it finds."""
         try:
-            return self.stat(path)
+            return self.stat(path, exact=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -367,9 +396,9 @@ class Draft:
             if not isinstance(d, DirNode):
                 raise oserror(errno.ENOTDIR, path)
             names = self._load(d.base.oid).items() if d.base is not None else ()
-            out = {k: self._info(wrap(e, child_ident(d.ident, k)))
+            out = {k: self._info(wrap(e, child_ident(d.ident, k)), False)
                    for k, e in names if k not in d.over}
-            out.update({k: self._info(n) for k, n in d.over.items() if n is not None})
+            out.update({k: self._info(n, False) for k, n in d.over.items() if n is not None})
             return sorted(out.items())
 
     def readlink(self, path: str) -> str:
@@ -408,14 +437,16 @@ class Draft:
         os.close(os.open(local, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         return name, local
 
-    def create(self, path: str, executable: bool = False) -> str:
-        """A new empty file, open for writing: returns its staging path (``release`` it)."""
+    def create(self, path: str, executable: bool = False, mode: int | None = None) -> str:
+        """A new empty file, open for writing: returns its staging path (``release`` it).
+        ``mode``: the permission bits it is shown with (default: from ``executable``)."""
         with self._changing():
             d, name, parts = self._parent(path, True)
             if self._child(d, name) is not None:
                 raise oserror(errno.EEXIST, path)
             staged, local = self._new_staging()
-            node = FileNode(new_ident(), None, staged, executable)
+            node = FileNode(new_ident(), None, staged, executable,
+                            mode=None if mode is None else mode & PERM)
             self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": time.time_ns()})
             self._hold(staged)
             self._writers[staged] += 1
@@ -451,7 +482,8 @@ class Draft:
                             and (was is None or self._shared(cur)):
                         self._parent(path, True)
                         pristine = (st.st_size, st.st_mtime_ns) if was is None else cur.pristine
-                        node = FileNode(cur.ident, entry, staged, cur.executable, 0, pristine)
+                        node = FileNode(cur.ident, entry, staged, cur.executable, 0, pristine,
+                                        cur.mode, cur.ctime_ns)
                         self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
                         self._hold(staged)
                         self._drop(was)
@@ -473,7 +505,7 @@ class Draft:
                 pristine = (st.st_size, st.st_mtime_ns)
             self._parent(path, True)
             node = FileNode(n.ident, n.entry if pristine else None, staged, n.executable, 0,
-                            pristine)
+                            pristine, n.mode, n.ctime_ns)
             self._op({"o": "set", "p": norm_path(path), "n": node_json(node)})
             self._hold(staged)
             self._drop(n.staged)
@@ -504,13 +536,25 @@ class Draft:
         finally:
             self.release(local)
 
-    def chmod(self, path: str, executable: bool) -> None:
-        """Only the executable bit of files is kept; other modes are accepted and ignored."""
+    def chmod(self, path: str, executable: bool, mode: int | None = None) -> None:
+        """A file's executable bit goes into the version; the permission bits ``mode`` (files
+        and directories) are shown while the draft lives.  Symlinks have no mode."""
         with self._changing():
             n = self._get(path)
+            op: Record = {"o": "attr", "p": norm_path(path), "c": time.time_ns()}
             if isinstance(n, FileNode) and n.executable != executable:
-                self._materialize(path)
-                self._op({"o": "attr", "p": norm_path(path), "x": executable})
+                op["x"] = executable
+            if mode is not None and not isinstance(n, LinkNode):
+                op["pm"] = mode & PERM
+            self._materialize(path)
+            self._op(op)
+
+    def chown(self, path: str) -> None:
+        """Owners are not kept (a draft is its creator's); the call changes the ctime."""
+        with self._changing():
+            self._get(path)
+            self._materialize(path)
+            self._op({"o": "attr", "p": norm_path(path), "c": time.time_ns()})
 
     def utimes(self, path: str, mtime_ns: int) -> None:
         """Set a path's mtime (a hard link's shared staging file is copied first, unless the
@@ -528,16 +572,18 @@ class Draft:
                 if n.pristine is not None:
                     self._op({"o": "attr", "p": norm_path(path), "np": True})
             else:
-                self._op({"o": "attr", "p": norm_path(path), "m": mtime_ns})
+                self._op({"o": "attr", "p": norm_path(path), "m": mtime_ns,
+                          "c": time.time_ns()})
 
     # --- namespace changes -----------------------------------------------------------------
-    def mkdir(self, path: str) -> None:
+    def mkdir(self, path: str, mode: int | None = None) -> None:
         with self._changing():
             d, name, parts = self._parent(path, True)
             if self._child(d, name) is not None:
                 raise oserror(errno.EEXIST, path)
             now = time.time_ns()
-            node = DirNode(new_ident(), None, now)
+            node = DirNode(new_ident(), None, now, mode=None if mode is None else mode & PERM,
+                           ctime_ns=now)
             self._op({"o": "set", "p": "/".join(parts), "n": node_json(node), "t": now})
 
     def symlink(self, path: str, target: str) -> None:
@@ -634,7 +680,7 @@ class Draft:
                     self._put(parts, LinkNode(new_ident(), n.target, n.mtime_ns)
                               if isinstance(n, LinkNode) else
                               FileNode(new_ident(), n.entry, n.staged, n.executable,
-                                       n.mtime_ns, n.pristine))
+                                       n.mtime_ns, n.pristine, n.mode))
                     return
                 was = n.staged
             staged, local = self._new_staging()  # no lock held while the bytes are copied
@@ -644,7 +690,8 @@ class Draft:
                     cur = self._get(src)
                     parts = self._free(dst)
                     if isinstance(cur, FileNode) and cur.staged == was:
-                        self._put(parts, FileNode(new_ident(), None, staged, cur.executable))
+                        self._put(parts, FileNode(new_ident(), None, staged, cur.executable,
+                                                  mode=cur.mode))
                         return
             except BaseException:
                 os.unlink(local)
@@ -689,6 +736,11 @@ class Draft:
     def frozen(self) -> bool:
         return self._frozen
 
+    @property
+    def retired(self) -> bool:
+        """Committed or discarded: the object stays only for handles still open."""
+        return self._gone
+
     def thaw(self) -> None:
         with self._lock:
             self._frozen = False
@@ -721,9 +773,10 @@ class Draft:
                 if u is not None:
                     out.changes[p] = None
                 continue
-            if isinstance(n, DirNode):
-                want = n.base or model.EMPTY_NODE.as_entry()
-                if u is None or u.kind != "dir" or u.oid != want.oid or n.base is None:
+            if isinstance(n, DirNode):  # its mtime goes into the version (not its digest)
+                want = replace(n.base or model.EMPTY_NODE.as_entry(), mtime_ns=n.mtime_ns)
+                if u is None or u.kind != "dir" or u.oid != want.oid or n.base is None or \
+                        u.mtime_ns != n.mtime_ns:
                     out.changes[p] = want
                 self._plan_dir(n, p + "/", out)
                 continue

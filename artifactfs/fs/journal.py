@@ -9,8 +9,13 @@ after :meth:`Journal.append` wrote it, so the tree in memory is always what repl
 * ``{"o": "set", "p": PATH, "n": NODE}``: put a node (JSON form below) at ``PATH``;
 * ``{"o": "del", "p": PATH}``: remove it (a whiteout where the parent has a base directory);
 * ``{"o": "mv", "a": SRC, "b": DST}`` / ``{"o": "xchg", "a": A, "b": B}``: move or swap nodes;
-* ``{"o": "attr", "p": PATH}`` with ``"x"`` (executable), ``"m"`` (mtime) and/or ``"np": true``
-  (the staging file is no longer pristine).
+* ``{"o": "attr", "p": PATH}`` with ``"x"`` (executable), ``"m"`` (mtime), ``"pm"``
+  (permission bits), ``"c"`` (ctime) and/or ``"np": true`` (the staging file is no longer
+  pristine).
+
+A record's ``t`` also sets the ctime of the directories it changes, and a ``mv`` or ``xchg``
+sets the ctime of the nodes it moves.  Nodes carry ``"pm"`` and ``"c"`` only when set, so
+drafts written before these fields existed load unchanged.
 
 What is subtle:
 
@@ -82,26 +87,34 @@ def entry_from(d: dict[str, Any] | None) -> model.Entry | None:
 def node_json(n: Node | None) -> dict[str, Any] | None:
     if n is None:
         return None
+    out: dict[str, Any]
     if isinstance(n, FileNode):
-        return {"k": "f", "i": n.ident.hex(), "e": entry_json(n.entry), "s": n.staged,
-                "x": n.executable, "m": n.mtime_ns, "p": n.pristine}
-    if isinstance(n, LinkNode):
-        return {"k": "l", "i": n.ident.hex(), "t": n.target, "m": n.mtime_ns}
-    return {"k": "d", "i": n.ident.hex(), "b": entry_json(n.base), "m": n.mtime_ns,
-            "o": {k: node_json(v) for k, v in n.over.items()}}
+        out = {"k": "f", "i": n.ident.hex(), "e": entry_json(n.entry), "s": n.staged,
+               "x": n.executable, "m": n.mtime_ns, "p": n.pristine}
+    elif isinstance(n, LinkNode):
+        out = {"k": "l", "i": n.ident.hex(), "t": n.target, "m": n.mtime_ns}
+    else:
+        out = {"k": "d", "i": n.ident.hex(), "b": entry_json(n.base), "m": n.mtime_ns,
+               "o": {k: node_json(v) for k, v in n.over.items()}}
+    if not isinstance(n, LinkNode) and n.mode is not None:
+        out["pm"] = n.mode
+    if n.ctime_ns:
+        out["c"] = n.ctime_ns
+    return out
 
 
 def node_from(d: dict[str, Any] | None) -> Node | None:
     if d is None:
         return None
-    i = bytes.fromhex(d["i"])
+    i, c = bytes.fromhex(d["i"]), d.get("c", 0)
     if d["k"] == "f":
         p = d.get("p")
         return FileNode(i, entry_from(d["e"]), d["s"], d["x"], d["m"],
-                        (p[0], p[1]) if p else None)
+                        (p[0], p[1]) if p else None, d.get("pm"), c)
     if d["k"] == "l":
-        return LinkNode(i, d["t"], d["m"])
-    return DirNode(i, entry_from(d["b"]), d["m"], {k: node_from(v) for k, v in d["o"].items()})
+        return LinkNode(i, d["t"], d["m"], c)
+    return DirNode(i, entry_from(d["b"]), d["m"], {k: node_from(v) for k, v in d["o"].items()},
+                   d.get("pm"), c)
 
 
 # --- applying records ------------------------------------------------------------------------
@@ -115,6 +128,10 @@ def apply(root: DirNode, op: Record) -> None:
             n.executable = op["x"]
         if "m" in op:
             n.mtime_ns = op["m"]
+        if "pm" in op and not isinstance(n, LinkNode):
+            n.mode = op["pm"]
+        if "c" in op:
+            n.ctime_ns = op["c"]
         if op.get("np") and isinstance(n, FileNode):
             n.pristine = None
         return
@@ -131,14 +148,25 @@ def apply(root: DirNode, op: Record) -> None:
         apply(root, {"o": "del", "p": op["a"], "t": t})
         dparent, dname = _over_parent(root, op["b"])
         dparent.over[dname] = node
-        dparent.mtime_ns = t or dparent.mtime_ns
+        _touch(dparent, t)
+        if node is not None and t:
+            node.ctime_ns = t
     elif kind == "xchg":
         dparent, dname = _over_parent(root, op["b"])
         parent.over[name], dparent.over[dname] = dparent.over[dname], parent.over[name]
-        dparent.mtime_ns = t or dparent.mtime_ns
+        _touch(dparent, t)
+        for node in (parent.over[name], dparent.over[dname]):
+            if node is not None and t:
+                node.ctime_ns = t
     else:
         raise KeyError(kind)
-    parent.mtime_ns = t or parent.mtime_ns
+    _touch(parent, t)
+
+
+def _touch(d: DirNode, t: int) -> None:
+    """A change of ``d``'s entries at time ``t`` (0: a record without one)."""
+    if t:
+        d.mtime_ns = d.ctime_ns = t
 
 
 def _over_node(root: DirNode, path: str) -> Node:

@@ -92,6 +92,7 @@ class Stat:
     uid: int = -1  # -1: the mount's
     gid: int = -1
     blksize: int = 0  # st_blksize (0: the mount's); tools size their writes by it
+    ctime_ns: int = 0  # 0: the mtime
 
 
 class DirHandle:

@@ -76,7 +76,8 @@ def attributes(s: Stat, uid: int, gid: int) -> pyfuse3.EntryAttributes:
     a.st_size = s.size
     a.st_blksize = s.blksize or BLKSIZE
     a.st_blocks = (s.size + 511) // 512
-    a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = s.mtime_ns
+    a.st_atime_ns = a.st_mtime_ns = s.mtime_ns
+    a.st_ctime_ns = s.ctime_ns or s.mtime_ns
     return a
 
 
@@ -196,9 +197,17 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
 
     @_guard
     async def statfs(self, ctx: Ctx) -> pyfuse3.StatvfsData:
+        """The drafts area's file system (where new bytes go; tools check its free space
+        before writing), or an empty one for a mount without drafts."""
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = BLKSIZE
         s.f_namemax = 255
+        area = self.ns.drafts.area
+        if area is not None:
+            v = os.statvfs(area.root)
+            s.f_bsize, s.f_frsize = v.f_bsize, v.f_frsize
+            s.f_blocks, s.f_bfree, s.f_bavail = v.f_blocks, v.f_bfree, v.f_bavail
+            s.f_files, s.f_ffree, s.f_favail = v.f_files, v.f_ffree, v.f_favail
         return s
 
     # --- every change: drafts only (EROFS for versions) ----------------------------------

@@ -15,6 +15,9 @@ What is subtle:
 * A :class:`FileNode` with ``staged`` set has its bytes in ``files/<staged>``; its ``entry``
   is then only what it was copied from, and it counts as the content while the staging file
   still has the ``pristine`` (size, mtime) it had right after the copy.
+* ``mode`` keeps the permission bits a writer set (``chmod``, the mode of ``create`` and
+  ``mkdir``), so tools that compare modes (``rsync -a``) find what they set; a version keeps
+  only a file's executable bit.  ``ctime_ns`` is the last attribute change in the draft.
 * Paths are relative to the draft root (``""`` is the root); :func:`split_path` rejects
   ``.``, ``..``, empty and over-long names with the errno Linux would give.
 """
@@ -44,35 +47,42 @@ def child_ident(parent: bytes, name: str) -> bytes:
 
 
 class FileNode:
-    __slots__ = ("entry", "executable", "ident", "mtime_ns", "pristine", "staged")
+    __slots__ = ("ctime_ns", "entry", "executable", "ident", "mode", "mtime_ns", "pristine",
+                 "staged")
 
     def __init__(self, ident: bytes, entry: model.Entry | None, staged: str | None = None,
                  executable: bool = False, mtime_ns: int = 0,
-                 pristine: tuple[int, int] | None = None) -> None:
+                 pristine: tuple[int, int] | None = None, mode: int | None = None,
+                 ctime_ns: int = 0) -> None:
         self.ident = ident  # stable for the node's life, across renames and copy-up (st_ino)
         self.entry = entry  # base content (or, when staged and pristine, what it was copied from)
         self.staged = staged  # staging file name under files/
         self.executable = executable
         self.mtime_ns = mtime_ns  # of base content; a staged file's mtime is its staging file's
         self.pristine = pristine  # (size, mtime_ns) of the staging file right after copy-up
+        self.mode = mode  # permission bits a writer set (None: 0755/0644 from ``executable``)
+        self.ctime_ns = ctime_ns  # last attribute change (0: none in this draft)
 
 
 class LinkNode:
-    __slots__ = ("ident", "mtime_ns", "target")
+    __slots__ = ("ctime_ns", "ident", "mtime_ns", "target")
 
-    def __init__(self, ident: bytes, target: str, mtime_ns: int = 0) -> None:
-        self.ident, self.target, self.mtime_ns = ident, target, mtime_ns
+    def __init__(self, ident: bytes, target: str, mtime_ns: int = 0, ctime_ns: int = 0) -> None:
+        self.ident, self.target, self.mtime_ns, self.ctime_ns = ident, target, mtime_ns, ctime_ns
 
 
 class DirNode:
-    __slots__ = ("base", "ident", "mtime_ns", "over")
+    __slots__ = ("base", "ctime_ns", "ident", "mode", "mtime_ns", "over")
 
     def __init__(self, ident: bytes, base: model.Entry | None, mtime_ns: int = 0,
-                 over: dict[str, Node | None] | None = None) -> None:
+                 over: dict[str, Node | None] | None = None, mode: int | None = None,
+                 ctime_ns: int = 0) -> None:
         self.ident = ident
         self.base = base  # base directory entry underneath (None: a new or opaque directory)
         self.mtime_ns = mtime_ns
         self.over: dict[str, Node | None] = over if over is not None else {}
+        self.mode = mode  # permission bits a writer set (None: the default)
+        self.ctime_ns = ctime_ns
 
 
 Node = FileNode | LinkNode | DirNode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import threading
@@ -484,3 +485,26 @@ def test_leftovers_of_a_crash_are_deleted_at_start(env: Env, draft: Draft) -> No
     assert env.area.wait_deleted(10)
     assert not os.path.exists(leftover) and not os.path.exists(half_made)
     assert env.area.list() == []
+
+
+def test_a_draft_written_before_modes_and_ctimes_loads(env: Env, draft: Draft) -> None:
+    """Drafts on disk from before nodes kept modes and ctimes (records without "pm"/"c")
+    load unchanged; new records keep the mode a writer sets."""
+    old = {"o": "set", "p": "old.txt", "t": 5, "q": 1,
+           "n": {"k": "f", "i": "00" * 16, "e": None, "s": "feedface", "x": True, "m": 0,
+                 "p": None}}
+    env.area.close()
+    open(os.path.join(draft.dir, "files", "feedface"), "wb").close()
+    with open(os.path.join(draft.dir, "journal"), "w") as f:
+        f.write(json.dumps(old) + "\n")
+    env.area = env.open_area()
+    d = env.area.get("vision", "cats", "d1")
+    info = d.stat("old.txt")
+    assert info.executable and info.mode is None and info.local is not None
+    d.chmod("old.txt", False, 0o640)
+    d.mkdir("new", 0o750)
+    env.reopen()
+    d = env.area.get("vision", "cats", "d1")
+    assert d.stat("old.txt").mode == 0o640 and not d.stat("old.txt").executable
+    assert d.stat("new").mode == 0o750 and d.stat("new").ctime_ns > 0
+    assert d.stat("").nlink == 2 + 2  # dir/ from the base and new/
