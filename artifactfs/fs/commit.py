@@ -30,7 +30,7 @@ import secrets
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,15 +293,18 @@ def _build_in(draft: Draft, repo: Repo, w: WriteSession, type_: str, aliases: li
               index: model.Indexer | None) -> tuple[VersionRecord, bool]:
     m, base, cat = draft.meta, draft.base, repo.catalog
     changes = _changes(draft, w, report)
-    root = ingest.build_tree(w.save_node, load or cat.load_node, base.root if base else None,
-                             changes, index or cat.load_index)
-    _checkpoint("trees-built")
+    nodes = _Deferred(w.save_node, load or cat.load_node, index or cat.load_index)
+    root = ingest.build_tree(nodes.save, nodes.load, base.root if base else None, changes,
+                             nodes.index)
     if base is not None and root.digest == base.digest:
         current = cat.get_version(m.project, m.name, base.version)[0]
         if current.is_live(cat.project_ttl(m.project)):
+            _checkpoint("trees-built")
             for a in aliases:
                 cat.set_alias(m.project, m.name, base.version, a)
             return current, False
+    nodes.flush()
+    _checkpoint("trees-built")
 
     def intent(n: int) -> None:
         draft.save_intent({"version": n, "root": root.oid, "digest": root.digest})
@@ -311,6 +314,34 @@ def _build_in(draft: Draft, repo: Repo, w: WriteSession, type_: str, aliases: li
         m.project, m.name, type_, root, description=description, metadata=metadata,
         aliases=aliases, run=f"{run.project}/{run.id}" if run else None,
         base=base.version if base else None, before_create=intent, session=w)
+
+
+class _Deferred:
+    """Tree nodes built for a commit, stored only once a version will refer to them (an
+    unchanged commit stores none).  A node read back while building (the empty directory a
+    new directory starts from) first stores everything built so far, children first."""
+
+    def __init__(self, save: model.Saver, load: model.Loader, index: model.Indexer) -> None:
+        self._save, self._load, self._index = save, load, index
+        self._built: dict[str, model.Node] = {}
+
+    def save(self, node: model.Node) -> None:
+        self._built.setdefault(node.oid, node)
+
+    def load(self, oid: str) -> Mapping[str, model.Entry]:
+        if oid in self._built:
+            self.flush()
+        return self._load(oid)
+
+    def index(self, oid: str) -> Sequence[model.Part] | None:
+        if oid in self._built:
+            self.flush()
+        return self._index(oid)
+
+    def flush(self) -> None:
+        for node in self._built.values():
+            self._save(node)
+        self._built.clear()
 
 
 def _recover(draft: Draft, repo: Repo, aliases: list[str]) -> VersionRecord | None:

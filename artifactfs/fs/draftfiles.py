@@ -245,9 +245,11 @@ class DraftFiles:
         if h.local is None:
             raise oserror(errno.EBADF)
         dn: DNode = h.node.d
-        _raise_pending_error(dn)
-        if len(buf) < WRITE_BEHIND:
-            await self._settle(h.node)
+        if dn.error is not None:
+            _raise_pending_error(dn)
+        if len(buf) < WRITE_BEHIND:  # the per-write path of small writes: no await, no hop
+            if dn.pending:
+                await self._settle(h.node)
             return os.pwrite(h.fd, buf, off)
         if dn.queue is None:
             send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)

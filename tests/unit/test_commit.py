@@ -608,3 +608,27 @@ def test_cli_draft_commit_list_discard(env: Env, daemon: FakeDaemon) -> None:
     r = cli.invoke(draft, ["vision/cats", "--mount", "/elsewhere"])
     assert isinstance(r.exception, errors_mod.ArtifactfsError) and "/elsewhere" in str(r.exception)
 
+
+
+def test_the_first_commit_to_a_fresh_store_reads_back_the_nodes_it_built(env: Env) -> None:
+    """Tree nodes are stored only once a version will refer to them; a new directory starts
+    from the empty node, which must then be in the store before it is read back (a loader
+    with no cache of its own, as the daemon's manifest cache is for nodes it never saw)."""
+    def load(oid: str) -> dict[str, model.Entry]:
+        return model.decode_node(env.repo.store.get(model.object_key(oid)), oid)
+
+    d = env.draft(None, name="fresh")
+    d.mkdir("new")
+    write(d, "new/f.txt", b"f", create=True)
+    rec, created = commit_draft(env.area, d, env.repo, type_="dataset", load=load)
+    assert created and env.repo.entry(rec, "new/f.txt") is not None
+    d = env.draft(rec, name="fresh")  # the same content again: nothing new is stored
+    write(d, "new/f.txt", b"f", truncate=True)
+    before = sorted(os.listdir(os.path.join(env.tmp, "store", "objects", "sha256")))
+    count = sum(len(os.listdir(os.path.join(env.tmp, "store", "objects", "sha256", p)))
+                for p in before)
+    rec2, created = commit_draft(env.area, d, env.repo, load=load)
+    assert not created and rec2.version == rec.version
+    after = sum(len(os.listdir(os.path.join(env.tmp, "store", "objects", "sha256", p)))
+                for p in os.listdir(os.path.join(env.tmp, "store", "objects", "sha256")))
+    assert after == count
