@@ -544,17 +544,26 @@ class Draft:
             op: Record = {"o": "attr", "p": norm_path(path), "c": time.time_ns()}
             if isinstance(n, FileNode) and n.executable != executable:
                 op["x"] = executable
-            if mode is not None and not isinstance(n, LinkNode):
+            if mode is not None and not isinstance(n, LinkNode) and n.mode != mode & PERM:
                 op["pm"] = mode & PERM
+            if len(op) == 3:  # nothing changes but the ctime
+                self._touch_ctime(path, op["c"])
+                return
             self._materialize(path)
             self._op(op)
 
     def chown(self, path: str) -> None:
         """Owners are not kept (a draft is its creator's); the call changes the ctime."""
         with self._changing():
-            self._get(path)
-            self._materialize(path)
-            self._op({"o": "attr", "p": norm_path(path), "c": time.time_ns()})
+            self._touch_ctime(path, time.time_ns())
+
+    def _touch_ctime(self, path: str, now: int) -> None:
+        """Under the lock: a new ctime for a node that is in the overlay, not journalled
+        (a ctime alone is not worth a record; it reads older after a restart)."""
+        n = self._get(path)
+        d, name = (None, "") if not split_path(path) else self._parent(path, False)[:2]
+        if d is None or d.over.get(name) is n:
+            n.ctime_ns = now
 
     def utimes(self, path: str, mtime_ns: int) -> None:
         """Set a path's mtime (a hard link's shared staging file is copied first, unless the
