@@ -295,6 +295,17 @@ class GuardedStore(Store):
             self.session.reuse(key, data)
         return False
 
+    def put_object(self, key: str, data: bytes, likely_present: bool = False) -> bool:
+        """The inner store's look-before-write (a HEAD on S3): an object found there is
+        reused exactly like one put-if-absent found."""
+        if likely_present and self.inner.reuse(key):
+            self.session.reuse(key, data)
+            return False
+        return self.put_if_absent(key, data)
+
+    def reuse(self, key: str) -> bool:
+        return self.inner.reuse(key)
+
     def get(self, key: str) -> bytes:
         return self.inner.get(key)
 

@@ -122,8 +122,8 @@ class Store(abc.ABC):
 
     def reuse(self, key: str) -> bool:
         """True when the content-addressed object ``key`` exists, so that a new record may
-        refer to it instead of writing it again.  The one place a writer learns that it
-        reuses an object without writing it (see :meth:`put_object`)."""
+        refer to it instead of writing it again (see :meth:`put_object`; a write session of
+        gcsync.py notes such reuses like those put-if-absent finds)."""
         return self.exists(key)
 
     def put_object(self, key: str, data: bytes, likely_present: bool = False) -> bool:

@@ -81,6 +81,23 @@ def test_put_object_looks_first_only_when_asked(store: Store) -> None:
     assert store.put_object(key2, other) and store.get(key2) == other
 
 
+def test_a_write_session_notes_objects_found_by_a_look(store: Store) -> None:
+    """gc's protocol (gcsync.py) must hear of every object a writer reuses, also of those
+    put_object found with a look instead of a put-if-absent."""
+    from artifactfs.gcsync import WriteSession
+
+    data = b"reused bytes"
+    key = model.object_key(model.sha256_hex(data))
+    assert store.put_if_absent(key, data)
+    with WriteSession(store, "test") as w:
+        assert not w.store.put_object(key, data, likely_present=True)
+        assert key in w.reused
+        fresh = b"new bytes"
+        assert w.store.put_object(model.object_key(model.sha256_hex(fresh)), fresh,
+                                  likely_present=True)
+        assert len(w.reused) == 1
+
+
 def test_put_if_absent_race_has_one_winner(store_uri: str) -> None:
     stores = [open_store(store_uri) for _ in range(THREADS)]
     for round_ in range(3):
