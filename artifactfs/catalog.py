@@ -22,14 +22,9 @@ Write order is objects → trees → version record → aliases; readers go the 
 from __future__ import annotations
 
 import json
-import secrets
-import string
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import history, lockfile, model
@@ -42,22 +37,19 @@ from .errors import (
     TypeConflict,
     UsageError,
 )
-from .names import VERSION_RE, Ref, check_alias, check_name, check_project
+from .names import NAME_RE, VERSION_RE, Ref, check_alias, check_name, check_project
+from .nodes import Nodes, node_bytes, nodes_bytes
+from .records import NO_TTL_TYPES, VersionRecord, alias_target, now_iso, parse_iso, ttl_allowed
+from .runs import RunRecord, Runs, new_run_id
+
+__all__ = ["NO_TTL_TYPES", "Catalog", "Collection", "RunRecord", "VersionRecord", "new_run_id",
+           "node_bytes", "nodes_bytes", "now_iso", "parse_iso", "ttl_allowed"]
 from .store.base import Store
 
 if TYPE_CHECKING:
     from .gcsync import WriteSession
 
-NO_TTL_TYPES = ("run_table", "code", "job")
 MAX_ATTEMPTS = 1000
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _dumps(obj: Any) -> bytes:
@@ -67,15 +59,11 @@ def _dumps(obj: Any) -> bytes:
 def _loads(data: bytes, key: str) -> dict[str, Any]:
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise IntegrityError(f"malformed record in store: {key}") from None
     if not isinstance(doc, dict):
         raise IntegrityError(f"malformed record in store: {key}")
     return doc
-
-
-def ttl_allowed(type_: str) -> bool:
-    return type_ not in NO_TTL_TYPES and not type_.startswith("wandb-")
 
 
 @dataclass(frozen=True)
@@ -87,77 +75,6 @@ class Collection:
     description: str = ""
     tags: tuple[str, ...] = ()
     deleted_at: str | None = None  # set when the whole artifact was deleted (discovery.py)
-
-
-@dataclass(frozen=True)
-class VersionRecord:
-    project: str
-    name: str
-    version: int
-    type: str
-    root: str  # object id of the root tree node
-    digest: str  # content digest (root node's)
-    size: int
-    file_count: int
-    created_at: str
-    description: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    ttl_days: float | None = None
-    deleted_at: str | None = None
-    run: str | None = None  # "project/run_id" that logged it
-    base: int | None = None  # version this one was drafted from
-    tags: list[str] = field(default_factory=list)
-    source: str | None = None  # registry links: "project/name:vN" this version links to
-    updated_at: str | None = None  # last change of a mutable field
-
-    @property
-    def ref(self) -> Ref:
-        return Ref(self.project, self.name, f"v{self.version}")
-
-    @property
-    def label(self) -> str:
-        return f"{self.project}/{self.name}:v{self.version}"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any], key: str = "") -> VersionRecord:
-        try:
-            rec = cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k in doc})
-        except TypeError:
-            raise IntegrityError(f"malformed version record: {key}") from None
-        if not model.is_digest(rec.root) or not model.is_digest(rec.digest):
-            raise IntegrityError(f"malformed version record: {key}")
-        if not isinstance(rec.tags, list) or not all(isinstance(t, str) for t in rec.tags) \
-                or not isinstance(rec.source, str | None):
-            raise IntegrityError(f"malformed version record: {key}")
-        return rec
-
-    def expires_at(self, default_ttl_days: float | None) -> datetime | None:
-        ttl = self.ttl_days if self.ttl_days is not None else default_ttl_days
-        if ttl is None or not ttl_allowed(self.type):
-            return None
-        return parse_iso(self.created_at) + timedelta(days=ttl)
-
-    def is_live(self, default_ttl_days: float | None = None, now: datetime | None = None) -> bool:
-        if self.deleted_at is not None:
-            return False
-        exp = self.expires_at(default_ttl_days)
-        return exp is None or exp > (now or datetime.now(UTC))
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    project: str
-    id: str
-    job_type: str = ""
-    group: str = ""
-    created_at: str = ""
-    config: dict[str, Any] = field(default_factory=dict)
-    name: str = ""
-    tags: list[str] = field(default_factory=list)
-    notes: str = ""
 
 
 def _vkey(project: str, name: str, version: int) -> str:
@@ -172,36 +89,7 @@ def _ckey(project: str, name: str) -> str:
     return f"artifacts/{project}/{name}/collection.json"
 
 
-def new_run_id() -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-def node_bytes(store: Store, oid: str) -> bytes:
-    """The stored bytes of tree node ``oid`` (unverified: decoding verifies them)."""
-    try:
-        return store.get(model.object_key(oid))
-    except NotFound:
-        raise IntegrityError(f"tree node {oid} is missing from the store") from None
-
-
-def nodes_bytes(store: Store, oids: Sequence[str], threads: int = 8) -> Iterator[bytes]:
-    """The bytes of many nodes (a split directory's parts), in order, ``threads`` at a time:
-    on S3 the round trips overlap instead of adding up."""
-    if len(oids) <= 1:
-        yield from (node_bytes(store, o) for o in oids)
-        return
-    with ThreadPoolExecutor(min(threads, len(oids)), thread_name_prefix="parts") as pool:
-        window: deque[Future[bytes]] = deque()
-        for oid in oids:
-            window.append(pool.submit(node_bytes, store, oid))
-            if len(window) >= 2 * threads:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
-
-
-class Catalog:
+class Catalog(Nodes, Runs):
     """Records of one store.  Thread-safe; every method does blocking store I/O."""
 
     def __init__(self, store: Store, node_cache_size: int = 256,
@@ -209,63 +97,7 @@ class Catalog:
         self.store = store
         self.on_change = on_change  # called with (project, name) after every change
         self.pins: lockfile.Lock | None = None  # a lock file's pinned aliases (lockfile.py)
-        self._nodes: OrderedDict[str, dict[str, model.Entry]] = OrderedDict()
-        self._nodes_max = node_cache_size
-        self._indexes: dict[str, list[model.Part] | None] = {}  # oid -> parts (None: plain)
-        self._lock = threading.Lock()
-
-    # --- tree nodes ------------------------------------------------------------------------
-    def save_node(self, node: model.Node) -> None:
-        """Store a node (and the parts that came with it, first)."""
-        for oid, data in model.node_objects(node):
-            self.store.put_if_absent(model.object_key(oid), data)
-
-    def _node_bytes(self, oid: str) -> bytes:
-        return node_bytes(self.store, oid)
-
-    def load_node(self, oid: str) -> dict[str, model.Entry]:
-        """Entries of tree node ``oid`` (a split directory's parts joined), fetched once and
-        verified against its id."""
-        with self._lock:
-            hit = self._nodes.get(oid)
-            if hit is not None:
-                self._nodes.move_to_end(oid)
-                return hit
-        data = self._node_bytes(oid)
-        parts = model.decode_index(data, oid) if model.is_index(data) else None
-        if parts is None:
-            entries = model.decode_node(data, oid)
-        else:
-            oids = [p.oid for p in parts]
-            got = dict(zip(oids, nodes_bytes(self.store, oids), strict=True))
-            # a part is a plain node, never an index
-            entries = model.merge_parts(parts, lambda o: model.decode_node(got[o], o))
-        self._remember(oid, entries, parts)
-        return entries
-
-    def load_index(self, oid: str) -> list[model.Part] | None:
-        """The parts of a split directory's node, ``None`` for a plain node."""
-        with self._lock:
-            if oid in self._indexes:
-                return self._indexes[oid]
-        data = self._node_bytes(oid)
-        if not model.is_index(data):
-            self._remember(oid, model.decode_node(data, oid), None)
-            return None
-        parts = model.decode_index(data, oid)
-        self._remember(oid, None, parts)
-        return parts
-
-    def _remember(self, oid: str, entries: dict[str, model.Entry] | None,
-                  parts: list[model.Part] | None) -> None:
-        with self._lock:
-            self._indexes[oid] = parts
-            if len(self._indexes) > 64 * self._nodes_max:
-                self._indexes.pop(next(iter(self._indexes)))
-            if entries is not None:
-                self._nodes[oid] = entries
-                if len(self._nodes) > self._nodes_max:
-                    self._nodes.popitem(last=False)
+        self._init_nodes(node_cache_size)
 
     # --- collections -----------------------------------------------------------------------
     def get_collection(self, project: str, name: str) -> Collection:
@@ -274,13 +106,16 @@ class Catalog:
             doc = _loads(self.store.get(key), key)
         except NotFound:
             raise NotFound(f"no artifact {project}/{name}") from None
-        tags = doc.get("tags")
-        deleted = doc.get("deleted_at")
-        return Collection(project=project, name=name, type=str(doc.get("type", "")),
-                          created_at=str(doc.get("created_at", "")),
-                          description=str(doc.get("description", "")),
-                          tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
-                          deleted_at=deleted if isinstance(deleted, str) else None)
+        type_, created, desc = doc.get("type"), doc.get("created_at", ""), \
+            doc.get("description", "")
+        tags, deleted = doc.get("tags", []), doc.get("deleted_at")
+        if not isinstance(type_, str) or not NAME_RE.fullmatch(type_) \
+                or not isinstance(created, str) or not isinstance(desc, str) \
+                or not isinstance(tags, list) or not all(isinstance(t, str) for t in tags) \
+                or not isinstance(deleted, str | None):
+            raise IntegrityError(f"malformed record in store: {key}")
+        return Collection(project=project, name=name, type=type_, created_at=created,
+                          description=desc, tags=tuple(tags), deleted_at=deleted)
 
     def ensure_collection(self, project: str, name: str, type_: str) -> Collection:
         check_project(project)
@@ -335,16 +170,23 @@ class Catalog:
         return rec, etag
 
     def project_ttl(self, project: str) -> float | None:
+        key = f"projects/{project}/settings.json"
         try:
-            doc = _loads(self.store.get(f"projects/{project}/settings.json"), project)
+            doc = _loads(self.store.get(key), key)
         except NotFound:
             return None
         v = doc.get("ttl_days")
-        return float(v) if isinstance(v, int | float) else None
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
+            raise IntegrityError(f"malformed record in store: {key}: field 'ttl_days' must be "
+                                 "a positive number of days")
+        return None if v is None else float(v)
 
     def versions(self, project: str, name: str, include_dead: bool = False,
-                 numbers: Iterable[int] | None = None) -> list[VersionRecord]:
-        """Version records in number order: live ones only, unless ``include_dead``."""
+                 numbers: Iterable[int] | None = None,
+                 damaged: dict[int, str] | None = None) -> list[VersionRecord]:
+        """Version records in number order: live ones only, unless ``include_dead``.  A record
+        that can not be read raises, unless ``damaged`` is given: then it is skipped and put
+        there (number -> what is wrong), so one bad record costs only itself."""
         default_ttl = self.project_ttl(project)
         nums = self.version_numbers(project, name) if numbers is None else numbers
         out = []
@@ -353,6 +195,11 @@ class Catalog:
                 rec = self.get_version(project, name, n)[0]
             except NotFound:
                 continue
+            except IntegrityError as e:
+                if damaged is None:
+                    raise
+                damaged[n] = str(e)
+                continue
             if include_dead or rec.is_live(default_ttl):
                 out.append(rec)
         return out
@@ -360,11 +207,18 @@ class Catalog:
     def latest(self, project: str, name: str,
                numbers: list[int] | None = None) -> VersionRecord | None:
         """The highest live version (read from the top, so usually one record); pass the
-        version ``numbers`` when they were just listed."""
+        version ``numbers`` when they were just listed.  A damaged record above the highest
+        live one makes ``latest`` unknown: IntegrityError, never an older version."""
         default_ttl = self.project_ttl(project)
         nums = self.version_numbers(project, name) if numbers is None else numbers
         for n in reversed(nums):
-            rec = self.get_version(project, name, n)[0]
+            try:
+                rec = self.get_version(project, name, n)[0]
+            except NotFound:
+                continue
+            except IntegrityError as e:
+                raise IntegrityError(f"can not tell the latest version of {project}/{name}: "
+                                     f"{e}") from None
             if rec.is_live(default_ttl):
                 return rec
         return None
@@ -390,7 +244,10 @@ class Catalog:
             if rec2 is None:
                 raise NotFound(f"artifact {ref.collection} has no live version")
             return rec2
-        aliases = self.aliases(ref.project, ref.name)
+        damaged: dict[str, str] = {}
+        aliases = self.aliases(ref.project, ref.name, damaged)
+        if ref.ref in damaged:
+            raise IntegrityError(damaged[ref.ref])
         if ref.ref not in aliases:
             raise NotFound(f"no alias {ref.ref!r} on {ref.collection}")
         return self.resolve(Ref(ref.project, ref.name, f"v{aliases[ref.ref]}"))
@@ -451,7 +308,10 @@ class Catalog:
         self.store.sync()
         for _ in range(MAX_ATTEMPTS):
             nums = self.version_numbers(project, name)
-            latest = self.latest(project, name, nums)
+            try:
+                latest = self.latest(project, name, nums)
+            except IntegrityError:  # a damaged record on top: no "unchanged" shortcut
+                latest = None
             if latest is not None and latest.digest == root.digest:
                 self._apply_aliases(project, name, latest.version, aliases)
                 if aliases:
@@ -536,25 +396,37 @@ class Catalog:
                 continue
 
     # --- aliases ---------------------------------------------------------------------------
-    def aliases(self, project: str, name: str) -> dict[str, int]:
-        """Custom aliases of an artifact: alias -> version number (``latest`` not included)."""
+    def aliases(self, project: str, name: str,
+                damaged: dict[str, str] | None = None) -> dict[str, int]:
+        """Custom aliases of an artifact: alias -> version number (``latest`` not included).
+        A damaged alias record is left out (and put in ``damaged``: alias -> what is wrong);
+        the others are read on."""
         prefix = f"artifacts/{project}/{name}/aliases/"
         out: dict[str, int] = {}
         for item in self.store.list(prefix):
             alias = item.key[len(prefix):].removesuffix(".json")
+            if not item.key.endswith(".json") or not NAME_RE.fullmatch(alias) \
+                    or VERSION_RE.fullmatch(alias) or alias == "latest":
+                continue
             try:
-                doc = _loads(self.store.get(item.key), item.key)
+                v = alias_target(_loads(self.store.get(item.key), item.key), item.key)
             except NotFound:
                 continue
-            v = doc.get("version")
-            if isinstance(v, int) and not VERSION_RE.fullmatch(alias):
+            except IntegrityError as e:
+                if damaged is not None:
+                    damaged[alias] = str(e)
+                continue
+            if v is not None:
                 out[alias] = v
         return out
 
     def aliases_of(self, rec: VersionRecord, latest: int | None = None) -> list[str]:
         names = sorted(a for a, v in self.aliases(rec.project, rec.name).items() if v == rec.version)
         if latest is None:
-            lt = self.latest(rec.project, rec.name)
+            try:
+                lt = self.latest(rec.project, rec.name)
+            except IntegrityError:
+                lt = None
             latest = lt.version if lt else None
         return (["latest"] if latest == rec.version else []) + names
 
@@ -606,72 +478,3 @@ class Catalog:
         if not self._set_alias_doc(project, name, alias, None):
             raise NotFound(f"no alias {alias!r} on {project}/{name}")
         self._changed(project, name)
-
-    # --- runs and lineage ------------------------------------------------------------------
-    def create_run(self, project: str, job_type: str = "", group: str = "",
-                   run_id: str | None = None, config: Mapping[str, Any] | None = None,
-                   **extra: Any) -> RunRecord:
-        """A new run, or the existing one with that id (``extra``: name, tags, notes)."""
-        check_project(project)
-        run_id = check_name(run_id, "run id") if run_id else new_run_id()
-        rec = RunRecord(project=project, id=run_id, job_type=job_type, group=group,
-                        created_at=now_iso(), config=dict(config or {}), **extra)
-        self.store.put_if_absent(f"runs/{project}/{run_id}.json", _dumps(asdict(rec)))
-        return self.get_run(project, run_id)
-
-    def get_run(self, project: str, run_id: str) -> RunRecord:
-        key = f"runs/{project}/{run_id}.json"
-        try:
-            doc = _loads(self.store.get(key), key)
-        except NotFound:
-            raise NotFound(f"no run {project}/{run_id}") from None
-        return RunRecord(**{k: doc[k] for k in RunRecord.__dataclass_fields__ if k in doc})
-
-    def find_run(self, run: str) -> RunRecord:
-        """A run by ``project/id`` or by a bare id (searched in every project)."""
-        if "/" in run:
-            p, _, rid = run.partition("/")
-            return self.get_run(p, rid)
-        for p in self.store.list_dirs("runs/"):
-            try:
-                return self.get_run(p, run)
-            except NotFound:
-                continue
-        raise NotFound(f"no run {run!r}")
-
-    def mark_input(self, run: RunRecord, rec: VersionRecord) -> None:
-        self.mark_use(run, rec.project, rec.name, rec.version)
-
-    def mark_use(self, run: RunRecord, project: str, name: str, version: int) -> None:
-        """``run`` used ``project/name:vVERSION`` (two markers; idempotent)."""
-        tag = f"{project}~{name}~{version}"
-        self.store.put_if_absent(f"runs/{run.project}/{run.id}/inputs/{tag}", b"{}")
-        self.store.put_if_absent(
-            f"artifacts/{project}/{name}/used_by/{version:010d}/{run.project}~{run.id}", b"{}")
-
-    def _mark_output(self, run: str, rec: VersionRecord) -> None:
-        p, _, rid = run.partition("/")
-        tag = f"{rec.project}~{rec.name}~{rec.version}"
-        self.store.put_if_absent(f"runs/{p}/{rid}/outputs/{tag}", b"{}")
-
-    def run_artifacts(self, run: RunRecord, kind: str) -> list[Ref]:
-        prefix = f"runs/{run.project}/{run.id}/{kind}/"
-        out = []
-        for item in self.store.list(prefix):
-            p, n, v = item.key[len(prefix):].split("~")
-            out.append(Ref(p, n, f"v{v}"))
-        return out
-
-    def used_by(self, rec: VersionRecord) -> list[RunRecord]:
-        prefix = f"artifacts/{rec.project}/{rec.name}/used_by/{rec.version:010d}/"
-        out = []
-        for item in self.store.list(prefix):
-            p, _, rid = item.key[len(prefix):].partition("~")
-            try:
-                out.append(self.get_run(p, rid))
-            except NotFound:
-                continue
-        return out
-
-    def logged_by(self, rec: VersionRecord) -> RunRecord | None:
-        return self.find_run(rec.run) if rec.run else None

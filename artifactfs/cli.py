@@ -14,6 +14,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -190,13 +192,26 @@ def get(c: Ctx, ref: str, root: str | None, path_prefix: str | None, lock_file: 
 def versions(c: Ctx, artifact: str, as_json: bool) -> None:
     """The live versions of an artifact."""
     ref = c.ref(artifact, allow_ref=False)
-    docs = c.repo.versions_json(ref.project, ref.name)
+    warnings: list[str] = []
+    docs = c.repo.versions_json(ref.project, ref.name, warnings)
+    for w in warnings:  # damaged records: the others are still listed
+        click.echo(escape(f"warning: {w}"), err=True)
     if as_json:
         echo_json(docs)
         return
     for d in docs:
         click.echo(f"v{d['version']:<5} {','.join(d['aliases']):<20} {fmt_size(d['size']):>10} "
                    f"{d['file_count']:>7} files  {escape(str(d['created_at']))}")
+
+
+def echo_json_list(items: Iterable[Any]) -> None:
+    """What ``echo_json(list(items))`` prints, one item at a time."""
+    first = True
+    for d in items:
+        body = json.dumps(d, indent=2).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 @cli.command("ls")
@@ -210,9 +225,9 @@ def ls_cmd(c: Ctx, ref: str, as_json: bool) -> None:
         inspect_cli.ls_project(c, ref, as_json)
         return
     rec = c.repo.resolve(c.ref(ref))
-    docs = c.repo.ls_json(rec)
+    docs = c.repo.ls_docs(rec)  # streamed: a million entries print in bounded memory
     if as_json:
-        echo_json(docs)
+        echo_json_list(docs)
         return
     for d in docs:
         extra = f" -> {d['ref']}" if "ref" in d else f" -> {d['target']}" if "target" in d else ""

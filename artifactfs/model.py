@@ -369,6 +369,11 @@ def _encode_index(parts: Sequence[Part], new: tuple[Node, ...]) -> Node:
                 index=tuple(parts))
 
 
+def index_node(parts: Sequence[Part]) -> Node:
+    """The index node over ``parts`` (without their part nodes)."""
+    return _encode_index(parts, ())
+
+
 def node_objects(node: Node) -> Iterator[tuple[str, bytes]]:
     """(oid, bytes) to store for ``node``: its new parts first, then the node itself."""
     for p in node.parts:

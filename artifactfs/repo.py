@@ -157,23 +157,28 @@ class Repo:
     def resolve(self, ref: str | Ref) -> VersionRecord:
         return self.catalog.resolve(parse_ref(ref) if isinstance(ref, str) else ref)
 
-    def entries(self, rec: VersionRecord) -> Iterator[tuple[str, model.Entry]]:
-        """Every non-directory entry (and empty directory) of a version, in path order."""
-        for path, e in tree.walk(self.catalog.load_node, rec.root):
-            if e.kind != "dir" or (e.count == 0 and not self.catalog.load_node(e.oid)):
-                yield path, e
+    def entries(self, rec: VersionRecord, prefix: str | None = None
+                ) -> Iterator[tuple[str, model.Entry]]:
+        """Every non-directory entry (and empty directory) of a version, in path order (only
+        paths starting with ``prefix``): streamed, bounded by what the record declares."""
+        self.catalog.check_root(rec)
+        return tree.stream(self.catalog.open_node, rec.root, prefix,
+                           want=(rec.size, rec.file_count))
 
     def entry(self, rec: VersionRecord, path: str) -> model.Entry | None:
-        return tree.lookup(self.catalog.load_node, rec.root, path.strip("/"))
+        self.catalog.check_root(rec)
+        return tree.find(self.catalog.open_node, rec.root, path.strip("/"))
 
     def download(self, rec: VersionRecord, root: str, path_prefix: str | None = None,
                  progress: ingest.Progress | None = None, reuse: Reuse | None = None,
                  skip_missing_refs: bool = False) -> int:
         """Download a version into ``root``; with ``reuse``, what is on this node already is
         not fetched again and the root is remembered as holding ``rec`` (dlcache.py)."""
-        n = fetch.download_tree(self.store, self.catalog.load_node, rec.root, root,
+        self.catalog.check_root(rec)
+        n = fetch.download_tree(self.store, self.catalog.open_node, rec.root, root,
                                 path_prefix, progress, reuse=reuse,
-                                skip_missing_refs=skip_missing_refs)
+                                skip_missing_refs=skip_missing_refs,
+                                want=(rec.size, rec.file_count))
         if reuse is not None and reuse.hints is not None:
             reuse.flush()
             reuse.hints.remember_root(os.path.realpath(root), rec.label, rec.root, path_prefix)
@@ -185,7 +190,10 @@ class Repo:
         if aliases is None:
             aliases = self.catalog.aliases(rec.project, rec.name)
         if latest is None:
-            lt = self.catalog.latest(rec.project, rec.name)
+            try:
+                lt = self.catalog.latest(rec.project, rec.name)
+            except ArtifactfsError:  # a damaged record above: latest is unknown
+                lt = None
             latest = lt.version if lt else None
         names = sorted(a for a, v in aliases.items() if v == rec.version)
         return {
@@ -197,18 +205,32 @@ class Repo:
             "ttl_days": rec.ttl_days, "logged_by": rec.run, "base": rec.base,
         }
 
-    def versions_json(self, project: str, name: str) -> list[dict[str, Any]]:
+    def versions_json(self, project: str, name: str, warnings: list[str] | None = None
+                      ) -> list[dict[str, Any]]:
+        """The live versions' JSON; a damaged version or alias record is left out and, with
+        ``warnings``, named there (``latest`` is left out when a damaged record is above)."""
         self.catalog.get_collection(project, name)  # NotFound for unknown artifacts
-        recs = self.catalog.versions(project, name)
+        damaged: dict[int, str] = {}
+        bad_aliases: dict[str, str] = {}
+        recs = self.catalog.versions(project, name, damaged=damaged)
         latest = recs[-1].version if recs else None
-        aliases = self.catalog.aliases(project, name)
-        return [self.version_json(r, latest, aliases) for r in recs]
+        if latest is not None and any(n > latest for n in damaged):
+            latest = None
+        aliases = self.catalog.aliases(project, name, bad_aliases)
+        if warnings is not None:
+            warnings.extend(damaged[n] for n in sorted(damaged))
+            warnings.extend(bad_aliases[a] for a in sorted(bad_aliases))
+            if recs and latest is None:
+                warnings.append(f"{project}/{name}: which version is latest is unknown (a "
+                                "damaged record is above the highest live version)")
+        return [self.version_json(r, latest if latest is not None else -1, aliases)
+                for r in recs]
 
-    def ls_json(self, rec: VersionRecord) -> list[dict[str, Any]]:
+    def ls_docs(self, rec: VersionRecord) -> Iterator[dict[str, Any]]:
         """``{"path", "size", "digest", "digest_kind"}`` (+ ``sha256`` when the plain SHA-256
-        is known, ``ref``, ``target``) per entry; verify.describe says which digest is which."""
+        is known, ``ref``, ``target``) per entry, streamed; verify.describe says which digest
+        is which."""
         from .verify import describe
-        out = []
         for path, e in self.entries(rec):
             d: dict[str, Any] = {"path": path, "size": e.size, **describe(e)}
             if e.kind == "ref" and e.ref is not None:
@@ -217,8 +239,10 @@ class Repo:
                 d["target"] = e.target
             elif e.kind == "dir":
                 d["path"] = path + "/"
-            out.append(d)
-        return out
+            yield d
+
+    def ls_json(self, rec: VersionRecord) -> list[dict[str, Any]]:
+        return list(self.ls_docs(rec))
 
 
 def iter_refs(values: Iterable[str]) -> list[Ref]:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..catalog import Catalog, VersionRecord, parse_iso
-from ..errors import NotFound, StoreUnavailable
+from ..errors import IntegrityError, NotFound, StoreUnavailable
 from ..names import NAME_RE, RESERVED_PROJECTS, VERSION_RE
 from .cache import ManifestCache
 from .inodes import VersionInfo
@@ -57,6 +57,10 @@ class ArtifactState:
     default_ttl: float | None = None
     live: list[int] = field(default_factory=list)
     infos: dict[int, VersionInfo] = field(default_factory=dict)
+    # records that can not be read (number -> (etag, why)) and alias records likewise: only
+    # they are lost (EIO in the mount), never the artifact
+    damaged: dict[int, tuple[str, str]] = field(default_factory=dict)
+    bad_aliases: dict[str, str] = field(default_factory=dict)
 
     def settle(self, now_wall: float | None = None) -> ArtifactState:
         """Recompute which versions are live (deletion and TTL) and the alias map."""
@@ -67,16 +71,31 @@ class ArtifactState:
         return self
 
     @property
+    def latest_unknown(self) -> bool:
+        """A damaged record above the highest live version: it may be the latest."""
+        return bool(self.damaged) and max(self.damaged) > (self.live[-1] if self.live else -1)
+
+    @property
     def latest(self) -> int | None:
-        return self.live[-1] if self.live else None
+        return self.live[-1] if self.live and not self.latest_unknown else None
 
     def aliases(self) -> dict[str, int]:
-        """Every alias with a live target, ``latest`` included."""
+        """Every alias with a live target, ``latest`` included (when known)."""
         live = set(self.live)
         out = {a: v for a, v in sorted(self.custom.items()) if v in live}
-        if self.live:
-            out["latest"] = self.live[-1]
+        if self.latest is not None:
+            out["latest"] = self.latest
         return out
+
+    def why_damaged(self, name: str) -> str | None:
+        """Why ``vN``, ``latest`` or an alias can not be served (None: it can, or is absent)."""
+        if name == "latest":
+            return f"{self.project}/{self.name}: latest is unknown: " + \
+                self.damaged[max(self.damaged)][1] if self.latest_unknown else None
+        if VERSION_RE.fullmatch(name):
+            hit = self.damaged.get(int(name[1:]))
+            return hit[1] if hit is not None else None
+        return self.bad_aliases.get(name)
 
     def info(self, n: int) -> VersionInfo:
         vi = self.infos.get(n)
@@ -318,25 +337,38 @@ class Listings:
                 st.records[n], st.etags[n] = prev.records[n], etag
                 if n in prev.infos:
                     st.infos[n] = prev.infos[n]
+            elif prev is not None and prev.damaged.get(n, ("",))[0] == etag:
+                st.damaged[n] = prev.damaged[n]  # still the same damaged record
             else:
                 todo.append(n)
-        for n, rec in self._get_records(project, name, todo):
-            st.records[n], st.etags[n] = rec, listed[n]
-        st.custom = {a: v for a, v in self.catalog.aliases(project, name).items()
+        for n, got in self._get_records(project, name, todo):
+            if isinstance(got, str):
+                log.error("version record of %s/%s:v%d can not be read (only that version is "
+                          "lost): %s", project, name, n, got)
+                st.damaged[n] = (listed[n], got)
+            else:
+                st.records[n], st.etags[n] = got, listed[n]
+        st.custom = {a: v for a, v in self.catalog.aliases(project, name, st.bad_aliases).items()
                      if not VERSION_RE.fullmatch(a) and a != "latest"}
+        for a, why in st.bad_aliases.items():
+            if prev is None or a not in prev.bad_aliases:
+                log.error("alias %s of %s/%s can not be read: %s", a, project, name, why)
         st.default_ttl = self.catalog.project_ttl(project)
-        if prev is None or todo or st.custom != prev.custom or set(listed) != set(prev.etags) \
+        if prev is None or todo or st.custom != prev.custom or set(st.etags) != set(prev.etags) \
                 or st.default_ttl != prev.default_ttl:
             self.manifest.put_docs([(dkey, st.to_doc())])
         return st.settle(self.clock())
 
     def _get_records(self, project: str, name: str, nums: list[int]
-                     ) -> list[tuple[int, VersionRecord]]:
-        def one(n: int) -> tuple[int, VersionRecord] | None:
+                     ) -> list[tuple[int, VersionRecord | str]]:
+        """The records (or, for a damaged one, what is wrong with it)."""
+        def one(n: int) -> tuple[int, VersionRecord | str] | None:
             try:
                 return n, self.catalog.get_version(project, name, n)[0]
             except NotFound:  # removed between LIST and GET
                 return None
+            except IntegrityError as e:
+                return n, str(e)
 
         if len(nums) <= 2:
             got = [one(n) for n in nums]

@@ -46,7 +46,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..catalog import Catalog, node_bytes, nodes_bytes
+from ..catalog import Catalog, VersionRecord, node_bytes, nodes_bytes
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
@@ -61,7 +61,7 @@ from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw, 
 from .consumers import Consumers
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from .drafts import DraftArea
-from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, ident
+from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, VersionInfo, ident
 from .listings import ArtifactState, Listings
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,11 @@ class Stat:
     gid: int = -1
     blksize: int = 0  # st_blksize (0: the mount's); tools size their writes by it
     ctime_ns: int = 0  # 0: the mtime
+
+
+def _root_ok(rec: VersionRecord) -> str:
+    """The manifest key saying a record matches its root (see Namespace._check_root)."""
+    return f"root-ok:{rec.root}:{rec.digest}:{rec.size}:{rec.file_count}"
 
 
 class DirHandle:
@@ -144,6 +149,7 @@ class Namespace:
         self.dirs: dict[int, DirHandle] = {}
         self.files: dict[int, FileHandle] = {}
         self._tables: dict[str, trio.Event] = {}
+        self._roots_ok: set[VersionInfo] = set()  # versions whose record matches its tree
         self._ahead_loads: set[str] = set()  # tables being loaded by a read-ahead
         self._ahead = trio.CapacityLimiter(4)
         self._ahead_pending = 0
@@ -245,6 +251,8 @@ class Namespace:
         if k >= Kind.DRAFT_PROJECT or k == Kind.DRAFTS:
             return await self.drafts.lookup(p, name, uid)
         if k in (Kind.VERSION, Kind.DIR):
+            if k == Kind.VERSION:
+                await self._check_root(p)
             raw = await self._entry(p.oid, name)
             if raw is None:
                 if self._negative is None:
@@ -296,6 +304,9 @@ class Namespace:
         return n
 
     def _version_child(self, st: ArtifactState, s: str) -> Inode | None:
+        why = st.why_damaged(s)
+        if why is not None:  # a damaged record: EIO for it alone (logged when it was read)
+            raise IntegrityError(why)
         if VERSION_RE.fullmatch(s):
             v = int(s[1:])
             if v not in st.live:
@@ -355,14 +366,43 @@ class Namespace:
                 self.invalidate(art.ino, a.encode())  # type: ignore[union-attr]
 
     # --- version trees ---------------------------------------------------------------------
+    async def _check_root(self, n: Inode) -> None:
+        """Before a version's tree is read: its record's digest and totals must be those of its
+        root node (Catalog.check_root); once per version, remembered in the manifest cache."""
+        assert n.ver is not None
+        if n.ver in self._roots_ok:
+            return
+        st = self.lists.cached_artifact(n.project, n.name) or \
+            await self._state(n.project, n.name)
+        rec = st.records.get(n.ver.version)
+        if rec is None or rec.root != n.ver.root:
+            raise NotFound(f"version {n.project}/{n.name}:v{n.ver.version} is gone")
+        if not self.manifest.get_doc(_root_ok(rec)):
+            if self.manifest.dir_info(rec.root) is None:
+                await self._load_table(rec.root, check=rec)  # checked with the bytes it fetches
+            if not self.manifest.get_doc(_root_ok(rec)):
+                try:
+                    await self.lists._thread(self._verify_root, rec, None)
+                except IntegrityError as e:
+                    log.error("refusing %s: %s", rec.label, e)
+                    raise
+        self._roots_ok.add(n.ver)
+
+    def _verify_root(self, rec: VersionRecord, data: bytes | None) -> None:
+        """Worker thread: Catalog.check_root, and remember the answer in the manifest."""
+        self.catalog.check_root(rec, data)
+        self.manifest.put_docs([(_root_ok(rec), True)])
+
     async def _entry(self, oid: str, name: bytes) -> Raw | None:
         if self.manifest.dir_info(oid) is None:
             await self._load_table(oid)
         return self.manifest.entry(oid, name)
 
-    async def _load_table(self, oid: str, ahead: bool = False) -> None:
+    async def _load_table(self, oid: str, ahead: bool = False,
+                          check: VersionRecord | None = None) -> None:
         """Fetch a tree node into the manifest cache, once however many ask at a time.  A
-        caller that finds a read-ahead of the node failed loads it itself."""
+        caller that finds a read-ahead of the node failed loads it itself.  ``check``: the
+        version whose root this is (checked against it before it is kept)."""
         while (ev := self._tables.get(oid)) is not None:
             was_ahead = oid in self._ahead_loads
             await ev.wait()
@@ -377,7 +417,7 @@ class Namespace:
                 with trio.move_on_after(self.lists.timeout):
                     await trio.to_thread.run_sync(self._fetch_table, oid, abandon_on_cancel=True)
             else:
-                await self.lists._thread(self._fetch_table, oid)
+                await self.lists._thread(self._fetch_table, oid, check)
         finally:
             del self._tables[oid]
             self._ahead_loads.discard(oid)
@@ -415,12 +455,15 @@ class Namespace:
         except Exception as e:  # a read-ahead never fails anything; a listing will retry
             log.debug("read-ahead of tree node %s failed: %s", oid, e)
 
-    def _fetch_table(self, oid: str) -> None:
+    def _fetch_table(self, oid: str, check: VersionRecord | None = None) -> None:
         """Worker thread: fetch, verify and decode a tree node into the manifest cache."""
         if self.manifest.dir_info(oid) is not None:
             return
         try:
-            self.manifest.put_node(oid, node_bytes(self.store, oid), partial(nodes_bytes, self.store))
+            data = node_bytes(self.store, oid)
+            if check is not None:
+                self._verify_root(check, data)
+            self.manifest.put_node(oid, data, partial(nodes_bytes, self.store))
         except IntegrityError as e:
             log.error("refusing tree node %s: %s", oid, e)
             raise
@@ -497,6 +540,8 @@ class Namespace:
             snap = [f"v{v}".encode() for v in st.live]
             snap += [a.encode() for a in aliasview.aliases(self.catalog, st)]
         elif n.kind in (Kind.VERSION, Kind.DIR):
+            if n.kind == Kind.VERSION:
+                await self._check_root(n)
             if self.manifest.dir_info(n.oid) is None:
                 await self._load_table(n.oid)
         else:
@@ -519,7 +564,10 @@ class Namespace:
         assert h.snapshot is not None
         for i in range(start, len(h.snapshot)):
             name = h.snapshot[i]
-            child = await self._virtual_child(p, name)
+            try:
+                child = await self._virtual_child(p, name)
+            except IntegrityError:  # damaged since opendir: lookup says EIO, ls skips it
+                child = None
             if child is None:  # vanished since opendir
                 continue
             if not self._offer(reply, name, child, i + 1):

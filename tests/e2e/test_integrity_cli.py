@@ -3,6 +3,7 @@ hostile records and trees, long names, huge directories."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from test_cli import fail, run
@@ -41,3 +42,49 @@ def test_gc_with_a_short_grace_needs_force(tmp_path: Path) -> None:
     assert "--force" in err
     p = run(store, "gc", "--grace", "0", "--force")
     assert "warning: grace period 0 h" in p.stderr and "removed 0" in p.stdout
+
+
+def three_versions(tmp_path: Path, store: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / "f.txt").write_text(f"v{i}")
+        run(store, "put", str(src), "--name", "p/a", "--type", "dataset", "--alias", f"a{i}")
+
+
+def vrec(store: Path, n: int) -> Path:
+    return store / "artifacts" / "p" / "a" / "versions" / f"{n:010d}.json"
+
+
+def test_versions_names_damaged_records_and_lists_the_others(tmp_path: Path) -> None:
+    """Issue 11, items 6 and 12: garbage in one version record, wrong field types in another,
+    garbage in one alias record: versions lists the rest and warns, naming each."""
+    store = tmp_path / "store"
+    three_versions(tmp_path, store)
+    vrec(store, 0).write_text(vrec(store, 0).read_text().replace('"size":', '"size":"huge",'
+                                                                 '"x":'))
+    vrec(store, 1).write_text("{garbage")
+    (store / "artifacts" / "p" / "a" / "aliases" / "a2.json").write_text("nope")
+    p = run(store, "versions", "p/a")
+    assert [line.split()[0] for line in p.stdout.splitlines()] == ["v2"]
+    assert "latest" in p.stdout and "Traceback" not in p.stderr
+    warnings = p.stderr.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: ") for w in warnings)
+    assert "0000000000.json" in warnings[0] and "'size'" in warnings[0]
+    assert "0000000001.json" in warnings[1] and "a2" in warnings[2]
+    for args in (("info", "p/a:v1"), ("ls", "p/a:v0"), ("get", "p/a:a2"), ("info", "p/a:v0")):
+        err = fail(store, *args)
+        assert "malformed" in err
+    assert run(store, "info", "p/a:v2").stdout.startswith("project")
+    assert run(store, "ls", "p/a").stdout.split()[-1] == "f.txt"
+
+
+def test_get_refuses_a_record_pointing_at_another_tree(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    three_versions(tmp_path, store)
+    doc = json.loads(vrec(store, 1).read_text())
+    doc["root"] = json.loads(vrec(store, 0).read_text())["root"]
+    vrec(store, 1).write_text(json.dumps(doc))
+    err = fail(store, "get", "p/a:v1", "--root", str(tmp_path / "out"))
+    assert "p/a:v1 does not match its root tree" in err
+    assert not (tmp_path / "out" / "f.txt").exists()
