@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +65,21 @@ def read_range(store: Store, entry: model.Entry, offset: int, length: int) -> by
         data = read_piece(store, digest, ln)
         out += data[max(0, offset - off): end - off]
     return bytes(out)
+
+
+def _safe_dir(root: str, rel_dir: str) -> str:
+    """Create ``rel_dir`` under ``root`` refusing to go through symlinks or outside root (for
+    one file's download; download_tree opens directories relative to the root instead)."""
+    cur = root
+    for part in [p for p in rel_dir.split("/") if p]:
+        nxt = os.path.join(cur, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(nxt).st_mode):
+                raise UsageError(f"refusing to write through non-directory {nxt}")
+        except FileNotFoundError:
+            os.mkdir(nxt, 0o755)
+        cur = nxt
+    return cur
 
 
 MAX_PENDING = 256  # files downloaded ahead of the one being renamed into place
