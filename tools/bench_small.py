@@ -3,13 +3,17 @@ measured in the same run.
 
 Parts (``BENCH_ONLY=small,s3small`` picks; the default runs both):
 
-* ``small`` — a tree of small files (20 000 files of 4–64 KiB in 100 directories; BENCH_SMALL=1:
+* ``small`` — a tree of small files (20 000 files of 4-64 KiB in 100 directories; BENCH_SMALL=1:
   2 000 in 20) read whole, each file once, in random order, by 1 and by 8 processes, as files
   per second: the local disk, a **minimal pyfuse3 passthrough** of the same tree (written
   below: lookup = ``lstat``, open = ``os.open``, read = ``os.pread``, release = ``close``, the
   same kernel caching as our daemon gives version content: day-long entry and attribute
-  timeouts, ``keep_cache``; no ``flush`` handler, so the kernel stops sending it) and
-  artifactfs over a directory store holding the tree.  "first read" is the first pass after
+  timeouts, ``keep_cache``, the same mount options and ``read_ahead_kb``; no ``flush``
+  handler, so the kernel stops sending it) and artifactfs over a directory store holding the
+  tree.  Mount options matter: a read-only (``ro``) passthrough would be spared one GETATTR
+  per file and pass, because the kernel invalidates a file's atime after each READ unless the
+  whole mount is read-only (our mount is not: drafts are writable), and the next ``fstat``
+  asks again.  "first read" is the first pass after
   a fresh mount (and, for artifactfs, a fresh cache directory) with the page cache dropped;
   "again" is a second pass on the same mount (kernel caches warm).
 * ``s3small`` — the same tree in an S3 store on a moto server (its own process): the first
@@ -38,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from bench_mount import mounted, unmount, wait_mounted
+from bench_mount import mounted, set_read_ahead, unmount, wait_mounted
 from benchlib import drop_caches
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -101,7 +105,7 @@ class Ops(pyfuse3.Operations):
     async def release(self, fh):
         os.close(fh)
 
-pyfuse3.init(Ops(sys.argv[1]), sys.argv[2], {"fsname=passthrough", "ro", "noatime"})
+pyfuse3.init(Ops(sys.argv[1]), sys.argv[2], {"fsname=passthrough", "noatime"})
 try:
     trio.run(pyfuse3.main)
 finally:
@@ -110,7 +114,7 @@ finally:
 
 
 def make_tree(root: str) -> list[str]:
-    """FILES files of 4–64 KiB in DIRS directories; their paths relative to ``root``."""
+    """FILES files of 4-64 KiB in DIRS directories; their paths relative to ``root``."""
     rng = random.Random(13)
     rel = []
     for i in range(FILES):
@@ -192,9 +196,11 @@ class SmallBench:
         with open(server, "w") as f:
             f.write(PASSTHROUGH)
         mp = self._fresh("m-pass")
-        proc = subprocess.Popen([sys.executable, server, self.src, mp])
+        # its own session, as our daemon runs (the scheduler groups processes by session)
+        proc = subprocess.Popen([sys.executable, server, self.src, mp], start_new_session=True)
         self.procs.append(proc)
         wait_mounted(mp)
+        set_read_ahead(mp, 1024)  # as our daemon sets it
         try:
             yield mp
         finally:

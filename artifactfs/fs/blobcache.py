@@ -9,8 +9,8 @@ file descriptor whose bytes were verified in this mount.  Where the bytes live:
 * local directory store: the store's own object file, read in place (never copied) and hashed
   once per mount before its first byte is served;
 * remote store or reference: a cache file under ``<cache_dir>/objects`` or ``/refs``, written
-  temp → fsync → rename after the fetched bytes were verified, and hashed again once per mount
-  before use (reference pieces are checked against the SHA-256 recorded, in the manifest cache,
+  temp → rename (no fsync: a cache is not the source of truth) after the fetched bytes were
+  verified, and hashed again once per mount before use (reference pieces are checked against the SHA-256 recorded, in the manifest cache,
   when they were fetched).  Bounded by ``max_bytes`` and a free-disk floor: least recently
   opened pieces leave first, pieces of open files never; ENOSPC evicts and retries, and if the
   disk stays full the verified bytes are served from memory uncached.
@@ -20,7 +20,13 @@ What is subtle:
 * Cost: verification is the price of a first read.  A piece is hashed in a worker thread
   through one reused buffer (no fresh memory per piece), after the kernel was asked to start
   reading it (``POSIX_FADV_WILLNEED``) as soon as a sequential reader made it likely; reads then
-  come from the page cache.  The trio thread copies with ``RWF_NOWAIT`` into one reused buffer,
+  come from the page cache.  A small piece (≤ SMALL_PIECE) is read whole in one call instead,
+  and its verified bytes are served from memory while a file uses it: one worker hop per
+  small file, no second read.  Jobs run in lanes (lanes.py), not in a task per job.
+* The descriptor table is an LRU of at most ``max_fds`` (half the descriptor limit): pieces
+  pinned by open files are not in ``_idle``, so picking a victim is O(1).  A piece that leaves
+  a full table keeps the identity of its verified file (``_verified``, bounded): making it
+  ready again costs an open and an ``fstat``, not a hash.  The trio thread copies with ``RWF_NOWAIT`` into one reused buffer,
   so it never waits on the disk (a miss goes to a worker thread).  Hashing through ``mmap``
   would save a copy (~10 % CPU measured) but a store file truncated under the mapping would
   kill the daemon with SIGBUS, so it is not done.
@@ -47,13 +53,16 @@ import errno
 import hashlib
 import logging
 import os
+import resource
 import shutil
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
+import outcome
 import trio
 
 from .. import fetch
@@ -63,9 +72,14 @@ from ..model import CHUNK_SIZE, Entry, object_key
 from ..refs import authority
 from ..refs.authority import Gate
 from ..store.base import Store
+from .lanes import Lane, fire
 
 log = logging.getLogger(__name__)
-MAX_FDS = 2048
+MAX_FDS = 32768  # ready pieces kept open at most (fewer under a lower RLIMIT_NOFILE)
+FREE_EVERY = 1.0  # seconds between statvfs calls of the cache disk
+FREE_MARGIN = 64 << 20  # ... unless its free space is this close to the floor
+VERIFIED_MAX = 1 << 16  # identities of verified files kept without an fd (~200 bytes each)
+SMALL_PIECE = 256 << 10  # read whole when verified; bytes kept while a file uses them
 FAILED_TTL = 5.0  # a piece the store just failed to give fails again at once for this long
 BUFFER_BYTES = 64 << 20  # verified pieces the full disk could not take, served from memory
 
@@ -109,13 +123,24 @@ class _Flight:
 _tls = threading.local()
 
 
-def _hash_fd(fd: int) -> tuple[str, int]:
-    """(SHA-256, length) of a file, read through a reused per-thread buffer.
+def _fd_budget() -> int:
+    """How many ready pieces may stay open: MAX_FDS, or half the descriptor limit."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MAX_FDS if soft == resource.RLIM_INFINITY else max(64, min(MAX_FDS, soft // 2))
 
-    Reading in 1 MiB steps into one buffer (not the whole piece into a new object) avoids
-    faulting in fresh memory for every piece, and leaves the bytes in the page cache, where
-    the reads that follow find them.
+
+def _hash_fd(fd: int, keep: int = 0) -> tuple[str, int, bytes | None]:
+    """(SHA-256, length, bytes if ``keep``) of a file.
+
+    ``keep`` (a small piece's expected length) reads the file in one call into a new object,
+    returned for serving from memory (one byte more is asked for, to see a longer file).
+    Otherwise the file goes in 1 MiB steps through a reused per-thread buffer,
+    which avoids faulting in fresh memory for every piece and leaves the bytes in the page
+    cache, where the reads that follow find them.
     """
+    if keep:
+        data = os.pread(fd, keep + 1, 0)
+        return hashlib.sha256(data).hexdigest(), len(data), data
     buf = getattr(_tls, "buf", None)
     if buf is None:
         buf = _tls.buf = memoryview(bytearray(1 << 20))
@@ -124,7 +149,7 @@ def _hash_fd(fd: int) -> tuple[str, int]:
     while True:
         n = os.preadv(fd, [buf], pos)
         if not n:
-            return h.hexdigest(), pos
+            return h.hexdigest(), pos, None
         h.update(buf[:n])
         pos += n
 
@@ -135,6 +160,15 @@ Ident = tuple[int, int, int, int, int]
 def ident_of(st: os.stat_result) -> Ident:
     """What changes when anything rewrites a file: (device, inode, size, mtime, ctime)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+Made = tuple[int | None, bytes | None, Ident | None]  # what _materialize makes (see there)
+
+
+def close_orphan(result: outcome.Outcome[Made]) -> None:
+    """A piece made ready after the daemon's trio loop ended: close its descriptor."""
+    if isinstance(result, outcome.Value) and result.value[0] is not None:
+        os.close(result.value[0])
 
 
 def _copy_range(src: int, dst: int, length: int, dst_off: int) -> None:
@@ -164,7 +198,8 @@ class BlobCache:
                  min_free: int | None = None, timeout: float = 30.0, threads: int = 0,
                  sidecar_get: Callable[[str], str | None] | None = None,
                  sidecar_put: Callable[[str, str], None] | None = None,
-                 buffer_bytes: int = BUFFER_BYTES, gate: Gate | None = None) -> None:
+                 buffer_bytes: int = BUFFER_BYTES, gate: Gate | None = None,
+                 max_fds: int = 0) -> None:
         self.store = store
         self.gate = gate or Gate()
         self.dir = directory
@@ -182,11 +217,18 @@ class BlobCache:
             st = os.statvfs(directory)
             min_free = min(1 << 30, st.f_blocks * st.f_frsize // 20)
         self.min_free = min_free
+        self._free = (0, -FREE_EVERY, 0)  # (free bytes, when measured, written since)
+        self._subdirs: set[str] = set()  # cache subdirectories known to exist
+        self._scanned = False  # every cache file on disk is in _files
         cpus = os.cpu_count() or 2
-        self.limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 8))
-        self.prefetch_limiter = trio.CapacityLimiter(threads or (cpus if self.in_place else 4))
+        self.lane: Lane[Made] = Lane(threads or (cpus if self.in_place else 8), close_orphan)
+        self.prefetch_lane: Lane[Made] = Lane(threads or (cpus if self.in_place else 4), close_orphan)
         self.buffer_bytes = buffer_bytes
-        self._fds: OrderedDict[str, int] = OrderedDict()  # trio thread only
+        self.max_fds = max_fds or _fd_budget()
+        self._fds: dict[str, int] = {}  # ready pieces: key -> fd (trio thread only)
+        self._idle: OrderedDict[str, None] = OrderedDict()  # keys of _fds unpinned, LRU first
+        # pieces whose fd left a full table: the identity of their verified file, LRU first
+        self._verified: OrderedDict[str, Ident] = OrderedDict()
         self._idents: dict[int, Ident] = {}  # fd -> identity of its file when verified
         self._retired: dict[str, list[int]] = {}  # changed files' fds, closed at the last unpin
         self._bufs: OrderedDict[str, memoryview] = OrderedDict()  # verified bytes, LRU
@@ -249,8 +291,9 @@ class BlobCache:
         rest = await trio.to_thread.run_sync(os.pread, fd, size - n, offset + n)
         return head + rest
 
-    async def get(self, piece: Piece) -> None:
-        """Make ``piece`` ready (or raise: IntegrityError, StoreUnavailable, OSError)."""
+    async def get(self, piece: Piece, lane: Lane[Made] | None = None) -> None:
+        """Make ``piece`` ready (or raise: IntegrityError, StoreUnavailable, OSError); its
+        worker thread runs in ``lane`` (default: the readers' own)."""
         if piece.key in self._fds or piece.key in self._bufs:
             return
         failed = self._failed.get(piece.key)
@@ -258,7 +301,7 @@ class BlobCache:
             if trio.current_time() < failed[0]:
                 raise failed[1]
             del self._failed[piece.key]
-        fl = self._flights.get(piece.key) or self._start(piece, self.limiter)
+        fl = self._flights.get(piece.key) or self._start(piece, lane or self.lane)
         with trio.move_on_after(self.timeout) as cs:
             await fl.event.wait()
         if cs.cancelled_caught:
@@ -266,12 +309,20 @@ class BlobCache:
         if fl.error is not None:
             raise fl.error
 
+    def start(self, piece: Piece) -> None:
+        """Start making a piece ready for a reader that is about to read it (no waiting): an
+        open of a small file starts its verification while the kernel sends the first read."""
+        k = piece.key
+        if k not in self._fds and k not in self._flights and k not in self._bufs and \
+                k not in self._failed:
+            self._start(piece, self.lane)
+
     def prefetch(self, pieces: Iterable[Piece]) -> None:
         """Start making pieces ready ahead of a sequential reader (no waiting)."""
         for p in pieces:
             if p.key not in self._fds and p.key not in self._flights and \
                     p.key not in self._bufs and p.key not in self._failed:
-                self._start(p, self.prefetch_limiter)
+                self._start(p, self.prefetch_lane)
 
     def check(self, key: str) -> bool:
         """Whether a ready piece's file is still the one verified (one ``fstat``).  If not,
@@ -288,31 +339,40 @@ class BlobCache:
         if now is not None and now == self._idents.get(fd):
             return True
         log.warning("the file of %s changed since it was verified: verifying it again", key)
-        del self._fds[key]
-        self._idents.pop(fd, None)
         if self._pins.get(key):  # a reader of an open file may be using the fd right now
-            self._retired.setdefault(key, []).append(fd)
+            self._retired.setdefault(key, []).append(self._forget_fd(key))
         else:
-            os.close(fd)
+            os.close(self._forget_fd(key))
         return False
 
-    def _start(self, piece: Piece, limiter: trio.CapacityLimiter) -> _Flight:
+    def _forget_fd(self, key: str, remember: bool = False) -> int:
+        """Take a ready piece's fd out of the table (the caller closes it).  ``remember``: the
+        table is only full, the file is still the one verified: keep its identity, so making
+        the piece ready again costs an ``fstat``, not a hash."""
+        fd = self._fds.pop(key)
+        self._idle.pop(key, None)
+        idn = self._idents.pop(fd, None)
+        if remember and idn is not None:
+            self._verified[key] = idn
+            if len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.pop(key, None)
+        return fd
+
+    def _start(self, piece: Piece, lane: Lane[Made]) -> _Flight:
         fl = _Flight()
         self._flights[piece.key] = fl
-        trio.lowlevel.spawn_system_task(self._run, piece, fl, limiter,
-                                        name=f"fetch {piece.key[:12]}")
+        if self.in_place and piece.entry is None and piece.length > SMALL_PIECE:
+            fire(partial(self._advise, piece))  # the disk read of the chunk starts now
+        lane.submit(partial(self._materialize, piece, self._verified.pop(piece.key, None)),
+                    partial(self._landed, piece, fl))
         return fl
 
-    async def _run(self, piece: Piece, fl: _Flight, limiter: trio.CapacityLimiter) -> None:
+    def _landed(self, piece: Piece, fl: _Flight, result: outcome.Outcome[Made]) -> None:
+        """A flight's worker is done (trio thread; must not raise)."""
         try:
-            if self.in_place and piece.entry is None:  # start the disk read now, verify later
-                await trio.to_thread.run_sync(self._advise, piece, abandon_on_cancel=True)
-            fd, data, idn = await trio.to_thread.run_sync(
-                self._materialize, piece, limiter=limiter, abandon_on_cancel=True)
-            self._install(piece.key, fd, data, idn)
-        except trio.Cancelled:
-            fl.error = StoreUnavailable("shutting down")
-            raise
+            self._install(piece.key, *result.unwrap())
         except BaseException as e:
             self.errors += 1
             fl.error = e
@@ -325,24 +385,27 @@ class BlobCache:
         finally:
             self._flights.pop(piece.key, None)
             fl.event.set()
-            self._close_evicted()
+            try:
+                self._close_evicted()
+            except OSError as e:
+                log.warning("closing evicted pieces: %s", e)
 
     def _install(self, key: str, fd: int | None, data: bytes | None, idn: Ident | None
                  ) -> None:
+        """A verified piece becomes ready.  Past ``max_fds`` the least recently used piece
+        that no open file pins closes (O(1): pinned pieces are not in ``_idle``)."""
+        pinned = self._pins.get(key)
         if fd is not None:
-            old = self._fds.pop(key, None)
-            if old is not None:
-                os.close(old)
+            if key in self._fds:
+                os.close(self._forget_fd(key))
             self._fds[key] = fd
+            if not pinned:
+                self._idle[key] = None
             if idn is not None:
                 self._idents[fd] = idn
-            if len(self._fds) > MAX_FDS:
-                with self._lock:
-                    extra = len(self._fds) - MAX_FDS
-                    victims = [k for k in self._fds if not self._pins[k]][:extra]
-                for k in victims:
-                    os.close(self._fds.pop(k))
-        if data is not None and self._pins.get(key):  # only while a file uses it
+            while len(self._fds) > self.max_fds and self._idle:
+                os.close(self._forget_fd(next(iter(self._idle)), remember=True))
+        if data is not None and pinned:  # only while a file uses it
             old_view = self._bufs.pop(key, None)
             if old_view is not None:
                 self._buf_bytes -= len(old_view)
@@ -356,41 +419,50 @@ class BlobCache:
         with self._lock:
             evicted, self._evicted = self._evicted, []
         for k in evicted:
+            self._verified.pop(k, None)
             if self._pins.get(k):  # a reader may be using the fd: the unlinked file lives on
                 self._orphans.add(k)
                 continue
-            fd = self._fds.pop(k, None)
-            if fd is not None:
-                os.close(fd)
+            if k in self._fds:
+                os.close(self._forget_fd(k))
             view = self._bufs.pop(k, None)
             if view is not None:
                 self._buf_bytes -= len(view)
 
     # --- pins (trio thread) ------------------------------------------------------------------
     def pin(self, keys: Iterable[str]) -> None:
+        """An open file uses these pieces: their fds and cache files stay until unpinned."""
+        files, pins, idle = self._files, self._pins, self._idle
         with self._lock:
             for k in keys:
-                self._pins[k] += 1
-                if k in self._files:
-                    self._files.move_to_end(k)
+                pins[k] += 1
+                if k in files:
+                    files.move_to_end(k)
+                idle.pop(k, None)
 
     def unpin(self, keys: Iterable[str]) -> None:
-        """The last close of a piece also frees its in-memory copy (the fd stays)."""
+        """The last close of a piece also frees its in-memory copy; its fd stays open, now
+        the most recently used of the unpinned ones."""
+        pins = self._pins
         with self._lock:
             for k in keys:
-                self._pins[k] -= 1
-                if self._pins[k] <= 0:
-                    del self._pins[k]
+                pins[k] -= 1
+                if pins[k] > 0:
+                    continue
+                del pins[k]
+                if self._bufs:
                     view = self._bufs.pop(k, None)
                     if view is not None:
                         self._buf_bytes -= len(view)
+                if self._retired:
                     for old in self._retired.pop(k, ()):
                         os.close(old)
-                    if k in self._orphans:
-                        self._orphans.discard(k)
-                        fd = self._fds.pop(k, None)
-                        if fd is not None:
-                            os.close(fd)
+                if k in self._orphans:
+                    self._orphans.discard(k)
+                    if k in self._fds:
+                        os.close(self._forget_fd(k))
+                elif k in self._fds:
+                    self._idle[k] = None
 
     # --- worker threads -----------------------------------------------------------------------
     def _advise(self, piece: Piece) -> None:
@@ -407,27 +479,32 @@ class BlobCache:
         finally:
             os.close(fd)
 
-    def _materialize(self, piece: Piece) -> tuple[int | None, bytes | None, Ident | None]:
-        """Worker thread: a verified fd for a piece and the identity of its file when it was
-        verified, or the piece's verified bytes when the disk cannot keep them."""
+    def _materialize(self, piece: Piece, known: Ident | None = None) -> Made:
+        """Worker thread: (fd, bytes, identity): a verified fd for a piece and the identity of
+        its file when it was verified, and the verified bytes of a small piece (read whole
+        anyway; served from memory while a file uses them); or only the piece's verified
+        bytes when the disk cannot keep them.  ``known``: the identity the piece's file had
+        when it was verified in this mount; if it still has it, it is not hashed again."""
         if piece.entry is None and self.in_place:
             path = self.store.local_path(object_key(piece.digest))
             assert path is not None
-            got = self._open_verified(path, piece, missing_ok=False)
+            got = self._open_verified(path, piece, False, known)
             assert got is not None
-            return got[0], None, got[1]
+            return got
         path = self._path(piece.key)
-        got = self._open_verified(path, piece, missing_ok=True)
+        # a piece not in the index is not on disk once the index was read: no open to fail
+        got = self._open_verified(path, piece, True, known) \
+            if not self._scanned or piece.key in self._files else None
         if got is not None:
             self.hits += 1
-            return got[0], None, got[1]
+            return got
         self.misses += 1
         data = self._fetch(piece)
         self.fetched_bytes += len(data)
         fd = self._store_file(path, piece, data)
         if fd is None:
             return None, data, None
-        return fd, None, ident_of(os.fstat(fd))
+        return fd, data if len(data) <= SMALL_PIECE else None, ident_of(os.fstat(fd))
 
     def copy_to(self, entry: Entry, dest: str) -> None:
         """Worker thread: write an entry's verified bytes into the file ``dest`` (the copy-up
@@ -462,10 +539,12 @@ class BlobCache:
     def _expected(self, piece: Piece) -> str | None:
         return piece.digest or self._sidecar_get(f"refpiece:{piece.key}")
 
-    def _open_verified(self, path: str, piece: Piece, missing_ok: bool
-                       ) -> tuple[int, Ident] | None:
-        """An fd of ``path`` whose bytes were just verified, with the file's identity taken
-        before hashing (so a write during the hash shows as a change at the next check)."""
+    def _open_verified(self, path: str, piece: Piece, missing_ok: bool,
+                       known: Ident | None = None) -> tuple[int, bytes | None, Ident] | None:
+        """(fd, bytes of a small piece, identity): an fd of ``path`` whose bytes were just
+        verified (or were verified in this mount when the file had the identity ``known``,
+        which it still has), with the file's identity taken before hashing (so a write during
+        the hash shows as a change at the next check)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -473,10 +552,15 @@ class BlobCache:
                 return None
             raise IntegrityError(f"object {piece.digest} is missing from the store") from None
         try:
-            expected = self._expected(piece)
             idn = ident_of(os.fstat(fd))
-            if expected and _hash_fd(fd) == (expected, piece.length):
-                return fd, idn
+            if known is not None and idn == known:
+                return fd, None, idn
+            expected = self._expected(piece)
+            if expected:
+                small = 0 < piece.length <= SMALL_PIECE
+                digest, length, data = _hash_fd(fd, piece.length if small else 0)
+                if (digest, length) == (expected, piece.length):
+                    return fd, data, idn
         except BaseException:
             os.close(fd)
             raise
@@ -515,6 +599,8 @@ class BlobCache:
             if piece.entry is not None:
                 self._sidecar_put(f"refpiece:{piece.key}", hashlib.sha256(data).hexdigest())
             with self._lock:
+                free, at, written = self._free
+                self._free = (free, at, written + len(data))
                 if piece.key not in self._files:
                     self._files[piece.key] = len(data)
                     self._bytes += len(data)
@@ -535,9 +621,14 @@ class BlobCache:
         os.makedirs(mark, mode=0o700, exist_ok=True)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
+        """temp → rename, no fsync: a cache file is hashed again by the next mount before
+        use, so one that a power loss left short or zeroed is dropped and fetched again."""
         tmp = os.path.join(self.dir, "tmp", f"{os.getpid()}-{threading.get_ident()}")
-        write_file(tmp, data, mode=0o600)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_file(tmp, data, fsync=False, mode=0o600)
+        parent = os.path.dirname(path)
+        if parent not in self._subdirs:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            self._subdirs.add(parent)
         os.rename(tmp, path)
 
     def _path(self, key: str) -> str:
@@ -546,8 +637,16 @@ class BlobCache:
         return os.path.join(self.dir, "objects", key[:2], key[2:])
 
     def _free_disk(self) -> int:
-        st = os.statvfs(self.dir)
-        return st.f_bavail * st.f_frsize
+        """Free bytes on the cache disk (under ``_lock``): ``statvfs`` at most every
+        FREE_EVERY seconds, and every time near the floor; in between, the last measure less
+        what this cache wrote since."""
+        now = time.monotonic()
+        free, at, written = self._free
+        if now - at > FREE_EVERY or free - written < self.min_free + FREE_MARGIN:
+            st = os.statvfs(self.dir)
+            free, at, written = st.f_bavail * st.f_frsize, now, 0
+            self._free = (free, at, written)
+        return free - written
 
     def _make_room(self, need: int) -> None:
         """Evict unpinned least-recently-used cache files until ``need`` more bytes fit."""
@@ -595,6 +694,7 @@ class BlobCache:
             self._files = OrderedDict((k, s) for _, k, s in found if k not in known)
             self._files.update(known)
             self._bytes = sum(self._files.values())
+        self._scanned = True
         self._make_room(0)
 
     def cleanup(self, target: int) -> int:
@@ -620,6 +720,7 @@ class BlobCache:
                 "pinned": len(self._pins), "time": time.time()}
 
     def close(self) -> None:
+        self._idle.clear()
         for fd in self._fds.values():
             os.close(fd)
         for fds in self._retired.values():

@@ -75,8 +75,8 @@ class VersionInfo:
 
 
 class Inode:
-    __slots__ = ("_entry", "attrs", "d", "ident", "ino", "kind", "lookups", "name", "project",
-                 "raw", "target", "ver")
+    __slots__ = ("_entry", "attrs", "d", "dir", "ident", "ino", "kind", "lookups", "name",
+                 "opened", "project", "raw", "target", "ver")
 
     def __init__(self, ino: int, kind: Kind, ident: bytes) -> None:
         # one of these per entry listed: keep it to plain attribute stores
@@ -86,6 +86,8 @@ class Inode:
         self.lookups = 0
         self.ver: VersionInfo | None = None
         self.raw: Raw | None = None  # content inodes: the packed entry (see cache.py)
+        self.dir = ""  # content inodes: the tree node of the directory holding them
+        self.opened = False  # opened before: the kernel may hold its pages (keep_cache)
         self._entry: Entry | None = None
         self.attrs: object = None  # the kernel attributes, cached for immutable inodes
         self.project = self.name = self.target = ""  # virtual inodes; alias target "vN"
@@ -115,12 +117,13 @@ class Inode:
 class Leaf:
     """A file, reference or symlink inside a version that the kernel holds (see above)."""
 
-    __slots__ = ("ino", "kind", "lookups", "name", "parent")
+    __slots__ = ("ino", "kind", "lookups", "name", "opened", "parent")
 
     def __init__(self, ino: int, kind: Kind, parent: Inode, name: bytes) -> None:
         self.ino = ino
         self.kind = kind
         self.lookups = 0
+        self.opened = False  # see Inode.opened
         self.parent = parent  # the directory (or version) inode it was found in
         self.name = name
 
@@ -179,8 +182,14 @@ class InodeTable:
         if raw is None:
             return None
         n = Inode(leaf.ino, leaf.kind, leaf.ident)
-        n.raw, n.ver, n.lookups = raw, p.ver, leaf.lookups
+        n.raw, n.ver, n.lookups, n.dir, n.opened = raw, p.ver, leaf.lookups, p.oid, leaf.opened
         return n
+
+    def mark_opened(self, ino: int) -> None:
+        """The file ``ino`` was opened (so the kernel may hold its pages from now on)."""
+        node = self._by_ino.get(ino)
+        if node is not None:
+            node.opened = True
 
     def find(self, idt: bytes) -> Inode | None:
         """The live (non-leaf) inode with this identity, if any (no count change)."""

@@ -56,13 +56,14 @@ from ..refs.file import Source
 from ..verify import describe
 from . import aliasview
 from .access import Access
-from .blobcache import BlobCache, Piece, piece_at, piece_count, piece_keys
+from .blobcache import VERIFIED_MAX, BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw, trim_heap
 from .consumers import Consumers
 from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from .drafts import DraftArea
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, VersionInfo, ident
 from .listings import ArtifactState, Listings
+from .readahead import SMALL_FILE, ReadAhead
 
 log = logging.getLogger(__name__)
 IMMUTABLE = 86400.0  # seconds the kernel may cache immutable entries and attributes
@@ -126,6 +127,16 @@ class FileHandle:
         self.window = 0  # read-ahead pieces, doubled per sequential piece
 
 
+def read_ahead(blobs: BlobCache) -> dict[str, int]:
+    """How far small files are read ahead (see readahead.py): a remote store wants many
+    requests in flight.  A local store gets none: its first reads are bound by CPU, not by
+    waiting, and verifying ahead in threads measured slower (more CPU per file)."""
+    if blobs.in_place:
+        return {"workers": 0, "budget_bytes": 0, "budget_pieces": 0}
+    return {"workers": 16, "budget_bytes": min(1 << 30, blobs.max_bytes // 4),
+            "budget_pieces": VERIFIED_MAX // 2}  # pieces past the fd table stay verified
+
+
 class Namespace:
     def __init__(self, catalog: Catalog, manifest: ManifestCache, blobs: BlobCache, *,
                  refresh: float = 10.0, clock: Callable[[], float] = time.time,
@@ -161,6 +172,7 @@ class Namespace:
         self._negative: Any = None
         self._scratch = memoryview(bytearray(1 << 20))  # file:// reference reads
         self.drafts = DraftOps(self, area, catalog, may_write)
+        self.ahead = ReadAhead(blobs, manifest, **read_ahead(blobs))
         self.acl = access
         self.consumers: Consumers | None = None  # lineage from reads (the daemon sets it)
 
@@ -329,7 +341,7 @@ class Namespace:
         """The inode of a directory inside a version (files and symlinks are leaves)."""
         n, new = self.inodes.child(p.ident, name, Kind.DIR)
         if new:
-            n.raw, n.ver = raw, p.ver
+            n.raw, n.ver, n.dir = raw, p.ver, p.oid
         return n
 
     async def _state(self, project: str, name: str) -> ArtifactState:
@@ -394,8 +406,12 @@ class Namespace:
         self.manifest.put_docs([(_root_ok(rec), True)])
 
     async def _entry(self, oid: str, name: bytes) -> Raw | None:
-        if self.manifest.dir_info(oid) is None:
-            await self._load_table(oid)
+        """The packed entry ``name`` of a tree node: one LMDB get when found (a table is
+        complete or absent, so a hit needs no check that it was loaded)."""
+        raw = self.manifest.entry(oid, name)
+        if raw is not None or self.manifest.dir_info(oid) is not None:
+            return raw
+        await self._load_table(oid)
         return self.manifest.entry(oid, name)
 
     async def _load_table(self, oid: str, ahead: bool = False,
@@ -648,6 +664,14 @@ class Namespace:
                 raise NotFound("not a regular file")
             raise IsADirectoryError("is a directory")
         h = await self.file_handle(n.entry, uid)
+        e = h.entry
+        if h.keys and 0 < e.size <= SMALL_FILE and not n.opened:
+            # a first open: the kernel has none of its pages, so a read follows at once
+            self.inodes.mark_opened(ino)
+            ready = self.blobs.ready(h.keys[0])
+            if not ready:  # verify it while the kernel sends that read
+                self.blobs.start(piece_at(e, 0))
+            self.ahead.opened(n.dir, h.keys[0], ready)
         fh = next(self._fh)
         self.files[fh] = h
         if self.consumers is not None:
@@ -773,5 +797,5 @@ class Namespace:
 
     def stats(self) -> dict[str, object]:
         return {"inodes": len(self.inodes),
-                "open_files": len(self.files) + len(self.drafts.handles),
+                "open_files": len(self.files) + len(self.drafts.handles), **self.ahead.stats(),
                 "store_ok": self.lists.store_ok, "last_error": self.lists.last_error}

@@ -254,7 +254,8 @@ async def test_a_rewritten_piece_file_is_verified_again_once_per_open(make_fs, r
 
     hashed: list[int] = []
     real = blobcache._hash_fd
-    monkeypatch.setattr(blobcache, "_hash_fd", lambda fd: hashed.append(fd) or real(fd))
+    monkeypatch.setattr(blobcache, "_hash_fd",
+                        lambda fd, *a: hashed.append(fd) or real(fd, *a))
     put(repo, source)
     fs = make_fs(remote=remote)
     k = Kernel(fs.ops)
@@ -280,3 +281,55 @@ async def test_a_rewritten_piece_file_is_verified_again_once_per_open(make_fs, r
     assert fs.blobs._retired  # the old fd stays open for the handle still holding it
     await fs.ops.release(held)
     assert not fs.blobs._retired
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["in-place", "remote"])
+async def test_a_full_descriptor_table_closes_the_least_recently_used_and_remembers_it(
+        make_fs, repo, source, remote, monkeypatch):
+    """Past max_fds the least recently closed piece leaves the table (pieces of open files
+    never); making it ready again checks its file's identity instead of hashing it again."""
+    hashed: list[int] = []
+    real = blobcache._hash_fd
+    monkeypatch.setattr(blobcache, "_hash_fd",
+                        lambda fd, *a: hashed.append(fd) or real(fd, *a))
+    put(repo, source)
+    fs = make_fs(remote=remote)
+    fs.blobs.max_fds = 3
+    k = Kernel(fs.ops)
+    inos = [(await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino for i in range(5)]
+    held = (await fs.ops.open(inos[0], os.O_RDONLY, CTX)).fh
+    assert bytes(await fs.ops.read(held, 0, 100)) == b"0\n"
+    for i, ino in enumerate(inos[1:], 1):
+        assert await k.read_file(ino) == f"{i}\n".encode()
+    assert len(fs.blobs._fds) == 3
+    assert hashlib.sha256(b"0\n").hexdigest() in fs.blobs._fds  # pinned: never closed
+    evicted = hashlib.sha256(b"1\n").hexdigest()
+    assert evicted not in fs.blobs._fds and evicted in fs.blobs._verified
+    before = len(hashed)
+    assert await k.read_file(inos[1]) == b"1\n"
+    assert len(hashed) == before  # an fstat, not a hash
+    await fs.ops.release(held)
+
+
+async def test_a_directory_being_read_through_is_read_ahead_on_a_remote_store(
+        make_fs, repo, source):
+    """After a few opens of small files of a directory, the next files of it are fetched
+    and verified before anyone opens them, each once; a local store reads none ahead."""
+    put(repo, source)
+    for remote in (False, True):
+        fs = make_fs(remote=remote, cache=f"cache-{remote}")
+        k = Kernel(fs.ops)
+        for i in range(3):
+            assert await k.read_file((await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino)
+        later = hashlib.sha256(b"20\n").hexdigest()
+        with trio.move_on_after(5):
+            while remote and not fs.blobs.ready(later):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert fs.blobs.ready(later) == remote
+        if remote:
+            assert fs.ns.ahead.fetched >= 20
+            assert all(n == 1 for key, n in fs.store.gets.items())
+            ino = (await k.walk("vision/cats/v0/many/f0020")).st_ino
+            gets = fs.store.object_gets()
+            assert await k.read_file(ino) == b"20\n"
+            assert fs.store.object_gets() == gets  # served from what was read ahead

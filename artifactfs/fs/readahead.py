@@ -1,0 +1,170 @@
+"""Read-ahead of a directory's small files: a reader going through a directory (a DataLoader
+over a dataset of images or token shards) finds the files it opens next already verified.
+
+A directory is *being read through* once ``AFTER`` of its small files were opened that were
+not ready.  From then on, every open there raises how many of its small files (in name order)
+may be made ready ahead: ``FIRST`` plus ``PER_OPEN`` per open, so a directory whose reader
+stopped costs at most a few dozen files, and one read in any order is soon covered whole.
+``workers`` tasks make them ready through :meth:`BlobCache.get` (so fetched, verified and
+cached exactly as a read would), as many at a time: on a remote store the rate is then the
+store's latency times that concurrency, not one round trip per open.
+
+What is subtle:
+
+* The budget: pieces made ready ahead and not yet opened (``outstanding``) are bounded in
+  count and bytes; an open takes its piece out, and after ``TTL`` seconds an unopened piece
+  stops counting (a reader that went away does not stop read-ahead for the mount for good).
+  A ready piece stays ready only while it fits the blob cache's descriptor table (LRU), so the
+  count budget is a fraction of that table.
+* Everything here runs on the trio thread and is O(1) per open; directory tables are read from
+  the manifest cache (LMDB, cheap) by the workers, a batch at a time, never at open.
+* A failed piece is not retried by the read-ahead (the blob cache remembers the failure for a
+  few seconds; the reader's own open tries again and reports the error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import trio
+
+from .blobcache import BlobCache, Made, Piece, close_orphan
+from .cache import RAW_FILE, ManifestCache
+from .lanes import Lane
+
+log = logging.getLogger(__name__)
+SMALL_FILE = 1 << 20  # files up to this size are read ahead
+AFTER = 3  # opens of not-ready small files that make a directory "being read through"
+FIRST = 32  # files allowed ahead of the reader once it is
+PER_OPEN = 4  # more allowed per further open in the directory
+TTL = 60.0  # seconds an unopened read-ahead piece counts against the budget
+DIRS = 1024  # directories remembered at most
+BATCH = 256  # directory entries read from LMDB at a time
+
+
+@dataclass(slots=True)
+class _Dir:
+    oid: str
+    opens: int = 0
+    allowed: int = 0  # files that may be queued ahead
+    queued: int = 0
+    after: bytes | None = None  # last name scanned
+    done: bool = False  # scanned to the end
+
+
+class ReadAhead:
+    """Per mount; see the module docstring."""
+
+    def __init__(self, blobs: BlobCache, manifest: ManifestCache, *, workers: int,
+                 budget_bytes: int, budget_pieces: int) -> None:
+        self.blobs = blobs
+        self.manifest = manifest
+        self.workers = workers
+        self.budget_bytes = budget_bytes
+        self.budget_pieces = budget_pieces
+        self.lane: Lane[Made] = Lane(workers, close_orphan)
+        self._dirs: OrderedDict[str, _Dir] = OrderedDict()
+        self._scan: deque[_Dir] = deque()  # directories with more files allowed than queued
+        self._queue: deque[Piece] = deque()
+        self._outstanding: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._bytes = 0
+        self._wake = trio.Event()
+        self._running = 0
+        self.fetched = 0
+
+    def opened(self, oid: str, key: str, ready: bool) -> None:
+        """A small file of directory ``oid`` was opened; ``ready``: its piece already was."""
+        got = self._outstanding.pop(key, None)
+        if got is not None:
+            self._bytes -= got[0]
+            self._wake.set()
+        d = self._dirs.get(oid)
+        if d is None:
+            if ready or self.workers <= 0:
+                return
+            d = self._dirs[oid] = _Dir(oid)
+            if len(self._dirs) > DIRS:
+                self._dirs.popitem(last=False)
+        if not ready or d.allowed:
+            d.opens += 1
+        if d.opens < AFTER or d.done:
+            return
+        more = not d.allowed or d.queued >= d.allowed
+        d.allowed = FIRST + PER_OPEN * d.opens
+        if more:
+            self._scan.append(d)
+            self._wake.set()
+        while self._running < self.workers:
+            self._running += 1
+            trio.lowlevel.spawn_system_task(self._worker, name="read-ahead")
+
+    # --- workers ---------------------------------------------------------------------------
+    async def _worker(self) -> None:
+        try:
+            while True:
+                piece = await self._next()
+                try:
+                    await self.blobs.get(piece, self.lane)
+                    self.fetched += 1
+                except Exception as e:  # never fails a reader: its own open reports errors
+                    log.debug("read-ahead of %s failed: %s", piece.key, e)
+                    self._drop(piece.key)
+        finally:
+            self._running -= 1
+
+    async def _next(self) -> Piece:
+        while True:
+            self._expire()
+            if self._bytes < self.budget_bytes and \
+                    len(self._outstanding) < self.budget_pieces:
+                if not self._queue:
+                    self._fill()
+                if self._queue:
+                    p = self._queue.popleft()
+                    self._outstanding[p.key] = (p.length, trio.current_time())
+                    self._bytes += p.length
+                    return p
+            if self._wake.is_set():
+                self._wake = trio.Event()
+            with trio.move_on_after(TTL / 4):
+                await self._wake.wait()
+
+    def _fill(self) -> None:
+        """Queue the next batch of small files of the first directory that allows more."""
+        blobs = self.blobs
+        while self._scan and not self._queue:
+            d = self._scan[0]
+            want = min(BATCH, d.allowed - d.queued)
+            if d.done or want <= 0:
+                self._scan.popleft()
+                continue
+            batch = self.manifest.entries(d.oid, d.after, want)
+            if len(batch) < want:
+                d.done = True
+            for name, raw in batch:
+                d.after = name
+                d.queued += 1
+                if raw[0] != RAW_FILE or raw[3] or not 0 < raw[1] <= SMALL_FILE:
+                    continue
+                key = raw[2]
+                if not blobs.ready(key) and key not in self._outstanding:
+                    self._queue.append(Piece(key, key, raw[1], 0))
+
+    def _expire(self) -> None:
+        cutoff = trio.current_time() - TTL
+        while self._outstanding:
+            key, (_, t) = next(iter(self._outstanding.items()))
+            if t > cutoff:
+                return
+            self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        got = self._outstanding.pop(key, None)
+        if got is not None:
+            self._bytes -= got[0]
+
+    def stats(self) -> dict[str, int]:
+        return {"ahead_fetched": self.fetched, "ahead_outstanding": len(self._outstanding),
+                "ahead_dirs": len(self._dirs)}
