@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from . import model
+from . import model, pathcopy
 from .errors import NotFound, UsageError
 from .names import check_path
 from .store.base import Store
@@ -92,16 +92,26 @@ def scan(local: str, name: str | None = None, follow_symlinks: bool = False) -> 
     yield src
 
 
-def _scan_dir(local: str, prefix: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Source]:
+def _listing(local: str) -> list[os.DirEntry[str]]:
     try:
-        it = sorted(os.scandir(local), key=lambda e: e.name)
+        return sorted(os.scandir(local), key=lambda e: e.name)
     except PermissionError:
         raise UsageError(f"permission denied: {local}") from None
-    if not it and prefix:
-        st = os.stat(local)
-        yield Source(prefix.rstrip("/"), local, "dir", mtime_ns=st.st_mtime_ns)
-    for e in it:
-        apath = check_path(prefix + e.name)
+
+
+def _scan_dir(local: str, prefix: str, follow: bool, seen: set[tuple[int, int]]) -> Iterator[Source]:
+    """Sources below a directory in path order; an explicit stack, whatever the depth."""
+    first = _listing(local)
+    stack = [(iter(first), prefix, seen)]
+    if not first and prefix:
+        yield Source(prefix.rstrip("/"), local, "dir", mtime_ns=os.stat(local).st_mtime_ns)
+    while stack:
+        it, pfx, chain = stack[-1]
+        e = next(it, None)
+        if e is None:
+            stack.pop()
+            continue
+        apath = check_path(pfx + e.name)
         try:
             st = e.stat(follow_symlinks=follow)
         except FileNotFoundError:
@@ -110,9 +120,12 @@ def _scan_dir(local: str, prefix: str, follow: bool, seen: set[tuple[int, int]])
             continue
         if stat.S_ISDIR(st.st_mode):
             key = (st.st_dev, st.st_ino)
-            if key in seen:
+            if key in chain:
                 raise UsageError(f"symlink loop at {e.path}")
-            yield from _scan_dir(e.path, apath + "/", follow, seen | {key})
+            sub = _listing(e.path)
+            if not sub:
+                yield Source(apath, e.path, "dir", mtime_ns=st.st_mtime_ns)
+            stack.append((iter(sub), apath + "/", chain | {key}))
             continue
         src = _source(apath, e.path, st, follow)
         if src is not None:
@@ -313,4 +326,4 @@ def build_tree(save: model.Saver, load: model.Loader, base_root: str | None,
         node = model.encode_node(load(base_root)) if base_root else model.EMPTY_NODE
         save(node)
         return node
-    return model.apply_changes(load, save, base_root, changes, index)
+    return pathcopy.apply_changes(load, save, base_root, changes, index)

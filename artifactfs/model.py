@@ -26,7 +26,6 @@ verified on its own.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import re
@@ -35,7 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .errors import IntegrityError, InvalidName
-from .names import check_component, check_path
+from .names import check_component
 
 CHUNK_SIZE = 8 * 1024 * 1024
 SPLIT_AT = 4096  # a directory with more entries than this is an index node over parts
@@ -487,117 +486,18 @@ def merge_parts(parts: Sequence[Part], load_part: Loader) -> dict[str, Entry]:
     return out
 
 
-# --- path-copying updates over a loader (walking and diffing: tree.py) --------------------
+# --- path-copying updates over a loader (pathcopy.py; walking and diffing: tree.py) -------
 
 Loader = Callable[[str], Mapping[str, Entry]]  # node oid -> entries
 Saver = Callable[[Node], None]  # stores node_objects(node)
 Indexer = Callable[[str], Sequence[Part] | None]  # node oid -> its parts (None: not split)
 
 
-def apply_changes(
-    load: Loader, save: Saver, root: str | None, changes: Mapping[str, Entry | None],
-    index: Indexer | None = None,
-) -> Node:
-    """Path-copying update: set (or, for ``None``, remove) entries at paths below ``root``.
-
-    Only nodes on changed paths are re-encoded and saved; everything else is shared with the
-    base.  Intermediate directories are created as needed; removing a path that is absent is
-    a no-op.  A directory entry given as a change replaces the whole subtree.  Given ``index``,
-    a split directory is updated part by part (the result is the same as encoding it whole).
-    """
-    by_head: dict[str, dict[str, Entry | None]] = {}
-    updates: dict[str, Entry | None] = {}
-    for path, e in changes.items():
-        check_path(path)
-        head, sep, rest = path.partition("/")
-        if sep:
-            by_head.setdefault(head, {})[rest] = e
-        else:
-            updates[head] = e
-    parts = index(root) if root and index is not None else None
-    split = _Split(load, parts) if parts else None
-    entries: dict[str, Entry] = {} if split is not None or not root else dict(load(root))
-    for head, sub in by_head.items():
-        cur = updates[head] if head in updates else \
-            split.get(head) if split is not None else entries.get(head)
-        base = cur.oid if cur is not None and cur.kind == "dir" else None
-        if base is None and all(v is None for v in sub.values()):
-            continue
-        node = apply_changes(load, save, base, sub, index)
-        updates[head] = node.as_entry(cur.mtime_ns if cur is not None and cur.is_dir else 0)
-    if split is not None:
-        node = split.update(updates)
-    else:
-        for name, e in updates.items():
-            if e is None:
-                entries.pop(name, None)
-            else:
-                entries[name] = e
-        node = encode_node(entries)
-    save(node)
-    return node
-
-
-class _Split:
-    """A split directory being updated: parts are loaded only where names change."""
-
-    def __init__(self, load: Loader, parts: Sequence[Part]) -> None:
-        self.load, self.parts = load, parts
-        self.keys = [sort_key(p.first) for p in parts]
-        self.loaded: dict[int, Mapping[str, Entry]] = {}
-
-    def _at(self, name: str) -> int:
-        return max(0, bisect.bisect_right(self.keys, sort_key(name)) - 1)
-
-    def _part(self, i: int) -> Mapping[str, Entry]:
-        if i not in self.loaded:
-            self.loaded[i] = self.load(self.parts[i].oid)
-        return self.loaded[i]
-
-    def get(self, name: str) -> Entry | None:
-        return self._part(self._at(name)).get(name)
-
-    def update(self, updates: Mapping[str, Entry | None]) -> Node:
-        by_part: dict[int, dict[str, Entry | None]] = {}
-        for name, e in updates.items():
-            by_part.setdefault(self._at(name), {})[name] = e
-
-        def entries_of(i: int) -> dict[str, Entry]:
-            d = dict(self._part(i))
-            for n, e in by_part.get(i, {}).items():
-                if e is None:
-                    d.pop(n, None)
-                else:
-                    d[n] = e
-            return d
-
-        parts, i = self.parts, 0
-        out: list[Part] = []
-        new: list[Node] = []
-        for t in sorted(by_part):
-            if t < i:
-                continue  # taken into the window before
-            out.extend(parts[i:t])
-            # parts[t - 1] ends after a name that ends a part, so the window starts clean;
-            # it grows until it ends likewise (or at the last part)
-            window, end = entries_of(t), t + 1
-            names = sorted(window, key=sort_key)
-            while end < len(parts) and not (names and _ends_part(names[-1])):
-                window.update(entries_of(end))
-                end += 1
-                names = sorted(window, key=sort_key)
-            for run in _split(names):
-                node = _encode_leaf(run, window)
-                new.append(node)
-                out.append(_part(run, node))
-            i = end
-        out.extend(parts[i:])
-        if sum(p.entries for p in out) <= SPLIT_AT:  # small again: one plain node
-            whole: dict[str, Entry] = {}
-            for k in range(len(parts)):
-                whole.update(entries_of(k))
-            return encode_node(whole)
-        return _encode_index(out, tuple(new))
+def apply_changes(load: Loader, save: Saver, root: str | None,
+                  changes: Mapping[str, Entry | None], index: Indexer | None = None) -> Node:
+    """:func:`pathcopy.apply_changes` (kept here for its callers)."""
+    from .pathcopy import apply_changes as apply
+    return apply(load, save, root, changes, index)
 
 
 def with_mtime(e: Entry, mtime_ns: int) -> Entry:

@@ -134,9 +134,12 @@ class Nodes:
                 raise IntegrityError(f"part {p.oid} does not hold the totals its index says")
             return tree.sorted_from(entries, lo if j == i else "")
 
-        yield from one(i, self._node_bytes(parts[i].oid))  # a lookup usually stops here
-        rest = [p.oid for p in parts[i + 1:]]
-        for j, data in enumerate(nodes_bytes(self.store, rest), start=i + 1):
+        # the first two parts one by one (a lookup or a prefix stops within them), then
+        # the rest several at a time
+        for j in range(i, min(i + 2, len(parts))):
+            yield from one(j, self._node_bytes(parts[j].oid))
+        rest = [p.oid for p in parts[i + 2:]]
+        for j, data in enumerate(nodes_bytes(self.store, rest), start=i + 2):
             yield from one(j, data)
 
     def _remember(self, oid: str, entries: dict[str, model.Entry] | None,

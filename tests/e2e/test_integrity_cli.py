@@ -4,6 +4,7 @@ hostile records and trees, long names, huge directories."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from test_cli import fail, run
@@ -88,3 +89,36 @@ def test_get_refuses_a_record_pointing_at_another_tree(tmp_path: Path) -> None:
     err = fail(store, "get", "p/a:v1", "--root", str(tmp_path / "out"))
     assert "p/a:v1 does not match its root tree" in err
     assert not (tmp_path / "out" / "f.txt").exists()
+
+
+def test_ls_and_get_of_a_tree_2000_deep(tmp_path: Path) -> None:
+    """Issue 11, item 11: no RecursionError; ls lists it, get writes it (deeper than
+    PATH_MAX below the destination)."""
+    from artifactfs import model
+    from artifactfs.repo import Repo
+
+    store = tmp_path / "store"
+    repo = Repo(str(store))
+    digest = model.sha256_hex(b"bottom")
+    repo.store.put_if_absent(model.object_key(digest), b"bottom")
+    deep = "/".join(["d"] * 2000) + "/f"
+    repo.commit_entries("p", "deep", "dataset", {deep: model.file_entry(6, digest)})
+    p = run(store, "ls", "p/deep")
+    assert p.stdout.split()[-1] == deep and "Traceback" not in p.stderr
+    p = run(store, "get", "p/deep", "--root", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "d").is_dir() and "Traceback" not in p.stderr
+
+
+def test_get_of_names_up_to_255_bytes(tmp_path: Path) -> None:
+    """Issue 11, item 13: temp names fit NAME_MAX whatever the real name's length."""
+    store = tmp_path / "store"
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["x" * 255, "é" * 127, "y" * 241]
+    for n in names:
+        (src / n).write_text(n)
+    run(store, "put", str(src), "--name", "p/long", "--type", "dataset")
+    out = tmp_path / "out"
+    run(store, "get", "p/long", "--root", str(out))
+    assert sorted(os.listdir(out)) == sorted(names)
+    assert all((out / n).read_text() == n for n in names)
