@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from deeptree import rm_deep
 from test_cli import fail, run
 
 
@@ -105,8 +106,11 @@ def test_ls_and_get_of_a_tree_2000_deep(tmp_path: Path) -> None:
     repo.commit_entries("p", "deep", "dataset", {deep: model.file_entry(6, digest)})
     p = run(store, "ls", "p/deep")
     assert p.stdout.split()[-1] == deep and "Traceback" not in p.stderr
-    p = run(store, "get", "p/deep", "--root", str(tmp_path / "out"))
-    assert (tmp_path / "out" / "d").is_dir() and "Traceback" not in p.stderr
+    try:
+        p = run(store, "get", "p/deep", "--root", str(tmp_path / "out"))
+        assert (tmp_path / "out" / "d").is_dir() and "Traceback" not in p.stderr
+    finally:
+        rm_deep(tmp_path / "out")
 
 
 def test_get_of_names_up_to_255_bytes(tmp_path: Path) -> None:

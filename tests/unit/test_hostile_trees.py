@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deeptree import rm_deep
 
 from artifactfs import gc, model, tree
 from artifactfs.errors import IntegrityError
@@ -94,6 +95,7 @@ def test_a_tree_2000_deep_is_put_listed_fetched_and_diffed(tmp_path: Path) -> No
             assert f.read() == b"bottom"
     finally:
         os.close(fd)
+        rm_deep(out)
 
 
 def test_get_of_names_of_255_bytes_and_a_failed_get(tmp_path: Path) -> None:
