@@ -16,17 +16,20 @@ What is subtle:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import discovery
 from ..catalog import Collection
-from ..errors import NotFound, UsageError
+from ..errors import IntegrityError, NotFound, UsageError
 from ..names import check_name, check_project
 from ..repo import Repo
 from . import _common
 from .artifact import Artifact
 from .run import Run
+
+log = logging.getLogger(__name__)
 
 
 class ArtifactCollection:
@@ -52,17 +55,23 @@ class ArtifactCollection:
         return True
 
     def artifacts(self, per_page: int = 50) -> list[Artifact]:
-        """The live versions, oldest first."""
-        return [Artifact._from_record(self._repo, r, self._entity)
-                for r in self._repo.catalog.versions(self.project, self._saved_name)]
+        """The live versions, oldest first; a damaged version record is left out (logged)."""
+        damaged: dict[int, str] = {}
+        recs = self._repo.catalog.versions(self.project, self._saved_name, damaged=damaged)
+        for why in damaged.values():
+            log.warning("%s", why)
+        return [Artifact._from_record(self._repo, r, self._entity) for r in recs]
 
     versions = artifacts
 
     @property
     def aliases(self) -> list[str]:
         names = sorted(self._repo.catalog.aliases(self.project, self._saved_name))
-        return ([*names, "latest"] if self._repo.catalog.latest(self.project, self._saved_name)
-                else names)
+        try:
+            latest = self._repo.catalog.latest(self.project, self._saved_name)
+        except IntegrityError:  # a damaged record above the highest live version
+            latest = None
+        return [*names, "latest"] if latest else names
 
     def change_type(self, type: str) -> None:
         """Give the collection and all its versions another type (now)."""

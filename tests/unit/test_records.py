@@ -104,3 +104,17 @@ def test_a_record_pointing_at_another_tree_is_refused(tmp_path: Path, store_uri:
     repo.store.put(vkey(2), json.dumps(doc).encode())
     with pytest.raises(IntegrityError, match="does not match"):
         list(Repo(store_uri).entries(Repo(store_uri).resolve("p/a:v2")))
+
+
+def test_the_api_lists_the_versions_it_can_read(tmp_path: Path, caplog: Any) -> None:
+    import artifactfs
+
+    store = str(tmp_path / "store")
+    repo = three_versions(tmp_path, store)
+    repo.store.put(vkey(2), b"{garbage")
+    api = artifactfs.Api(overrides={"store": store, "project": "p"})
+    col = api.artifact_collection("dataset", "a")
+    assert [a.version for a in col.versions()] == ["v0", "v1"]
+    assert "0000000002.json" in caplog.text
+    assert "latest" not in col.aliases  # v2 may be the latest: unknown
+    assert api.artifact("p/a:v1").version == "v1"
