@@ -28,7 +28,7 @@ from .names import Ref, check_alias, check_name, parse_metadata
 from .safetext import escape
 
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-COMMAND_MODULES = (".manage_cli", ".fs.cli_mount", ".drafts_cli", ".repro_cli", ".completion",
+COMMAND_MODULES = (".manage_cli", ".mount.cli", ".drafts_cli", ".repro_cli", ".completion",
                    ".inspect_cli")
 
 

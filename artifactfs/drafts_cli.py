@@ -27,8 +27,8 @@ from . import errors
 from .clikit import artifact_ref, echo_json, json_option
 from .completion import complete_ref
 from .errors import ArtifactfsError, UsageError
-from .fs import control as control_socket
-from .fs import registry, rundir
+from .mount import control as control_socket
+from .mount import registry, rundir
 from .names import check_name, check_project, parse_metadata, parse_ref
 from .safetext import escape
 

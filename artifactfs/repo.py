@@ -49,7 +49,7 @@ class Repo:
 
     def _tell_mounts(self, request: dict[str, Any]) -> None:
         """Send ``request`` to every mount of this store on this node; no answer is fine."""
-        from .fs import control, registry
+        from .mount import control, registry
         for rec in registry.records():
             if rec.store != self.store.uri:
                 continue

@@ -51,7 +51,7 @@ def lock(items: tuple[str, ...], output: str) -> None:
 
 def _ref_of(item: str) -> Any:
     """A ref, or the ref a path inside a mount walks through (MOUNT/P/N/ALIAS/...)."""
-    from .fs import registry
+    from .mount import registry
 
     if ":" not in item and os.path.lexists(item):
         path = os.path.abspath(item)

@@ -175,7 +175,7 @@ class Bench:
         return mp, time.perf_counter() - t
 
     def daemon_pid(self, mp: str) -> int:
-        from artifactfs.fs import registry
+        from artifactfs.mount import registry
 
         rec = registry.read(mp)
         assert rec is not None

@@ -71,7 +71,7 @@ class Mount:
         self.pid = self.daemon_pid()
 
     def daemon_pid(self) -> int:
-        from artifactfs.fs import registry
+        from artifactfs.mount import registry
 
         rec = registry.read(self.mp)
         assert rec is not None, "no registry record for the mount"

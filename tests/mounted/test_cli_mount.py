@@ -125,7 +125,7 @@ def test_an_fstab_line_mounts_through_the_installed_helper(
         r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", script],
                            env=env, capture_output=True, text=True, timeout=60, check=False)
     finally:
-        from artifactfs.fs import registry
+        from artifactfs.mount import registry
 
         rec = registry.read(m.mp)
         m.pid = rec.pid if rec is not None else 0  # cleanup kills a daemon left in there
@@ -219,7 +219,7 @@ def test_the_readme_walkthrough_runs_verbatim(tmp_path: Path) -> None:
                            cwd=work, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
     finally:
-        from artifactfs.fs import registry
+        from artifactfs.mount import registry
 
         rec = registry.read(mp)
         m = Mount(mp, "", "", env)

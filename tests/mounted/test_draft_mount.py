@@ -335,7 +335,7 @@ def test_write_only_handles_stay_coherent_with_readers(cli, mounter, trees):
 def test_commit_reports_progress_to_a_terminal(cli, mounter, trees, env):
     """SPEC §5: long transfers show a progress bar on a terminal.  The daemon sends progress
     lines only to a client that asks; the CLI asks when stderr is a terminal."""
-    from artifactfs.fs import control, registry
+    from artifactfs.mount import control, registry
     base, _, _ = trees
     put(cli, base)
     m = mounter()

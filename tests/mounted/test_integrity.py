@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from mounthelp import Mount, pid_alive, wait_for
 
-from artifactfs.fs import registry
+from artifactfs.mount import registry
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def test_sigterm_unmounts_cleanly(cli, mounter, source):
     os.kill(m.pid, signal.SIGTERM)
     wait_for(lambda: not pid_alive(m.pid), 10, "daemon exit")
     assert not mounted(m.mp)
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
     assert registry.read(m.mp) is None
 
 
@@ -236,7 +236,7 @@ def test_corrupt_object_is_eio_and_good_files_still_read(cli, mounter, source, e
 
 
 def _registry_log(mp: str) -> str:
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
     return registry.paths(mp)["log"]
 
 

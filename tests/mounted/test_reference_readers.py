@@ -19,8 +19,8 @@ from httpserver import Behaviour, serve
 from mounthelp import Mount
 
 from artifactfs import refs
-from artifactfs.fs import registry
 from artifactfs.model import RefInfo, ref_entry
+from artifactfs.mount import registry
 from artifactfs.repo import Repo
 from artifactfs.store.local import LocalStore
 

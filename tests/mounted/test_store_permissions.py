@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from mounthelp import Mount
 
-from artifactfs.fs import registry
+from artifactfs.mount import registry
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as other users")
 

@@ -130,7 +130,7 @@ except socket.timeout:
 
 
 def test_a_planted_runtime_directory_is_refused(shared: Callable[..., Shared]) -> None:
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
 
     s = shared()
     attacker, victim = s.users.make(), s.users.make()
@@ -172,7 +172,7 @@ def test_a_planted_runtime_directory_is_refused(shared: Callable[..., Shared]) -
 def test_the_daemon_log_is_private_escaped_and_removed(shared: Callable[..., Shared],
                                                        env: dict[str, str]) -> None:
     from artifactfs import model
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
     from artifactfs.repo import Repo
 
     s = shared()
@@ -375,7 +375,7 @@ def test_rights_are_rechecked_on_every_draft_call(shared: Callable[..., Shared],
     s.config.write_text('[projects.vision]\nreader = ["x"]\n')
     time.sleep(1.5)
     assert s.probe(outsider, probe) == {"ls": "EACCES", "draft": "EACCES"}
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
     assert "the config changed but is invalid" in Path(registry.paths(s.mount.mp)["log"]).read_text()
 
 
@@ -402,7 +402,7 @@ sys.stdin.readline()
 
 REQUEST = """
 import json, sys
-from artifactfs.fs.control import request
+from artifactfs.mount.control import request
 from artifactfs.errors import ArtifactfsError
 try:
     print(json.dumps(request(sys.argv[1], json.loads(sys.argv[2]))))
@@ -412,7 +412,7 @@ except ArtifactfsError as e:
 
 
 def test_one_user_can_not_exhaust_the_control_socket(shared: Callable[..., Shared]) -> None:
-    from artifactfs.fs import registry
+    from artifactfs.mount import registry
 
     s = shared()
     hog, other = s.users.make(), s.users.make()

@@ -11,13 +11,13 @@ import pytest
 from opshelp import BIG, FS, Clock, Probe, Token
 
 from artifactfs.catalog import Catalog
-from artifactfs.fs.access import Access
-from artifactfs.fs.blobcache import BlobCache
-from artifactfs.fs.cache import ManifestCache
-from artifactfs.fs.draftfiles import manifest_loader
-from artifactfs.fs.drafts import DraftArea
-from artifactfs.fs.namespace import Namespace
-from artifactfs.fs.ops import Operations
+from artifactfs.drafts.draft import DraftArea
+from artifactfs.drafts.files import manifest_loader
+from artifactfs.mount.access import Access
+from artifactfs.mount.blobcache import BlobCache
+from artifactfs.mount.cache import ManifestCache
+from artifactfs.mount.namespace import Namespace
+from artifactfs.mount.ops import Operations
 from artifactfs.repo import Repo
 from artifactfs.store.local import LocalStore
 

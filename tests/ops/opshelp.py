@@ -22,12 +22,12 @@ from typing import Any
 
 import pyfuse3
 
+from artifactfs.drafts.draft import DraftArea
 from artifactfs.errors import StoreUnavailable
-from artifactfs.fs.blobcache import BlobCache
-from artifactfs.fs.cache import ManifestCache
-from artifactfs.fs.drafts import DraftArea
-from artifactfs.fs.namespace import Namespace
-from artifactfs.fs.ops import Operations
+from artifactfs.mount.blobcache import BlobCache
+from artifactfs.mount.cache import ManifestCache
+from artifactfs.mount.namespace import Namespace
+from artifactfs.mount.ops import Operations
 from artifactfs.repo import Repo
 from artifactfs.store.base import ListItem, Store
 

@@ -14,10 +14,10 @@ import pytest
 import trio
 from opshelp import CTX, Kernel, object_path, put, read_bytes
 
-from artifactfs.fs import blobcache
-from artifactfs.fs.cache import ManifestCache, entry_from_raw
-from artifactfs.fs.listings import REFRESH_WAIT
 from artifactfs.model import Entry, RefInfo, file_entry, ref_entry, symlink_entry
+from artifactfs.mount import blobcache
+from artifactfs.mount.cache import ManifestCache, entry_from_raw
+from artifactfs.mount.listings import REFRESH_WAIT
 
 
 async def _open_all(fs, k, paths):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from artifactfs import model
 from artifactfs.errors import IntegrityError
-from artifactfs.fs.cache import decode_raw, entry_from_raw, pack_entry
+from artifactfs.mount.cache import decode_raw, entry_from_raw, pack_entry
 
 D = "ab" * 32
 
@@ -96,7 +96,7 @@ def test_wrong_digest_and_bad_documents():
 
 
 def test_split_nodes_go_into_the_manifest_cache_whole_and_checked(tmp_path, monkeypatch):
-    from artifactfs.fs.cache import ManifestCache
+    from artifactfs.mount.cache import ManifestCache
     monkeypatch.setattr(model, "SPLIT_AT", 8)
     monkeypatch.setattr(model, "PART_AVG", 3)
     entries = {f"n{i:03d}": model.file_entry(i, D) for i in range(40)}

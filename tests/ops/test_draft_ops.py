@@ -12,9 +12,9 @@ import pyfuse3
 import pytest
 from opshelp import CTX, FS, Kernel, put
 
-from artifactfs.fs import commit as commit_mod
-from artifactfs.fs.draftfiles import WRITE_BEHIND
-from artifactfs.fs.inodes import DRAFTS_INO, Kind
+from artifactfs.drafts import commit as commit_mod
+from artifactfs.drafts.files import WRITE_BEHIND
+from artifactfs.mount.inodes import DRAFTS_INO, Kind
 
 
 def ctx(uid: int) -> Any:
@@ -205,7 +205,7 @@ async def test_readers_of_a_project_and_everyone_else(make_fs, repo, source):
     access); its artifact directories are looked up on every walk so no cached entry lets
     them in; writers may read; other projects are open."""
     from artifactfs.config import ProjectAccess
-    from artifactfs.fs.access import Access
+    from artifactfs.mount.access import Access
     put(repo, source)
     put(repo, source, "open/things")
     groups = {1000: frozenset({"ml"}), 2000: frozenset({"other"}), 3000: frozenset({"admins"})}

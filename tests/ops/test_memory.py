@@ -15,7 +15,7 @@ from typing import Any
 import pyfuse3
 from opshelp import CTX, Kernel, put
 
-from artifactfs.fs.cache import RAW_FILE
+from artifactfs.mount.cache import RAW_FILE
 
 N = 100_000
 BATCH = 4096

@@ -13,7 +13,7 @@ import pytest
 from opshelp import BIG, CTX, Kernel, object_path, put, read_bytes, write_bytes
 
 from artifactfs import refs
-from artifactfs.fs.inodes import DRAFTS_INO, ROOT_INO
+from artifactfs.mount.inodes import DRAFTS_INO, ROOT_INO
 
 
 def sha(b: bytes) -> str:

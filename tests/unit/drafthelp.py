@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from artifactfs.fs.drafts import Draft
+from artifactfs.drafts.draft import Draft
 
 
 def write(d: Draft, path: str, data: bytes, offset: int = 0, truncate: bool = False,

@@ -24,13 +24,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from artifactfs import drafts_cli, fetch, model
 from artifactfs import errors as errors_mod
 from artifactfs.catalog import VersionRecord
+from artifactfs.drafts import commit as commit_mod
+from artifactfs.drafts.commit import commit_draft, handle_request
+from artifactfs.drafts.draft import Draft, DraftArea, store_copier
 from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
-from artifactfs.fs import commit as commit_mod
-from artifactfs.fs import registry
-from artifactfs.fs.access import Access
-from artifactfs.fs.commit import commit_draft, handle_request
-from artifactfs.fs.drafts import Draft, DraftArea, store_copier
+from artifactfs.mount import registry
+from artifactfs.mount.access import Access
 from artifactfs.names import Ref
 from artifactfs.repo import Repo
 from artifactfs.store import LocalStore

@@ -15,9 +15,9 @@ from drafthelp import write
 
 from artifactfs import fetch, model
 from artifactfs.catalog import VersionRecord
+from artifactfs.drafts import draft as drafts_mod
+from artifactfs.drafts.draft import Draft, DraftArea, store_copier
 from artifactfs.errors import Busy, IntegrityError, NotFound, PermissionDenied
-from artifactfs.fs import drafts as drafts_mod
-from artifactfs.fs.drafts import Draft, DraftArea, store_copier
 from artifactfs.repo import Repo
 from artifactfs.store import LocalStore
 
@@ -448,7 +448,7 @@ def test_linked_staged_files_are_ingested_once(env: Env, draft: Draft) -> None:
 def test_discard_returns_before_the_staging_files_are_deleted(
         env: Env, draft: Draft, monkeypatch: pytest.MonkeyPatch) -> None:
     """A commit replies once the draft is out of the area; its bytes go in the background."""
-    from artifactfs.fs import draftarea
+    from artifactfs.drafts import area as draftarea
 
     write(draft, "big.txt", b"x" * 4096, create=True)
     started, go = threading.Event(), threading.Event()

@@ -19,8 +19,8 @@ import pytest
 import trio
 
 from artifactfs.errors import Busy, PermissionDenied
-from artifactfs.fs import registry, rundir
-from artifactfs.fs.control import ControlServer, Peer, request
+from artifactfs.mount import registry, rundir
+from artifactfs.mount.control import ControlServer, Peer, request
 from artifactfs.safetext import SafeFormatter, escape
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")

@@ -39,20 +39,21 @@ import trio
 from .. import config as config_mod
 from ..catalog import Catalog
 from ..config import Config, parse_size
+from ..drafts import commit
+from ..drafts.draft import DraftArea
+from ..drafts.files import manifest_dicts, manifest_index, manifest_loader
 from ..errors import ArtifactfsError, PermissionDenied, UsageError
 from ..lockfile import Lock
 from ..refs.authority import Gate
 from ..repo import Repo
 from ..safetext import SafeFormatter
 from ..store import open_store
-from . import commit, registry, rundir
+from . import registry, rundir
 from .access import GROUPS_TTL, Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
 from .consumers import Consumers
 from .control import ControlServer, Peer, UidSlots
-from .draftfiles import manifest_dicts, manifest_index, manifest_loader
-from .drafts import DraftArea
 from .namespace import Namespace
 from .ops import Operations
 

@@ -37,13 +37,13 @@ from ..catalog import node_bytes, nodes_bytes
 from ..errors import ReadOnly
 from ..fsutil import pwrite_all
 from ..model import Entry, Indexer, Loader, Part
+from ..mount.cache import ManifestCache, entry_from_raw, name_bytes
+from ..mount.inodes import Inode
 from ..store.base import Store
-from .cache import ManifestCache, entry_from_raw, name_bytes
-from .drafts import Draft, Info
-from .inodes import Inode
+from .draft import Draft, Info
 
 if TYPE_CHECKING:
-    from .namespace import Namespace
+    from ..mount.namespace import Namespace
 
 log = logging.getLogger(__name__)
 WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply

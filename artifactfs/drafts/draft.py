@@ -847,15 +847,15 @@ def _copy_file(src: str, dst: str) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-# --- moved to fs/draftarea.py, still importable from here ------------------------------------
+# --- moved to drafts/area.py, still importable from here ------------------------------------
 if TYPE_CHECKING:
-    from .draftarea import DraftArea as DraftArea
-    from .draftarea import store_copier as store_copier
+    from .area import DraftArea as DraftArea
+    from .area import store_copier as store_copier
 else:
     def __getattr__(name: str) -> Any:
-        """Import ``DraftArea``/``store_copier`` on first use: fs/draftarea.py imports this
+        """Import ``DraftArea``/``store_copier`` on first use: drafts/area.py imports this
         module, so a plain import here would be a cycle."""
         if name in ("DraftArea", "store_copier"):
-            from . import draftarea
-            return getattr(draftarea, name)
+            from . import area
+            return getattr(area, name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,10 +38,10 @@ from .. import distributed, errors, ingest, model
 from ..catalog import RunRecord, VersionRecord
 from ..errors import ArtifactfsError, Busy, NotFound, UsageError
 from ..gcsync import WriteSession
+from ..mount.control import MAX_WAIT
 from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
-from .control import MAX_WAIT
-from .drafts import Draft, DraftArea
+from .draft import Draft, DraftArea
 
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit

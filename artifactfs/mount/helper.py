@@ -81,7 +81,7 @@ def run(argv: list[str]) -> None:
                 raise UsageError(f"invalid refresh={v!r}") from None
         else:
             print(f"mount.artifactfs: ignoring unknown option {k}", file=sys.stderr)
-    from .mount import MountOptions, mount
+    from .daemon import MountOptions, mount
 
     mount(cfg.with_flags(**flags), MountOptions(mountpoint, allow_other, foreground))
 

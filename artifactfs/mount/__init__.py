@@ -2,6 +2,7 @@
 
 Layout: ``cache.py`` (LMDB manifest cache), ``blobcache.py`` (verified content cache),
 ``inodes.py``, ``listings.py`` (expiring catalog views), ``namespace.py`` (the tree and every
-operation, no FUSE), ``ops.py`` (pyfuse3 glue), ``mount.py`` (the daemon), ``registry.py``,
-``control.py``, ``cli_mount.py`` and ``mounthelper.py``.  Nothing heavy is imported here.
+operation, no FUSE), ``ops.py`` (pyfuse3 glue), ``daemon.py`` (the daemon), ``registry.py``,
+``control.py``, ``cli.py`` and ``helper.py`` (``mount.artifactfs``).  Writable drafts are
+``artifactfs/drafts/``'s.  Nothing heavy is imported here.
 """

@@ -53,16 +53,16 @@ import trio
 
 from ..catalog import Catalog, parse_iso
 from ..errors import IntegrityError, NotFound, ReadOnly
+from ..mount.cache import name_bytes
+from ..mount.inodes import Inode, Kind, ident
 from ..names import check_name, check_project
-from .cache import name_bytes
-from .draftfiles import DDirHandle, DHandle, DNode, NeedNode, oserror
-from .draftrights import DraftRights
-from .draftrights import MayWrite as MayWrite
-from .drafts import Draft, DraftArea, Info
-from .inodes import Inode, Kind, ident
+from .draft import Draft, DraftArea, Info
+from .files import DDirHandle, DHandle, DNode, NeedNode, oserror
+from .rights import DraftRights
+from .rights import MayWrite as MayWrite
 
 if TYPE_CHECKING:
-    from .namespace import Namespace
+    from ..mount.namespace import Namespace
 
 log = logging.getLogger(__name__)
 DRAFT_TTL = 1.0  # seconds the kernel may keep draft entries and attributes
@@ -193,7 +193,7 @@ class DraftOps(DraftRights):
         return t
 
     def _attrs(self, n: Inode, d: Draft, info: Info) -> Any:
-        from .namespace import Stat
+        from ..mount.namespace import Stat
 
         dn: DNode = n.d
         perm = info.mode
@@ -236,7 +236,7 @@ class DraftOps(DraftRights):
         except FileNotFoundError:
             if p.kind != Kind.DDIR:
                 raise
-            from .namespace import Stat
+            from ..mount.namespace import Stat
 
             return self.ns.make_attrs(Stat(0, entry_timeout=0.0 if self.guard_walks and
                                            p.d.parent is None else DRAFT_TTL))

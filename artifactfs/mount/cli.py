@@ -65,8 +65,8 @@ def mount(obj: Any, mountpoint: str, cache_dir: str | None, cache_size: str | No
     mp = absolute_path(mountpoint)
     make_mountpoint(mp)
     from ..lockfile import Lock
-    from .mount import MountOptions
-    from .mount import mount as do_mount
+    from .daemon import MountOptions
+    from .daemon import mount as do_mount
 
     lock = Lock.load(lock_file) if lock_file else None  # read before the daemon leaves cwd
     opts = MountOptions(mp, allow_other=allow_other, foreground=foreground, lock=lock)

@@ -40,7 +40,7 @@ from ..errors import AlreadyExists, Busy, IntegrityError, NotFound
 from ..fsutil import fsync_dir
 from ..names import check_name, check_writable_project
 from ..store.base import Store
-from .drafts import CopyBase, Draft, DraftMeta
+from .draft import CopyBase, Draft, DraftMeta
 from .journal import read_json, write_json_atomic
 from .overlay import oserror
 

@@ -47,6 +47,8 @@ from typing import Any, NoReturn
 import trio
 
 from ..catalog import Catalog, VersionRecord, node_bytes, nodes_bytes
+from ..drafts.draft import DraftArea
+from ..drafts.ops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
@@ -59,8 +61,6 @@ from .access import Access
 from .blobcache import VERIFIED_MAX, BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw, trim_heap
 from .consumers import Consumers
-from .draftops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
-from .drafts import DraftArea
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, VersionInfo, ident
 from .listings import ArtifactState, Listings
 from .readahead import SMALL_FILE, ReadAhead

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import PermissionDenied
-from .draftfiles import DraftFiles
+from .files import DraftFiles
 
 if TYPE_CHECKING:
-    from .namespace import Namespace
+    from ..mount.namespace import Namespace
 
 MayWrite = Callable[[int, str], bool]
 
