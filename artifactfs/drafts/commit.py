@@ -41,7 +41,8 @@ from ..gcsync import WriteSession
 from ..mount.control import MAX_WAIT
 from ..names import Ref, check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
-from .draft import Draft, DraftArea
+from .area import DraftArea
+from .draft import Draft
 
 DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit

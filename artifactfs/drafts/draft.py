@@ -26,9 +26,6 @@ Subtle parts:
   size and mtime are untouched the commit reuses the base entry instead of re-hashing it.
 * Errors are ``OSError`` with the errno Linux gives for the same call on a local disk, checked
   in the kernel's order; a frozen draft (being committed) refuses changes with ``Busy``.
-* ``DraftArea`` and ``store_copier`` live in ``fs/draftarea.py`` but are still importable from
-  here: a lazy module ``__getattr__`` re-exports them, since ``fs/draftarea.py`` imports this
-  module and an import at load time would be a cycle.
 """
 from __future__ import annotations
 
@@ -41,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .. import model
 from ..catalog import VersionRecord
@@ -846,16 +843,3 @@ def _copy_file(src: str, dst: str) -> None:
             left -= n
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
-
-# --- moved to drafts/area.py, still importable from here ------------------------------------
-if TYPE_CHECKING:
-    from .area import DraftArea as DraftArea
-    from .area import store_copier as store_copier
-else:
-    def __getattr__(name: str) -> Any:
-        """Import ``DraftArea``/``store_copier`` on first use: drafts/area.py imports this
-        module, so a plain import here would be a cycle."""
-        if name in ("DraftArea", "store_copier"):
-            from . import area
-            return getattr(area, name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

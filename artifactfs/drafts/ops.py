@@ -56,7 +56,8 @@ from ..errors import IntegrityError, NotFound, ReadOnly
 from ..mount.cache import name_bytes
 from ..mount.inodes import Inode, Kind, ident
 from ..names import check_name, check_project
-from .draft import Draft, DraftArea, Info
+from .area import DraftArea
+from .draft import Draft, Info
 from .files import DDirHandle, DHandle, DNode, NeedNode, oserror
 from .rights import DraftRights
 from .rights import MayWrite as MayWrite

@@ -40,7 +40,7 @@ from .. import config as config_mod
 from ..catalog import Catalog
 from ..config import Config, parse_size
 from ..drafts import commit
-from ..drafts.draft import DraftArea
+from ..drafts.area import DraftArea
 from ..drafts.files import manifest_dicts, manifest_index, manifest_loader
 from ..errors import ArtifactfsError, PermissionDenied, UsageError
 from ..lockfile import Lock

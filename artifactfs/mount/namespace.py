@@ -47,7 +47,7 @@ from typing import Any, NoReturn
 import trio
 
 from ..catalog import Catalog, VersionRecord, node_bytes, nodes_bytes
-from ..drafts.draft import DraftArea
+from ..drafts.area import DraftArea
 from ..drafts.ops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry

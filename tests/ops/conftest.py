@@ -11,7 +11,7 @@ import pytest
 from opshelp import BIG, FS, Clock, Probe, Token
 
 from artifactfs.catalog import Catalog
-from artifactfs.drafts.draft import DraftArea
+from artifactfs.drafts.area import DraftArea
 from artifactfs.drafts.files import manifest_loader
 from artifactfs.mount.access import Access
 from artifactfs.mount.blobcache import BlobCache

@@ -22,7 +22,7 @@ from typing import Any
 
 import pyfuse3
 
-from artifactfs.drafts.draft import DraftArea
+from artifactfs.drafts.area import DraftArea
 from artifactfs.errors import StoreUnavailable
 from artifactfs.mount.blobcache import BlobCache
 from artifactfs.mount.cache import ManifestCache

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from artifactfs import model
+from artifactfs.drafts.area import DraftArea, store_copier
 from artifactfs.drafts.commit import commit_draft
-from artifactfs.drafts.draft import DraftArea, store_copier
 from artifactfs.repo import Repo
 from artifactfs.store import open_store
 

@@ -25,8 +25,9 @@ from artifactfs import drafts_cli, fetch, model
 from artifactfs import errors as errors_mod
 from artifactfs.catalog import VersionRecord
 from artifactfs.drafts import commit as commit_mod
+from artifactfs.drafts.area import DraftArea, store_copier
 from artifactfs.drafts.commit import commit_draft, handle_request
-from artifactfs.drafts.draft import Draft, DraftArea, store_copier
+from artifactfs.drafts.draft import Draft
 from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
 from artifactfs.mount import registry

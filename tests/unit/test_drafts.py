@@ -16,7 +16,8 @@ from drafthelp import write
 from artifactfs import fetch, model
 from artifactfs.catalog import VersionRecord
 from artifactfs.drafts import draft as drafts_mod
-from artifactfs.drafts.draft import Draft, DraftArea, store_copier
+from artifactfs.drafts.area import DraftArea, store_copier
+from artifactfs.drafts.draft import Draft
 from artifactfs.errors import Busy, IntegrityError, NotFound, PermissionDenied
 from artifactfs.repo import Repo
 from artifactfs.store import LocalStore
