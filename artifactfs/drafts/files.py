@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -38,12 +38,10 @@ from ..errors import ReadOnly
 from ..fsutil import pwrite_all
 from ..model import Entry, Indexer, Loader, Part
 from ..mount.cache import ManifestCache, entry_from_raw, name_bytes
+from ..mount.draftport import Host
 from ..mount.inodes import Inode
 from ..store.base import Store
 from .draft import Draft, Info
-
-if TYPE_CHECKING:
-    from ..mount.namespace import Namespace
 
 log = logging.getLogger(__name__)
 WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply
@@ -185,10 +183,10 @@ def _raise_pending_error(dn: DNode) -> None:
 
 
 class DraftFiles:
-    """Open files of drafts (the base of :class:`~artifactfs.fs.draftops.DraftOps`)."""
+    """Open files of drafts (the base of :class:`~artifactfs.drafts.ops.DraftOps`)."""
 
-    def __init__(self, ns: Namespace | None) -> None:
-        self.ns: Namespace = ns  # type: ignore[assignment]
+    def __init__(self, ns: Host | None) -> None:
+        self.ns: Host = ns  # type: ignore[assignment]
         self.handles: dict[int, DHandle] = {}
         self.base_handles: dict[int, Inode] = {}  # handles in ns.files reading base bytes
         self.io = trio.CapacityLimiter(8)  # fsync, truncate, listings, create/discard

@@ -47,28 +47,23 @@ import os
 import pwd
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
 from ..catalog import Catalog, parse_iso
 from ..errors import IntegrityError, NotFound, ReadOnly
 from ..mount.cache import name_bytes
+from ..mount.draftport import DRAFT_TTL, LEVELS, Host, MayWrite, Stat
 from ..mount.inodes import Inode, Kind, ident
 from ..names import check_name, check_project
 from .area import DraftArea
 from .draft import Draft, Info
 from .files import DDirHandle, DHandle, DNode, NeedNode, oserror
 from .rights import DraftRights
-from .rights import MayWrite as MayWrite
-
-if TYPE_CHECKING:
-    from ..mount.namespace import Namespace
 
 log = logging.getLogger(__name__)
-DRAFT_TTL = 1.0  # seconds the kernel may keep draft entries and attributes
 FILE_BLKSIZE = 1 << 20  # st_blksize of draft files: cp and friends then write 1 MiB at once
-LEVELS = (Kind.DRAFTS, Kind.DRAFT_PROJECT, Kind.DRAFT_NAME)
 INSIDE = (Kind.DDIR, Kind.DFILE, Kind.DLINK)
 _KIND = {"dir": Kind.DDIR, "file": Kind.DFILE, "symlink": Kind.DLINK}
 _LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itself is 0700
@@ -88,9 +83,9 @@ def _join(path: str, name: str) -> str:
 
 
 class DraftOps(DraftRights):
-    """The ``drafts/`` side of a :class:`~artifactfs.fs.namespace.Namespace`."""
+    """The ``drafts/`` side of a :class:`~artifactfs.mount.namespace.Namespace` (its :class:`~artifactfs.mount.draftport.Drafts`)."""
 
-    def __init__(self, ns: Namespace, area: DraftArea | None, catalog: Catalog,
+    def __init__(self, ns: Host, area: DraftArea | None, catalog: Catalog,
                  may_write: MayWrite | None = None) -> None:
         super().__init__(ns, may_write)
         self.area, self.catalog = area, catalog
@@ -194,8 +189,6 @@ class DraftOps(DraftRights):
         return t
 
     def _attrs(self, n: Inode, d: Draft, info: Info) -> Any:
-        from ..mount.namespace import Stat
-
         dn: DNode = n.d
         perm = info.mode
         if info.kind == "dir":
@@ -237,8 +230,6 @@ class DraftOps(DraftRights):
         except FileNotFoundError:
             if p.kind != Kind.DDIR:
                 raise
-            from ..mount.namespace import Stat
-
             return self.ns.make_attrs(Stat(0, entry_timeout=0.0 if self.guard_walks and
                                            p.d.parent is None else DRAFT_TTL))
         child.lookups += 1

@@ -16,20 +16,13 @@ version file and, like an open file of a version, keeps reading.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 from ..errors import PermissionDenied
+from ..mount.draftport import Host, MayWrite
 from .files import DraftFiles
-
-if TYPE_CHECKING:
-    from ..mount.namespace import Namespace
-
-MayWrite = Callable[[int, str], bool]
 
 
 class DraftRights(DraftFiles):
-    def __init__(self, ns: Namespace, may_write: MayWrite | None) -> None:
+    def __init__(self, ns: Host, may_write: MayWrite | None) -> None:
         super().__init__(ns)
         self.may_write = may_write
         self.openers: dict[int, int] = {}  # open draft file handle -> the opener's uid

@@ -42,6 +42,7 @@ from ..config import Config, parse_size
 from ..drafts import commit
 from ..drafts.area import DraftArea
 from ..drafts.files import manifest_dicts, manifest_index, manifest_loader
+from ..drafts.ops import DraftOps
 from ..errors import ArtifactfsError, PermissionDenied, UsageError
 from ..lockfile import Lock
 from ..refs.authority import Gate
@@ -220,9 +221,10 @@ class Daemon:
         self.access = Access(cfg.projects)
         self.may_write = self.access.may_write
         self.writer = writer_id(mid)
-        self.ns = Namespace(self._catalog(), self.manifest, self.blobs, refresh=cfg.refresh,
-                            invalidate=self._invalidate, area=self.area, may_write=self.may_write,
-                            access=self.access)
+        catalog = self._catalog()
+        self.ns = Namespace(catalog, self.manifest, self.blobs, refresh=cfg.refresh,
+                            invalidate=self._invalidate, access=self.access,
+                            drafts=lambda ns: DraftOps(ns, self.area, catalog, self.may_write))
         self.ns.drafts.guard_walks = opts.allow_other  # else only this uid reaches the mount
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])

@@ -4,9 +4,10 @@
     PROJECT/                artifacts of the project
     NAME/                   vN/ for each live version; aliases as symlinks (latest -> v7)
     NAME/vN/...             the version's immutable tree (entry tables from the manifest cache)
-    drafts/P/N/ID/...       writable drafts: every call under drafts/ goes to fs/draftops.py
+    drafts/P/N/ID/...       writable drafts: every call under drafts/ goes to ``self.drafts``
+                            (a :class:`~.draftport.Drafts`: artifactfs/drafts/ plugged in)
 
-``fs/ops.py`` is a thin FUSE adapter over this class (and, for the calls that only make
+``ops.py`` is a thin FUSE adapter over this class (and, for the calls that only make
 sense in drafts, over ``Namespace.drafts``); handler tests drive both directly.
 
 What is subtle:
@@ -40,15 +41,12 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, NoReturn
 
 import trio
 
 from ..catalog import Catalog, VersionRecord, node_bytes, nodes_bytes
-from ..drafts.area import DraftArea
-from ..drafts.ops import DRAFT_TTL, LEVELS, DraftOps, MayWrite
 from ..errors import IntegrityError, NotFound, PermissionDenied, ReadOnly
 from ..model import CHUNK_SIZE, Entry
 from ..names import VERSION_RE
@@ -61,6 +59,7 @@ from .access import Access
 from .blobcache import VERIFIED_MAX, BlobCache, Piece, piece_at, piece_count, piece_keys
 from .cache import RAW_DIR, RAW_FILE, RAW_REF, RAW_SYMLINK, ManifestCache, Raw, trim_heap
 from .consumers import Consumers
+from .draftport import DRAFT_TTL, LEVELS, Drafts, DraftsFactory, Stat
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, VersionInfo, ident
 from .listings import ArtifactState, Listings
 from .readahead import SMALL_FILE, ReadAhead
@@ -79,21 +78,6 @@ _FILE_X = stat.S_IFREG | 0o555
 _LINK = stat.S_IFLNK | 0o777
 _DIR = stat.S_IFDIR | 0o555
 _KIND = (Kind.FILE, Kind.SYMLINK, Kind.FILE, Kind.DIR)  # by raw entry kind
-
-
-@dataclass(slots=True)
-class Stat:
-    ino: int
-    mode: int = 0
-    size: int = 0
-    mtime_ns: int = 0
-    entry_timeout: float = 0.0
-    attr_timeout: float = 0.0
-    nlink: int = 1
-    uid: int = -1  # -1: the mount's
-    gid: int = -1
-    blksize: int = 0  # st_blksize (0: the mount's); tools size their writes by it
-    ctime_ns: int = 0  # 0: the mtime
 
 
 def _root_ok(rec: VersionRecord) -> str:
@@ -142,8 +126,7 @@ class Namespace:
                  refresh: float = 10.0, clock: Callable[[], float] = time.time,
                  invalidate: Callable[[int, bytes], None] | None = None,
                  uid: int | None = None, gid: int | None = None, threads: int = 8,
-                 area: DraftArea | None = None, may_write: MayWrite | None = None,
-                 access: Access | None = None) -> None:
+                 drafts: DraftsFactory, access: Access | None = None) -> None:
         self.catalog = catalog
         self.store = catalog.store
         self.manifest = manifest
@@ -171,7 +154,7 @@ class Namespace:
             lambda ino, mode, size, mtime: Stat(ino, mode, size, mtime, IMMUTABLE, IMMUTABLE)
         self._negative: Any = None
         self._scratch = memoryview(bytearray(1 << 20))  # file:// reference reads
-        self.drafts = DraftOps(self, area, catalog, may_write)
+        self.drafts: Drafts = drafts(self)  # everything under drafts/ (draftport.py)
         self.ahead = ReadAhead(blobs, manifest, **read_ahead(blobs))
         self.acl = access
         self.consumers: Consumers | None = None  # lineage from reads (the daemon sets it)

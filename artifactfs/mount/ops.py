@@ -27,7 +27,8 @@ import pyfuse3
 
 from ..errors import ArtifactfsError, IntegrityError, StoreUnavailable, errno_for
 from ..refs.authority import Reader, reading_for
-from .namespace import IMMUTABLE, Namespace, Stat
+from .draftport import Stat
+from .namespace import IMMUTABLE, Namespace
 
 log = logging.getLogger(__name__)
 BLKSIZE = 128 * 1024

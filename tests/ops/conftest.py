@@ -13,6 +13,7 @@ from opshelp import BIG, FS, Clock, Probe, Token
 from artifactfs.catalog import Catalog
 from artifactfs.drafts.area import DraftArea
 from artifactfs.drafts.files import manifest_loader
+from artifactfs.drafts.ops import DraftOps
 from artifactfs.mount.access import Access
 from artifactfs.mount.blobcache import BlobCache
 from artifactfs.mount.cache import ManifestCache
@@ -65,9 +66,10 @@ def make_fs(tmp_path: Any, repo: Repo) -> Iterator[Callable[..., FS]]:
         inval: list[tuple[int, bytes]] = []
         area = DraftArea(str(tmp_path / cache / "drafts"), manifest_loader(manifest, store),
                          blobs.copy_to) if drafts else None
-        ns = Namespace(Catalog(store), manifest, blobs, refresh=refresh, clock=clock,
-                       invalidate=lambda p, n: inval.append((p, n)), area=area,
-                       may_write=may_write, access=access)
+        catalog = Catalog(store)
+        ns = Namespace(catalog, manifest, blobs, refresh=refresh, clock=clock,
+                       invalidate=lambda p, n: inval.append((p, n)), access=access,
+                       drafts=lambda host: DraftOps(host, area, catalog, may_write))
         fs = FS(ns, Operations(ns), store, clock, manifest, blobs, inval, area)
         made.append(fs)
         return fs
