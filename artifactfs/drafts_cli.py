@@ -28,7 +28,7 @@ from .clikit import artifact_ref, echo_json, json_option
 from .completion import complete_ref
 from .errors import ArtifactfsError, UsageError
 from .mount import control as control_socket
-from .mount import registry, rundir
+from .mount import protocol, registry, rundir
 from .names import check_name, check_project, parse_metadata, parse_ref
 from .safetext import escape
 
@@ -241,7 +241,7 @@ draft = _draft_group()
 @click.option("--input", "inputs", multiple=True, metavar="REF",
               help="A version the run used (needs --run).")
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
-              type=click.FloatRange(0, control_socket.MAX_WAIT),
+              type=click.FloatRange(0, protocol.MAX_WAIT),
               help="Wait this long for files of the draft still open for writing, then fail "
                    "naming them (0: fail at once).")
 @json_option
@@ -273,7 +273,7 @@ def commit(path: str, type_: str | None, aliases: tuple[str, ...], description: 
 @click.command("upsert")
 @click.argument("path", metavar="DRAFT_PATH", type=DRAFT_PATH)
 @click.option("--wait", default=DEFAULT_WAIT, metavar="SEC", show_default=True,
-              type=click.FloatRange(0, control_socket.MAX_WAIT),
+              type=click.FloatRange(0, protocol.MAX_WAIT),
               help="Wait this long for files of the draft still open for writing.")
 @json_option
 def upsert(path: str, wait: float, as_json: bool) -> None:

@@ -1,9 +1,9 @@
 """The daemon's control channel: a unix socket speaking one JSON line each way.
 
-Requests are ``{"op": NAME, ...}``; replies ``{"ok": true, ...}`` or ``{"ok": false, "error":
-MSG, "errno": N}``.  A handler may send lines without ``"ok"`` before its reply (``Peer.say``:
-progress of a long commit, ``{"progress": DONE, "total": N}``); a client that did not ask for
-them never gets any.  Handlers are registered by name (``stats``, ``refresh``, ``cleanup``
+What travels on it (requests, replies, progress lines, error kinds) is ``protocol.py``'s and
+docs/control.md's; this module is the transport.  A handler may send lines without ``"ok"``
+before its reply (``Peer.say``: progress of a long commit); a client that did not ask for them
+never gets any.  Handlers are registered by name (``stats``, ``refresh``, ``cleanup``
 here; drafts will add ``commit``), receive the request and the caller's credentials (uid, gid,
 pid from ``SO_PEERCRED``, checked by the kernel, so a handler can trust them) and run on the
 trio thread, so they must push blocking work to worker threads themselves.
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import socket
@@ -36,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from ..errors import ArtifactfsError, errno_for
+from . import protocol
+from .protocol import MAX_REQUEST
 
 if TYPE_CHECKING:
     import trio
 
 log = logging.getLogger(__name__)
-MAX_REQUEST = 1 << 20
 MAX_PER_UID = 16  # connections one uid may have open at once
 MAX_CONNECTIONS = 256  # all uids together: the daemon's file descriptors stay for FUSE
 IDLE_TIMEOUT = 5.0  # seconds a connection may take to send its request line
-MAX_WAIT = 600.0  # seconds a commit may wait for files still open (it holds a commit slot)
 
 
 @dataclass(frozen=True)
@@ -136,9 +135,8 @@ class ControlServer:
                 refused = self._admit(uid)
                 if refused is not None:
                     with trio.move_on_after(1):
-                        await stream.send_all(json.dumps(
-                            {"ok": False, "error": refused, "kind": "Busy",
-                             "errno": errno.EAGAIN}).encode() + b"\n")
+                        await stream.send_all(protocol.encode(
+                            protocol.refusal(refused, errno.EAGAIN, "Busy")))
                     return
                 try:
                     await self._serve_one(stream, Peer(pid, uid, gid))
@@ -153,7 +151,7 @@ class ControlServer:
         import trio
 
         async def say(doc: dict[str, Any]) -> None:
-            await stream.send_all(json.dumps(doc).encode() + b"\n")
+            await stream.send_all(protocol.encode(doc))
 
         buf = b""
         with trio.fail_after(self.idle):
@@ -165,7 +163,7 @@ class ControlServer:
         self._inflight += 1
         try:
             reply = await self._dispatch(buf.split(b"\n", 1)[0], replace(peer, say=say))
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
+            await stream.send_all(protocol.encode(reply))
         finally:
             self._inflight -= 1
             if not self._inflight and self._idle is not None:
@@ -173,22 +171,22 @@ class ControlServer:
 
     async def _dispatch(self, line: bytes, peer: Peer) -> dict[str, Any]:
         try:
-            req = json.loads(line)
+            req = protocol.decode(line)
             handler = self.handlers.get(str(req.get("op"))) if isinstance(req, dict) else None
             if handler is None:
-                return {"ok": False, "error": f"unknown request {line[:80]!r}", "errno": 22}
+                return protocol.refusal(f"unknown request {line[:80]!r}", 22)
             if self.stopping:
-                return {"ok": False, "error": "the mount is stopping: nothing was done",
-                        "errno": errno.EBUSY, "kind": "Busy"}
+                return protocol.refusal("the mount is stopping: nothing was done", errno.EBUSY,
+                                        "Busy")
             if req["op"] in self.admin_ops and peer.uid not in (0, os.geteuid()):
                 raise errors.PermissionDenied(f"only root or the daemon's user may send "
                                               f"{req['op']!r} requests")
             out = await handler(req, peer)
             return {"ok": True, **out}
         except ArtifactfsError as e:
-            return {"ok": False, "error": str(e), "errno": errno_for(e)}
+            return protocol.refusal(str(e), errno_for(e))
         except ValueError as e:
-            return {"ok": False, "error": f"bad request: {e}", "errno": 22}
+            return protocol.refusal(f"bad request: {e}", 22)
 
 
 class UidSlots:
@@ -229,19 +227,14 @@ def request(path: str, doc: dict[str, Any], timeout: float | None = 30.0,
             _check_daemon(s, path)
             s.settimeout(timeout)
             try:
-                s.sendall(json.dumps(doc).encode() + b"\n")
+                s.sendall(protocol.encode(doc))
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused at once (too many connections): its reason is waiting below
             reply = _read_reply(s, path, on_progress)
         except OSError as e:
             raise ArtifactfsError(f"the mount daemon did not answer on {path}: "
                                   f"{e.strerror or e}") from None
-    if not reply.get("ok"):
-        cls = getattr(errors, str(reply.get("kind")), None)
-        if not (isinstance(cls, type) and issubclass(cls, ArtifactfsError)):
-            cls = ArtifactfsError
-        raise cls(str(reply.get("error", "request failed")))
-    return reply
+    return protocol.raise_for(reply)
 
 
 def _check_daemon(s: socket.socket, path: str) -> None:
@@ -267,12 +260,12 @@ def _read_reply(s: socket.socket, path: str,
             buf += chunk
         line, buf = buf.split(b"\n", 1)
         try:
-            doc = json.loads(line)
+            doc = protocol.decode(line)
         except ValueError:
             raise ArtifactfsError(f"bad reply from the mount daemon on {path}") from None
         if not isinstance(doc, dict):
             raise ArtifactfsError(f"bad reply from the mount daemon on {path}")
-        if "ok" in doc:
+        if protocol.is_reply(doc):
             return doc
         if on_progress is not None:
             on_progress(doc)

@@ -49,7 +49,7 @@ from ..refs.authority import Gate
 from ..repo import Repo
 from ..safetext import SafeFormatter
 from ..store import open_store
-from . import registry, rundir
+from . import protocol, registry, requests, rundir
 from .access import GROUPS_TTL, Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
@@ -186,7 +186,7 @@ def _progress_lines(peer: Peer, every: float = 0.2) -> commit.Report | None:
                 return
             last = now
             try:
-                trio.from_thread.run(say, {"progress": done, "total": total}, trio_token=token)
+                trio.from_thread.run(say, protocol.progress(done, total), trio_token=token)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.RunFinishedError,
                     OSError):
                 pass
@@ -234,7 +234,7 @@ class Daemon:
         self.consumers = Consumers(self.repo.catalog, self.may_write)
         self.ns.consumers = self.consumers
         self.control.register("run.attach", self._attach_run)
-        for op in commit.DRAFT_OPS:
+        for op in protocol.DRAFT_OPS:
             self.control.register(op, self._draft_request)
         self.commits = trio.CapacityLimiter(COMMITS)  # commits and upserts of all users
         self.slots = UidSlots(DRAFT_SLOTS)  # draft requests of one user at a time
@@ -300,11 +300,11 @@ class Daemon:
         op = req.get("op")
         async with self.slots(peer.uid):
             reply = await trio.to_thread.run_sync(functools.partial(
-                commit.handle_request, req, peer.uid, self.area, self.repo,
+                requests.handle_request, req, peer.uid, self.area, self.repo,
                 may_write=self.may_write, may_read=self.access.may_read, writer=self.writer,
                 load=self.nodes, index=self.node_index,
                 report=_progress_lines(peer) if req.get("progress") else None),
-                limiter=self.commits if op in ("commit", "upsert") else None)
+                limiter=self.commits if op in protocol.STORE_WRITES else None)
         if reply.get("ok") and op in ("commit", "upsert", "draft.discard"):
             self.ns.drafts.draft_gone(str(req["project"]), str(req["name"]), str(req["id"]))
         if reply.get("ok") and op == "commit":

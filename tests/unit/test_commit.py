@@ -26,12 +26,13 @@ from artifactfs import errors as errors_mod
 from artifactfs.catalog import VersionRecord
 from artifactfs.drafts import commit as commit_mod
 from artifactfs.drafts.area import DraftArea, store_copier
-from artifactfs.drafts.commit import commit_draft, handle_request
+from artifactfs.drafts.commit import commit_draft
 from artifactfs.drafts.draft import Draft
 from artifactfs.drafts_cli import commit, draft
 from artifactfs.errors import Busy, NotFound, PermissionDenied, TypeConflict, UsageError
 from artifactfs.mount import registry
 from artifactfs.mount.access import Access
+from artifactfs.mount.requests import handle_request
 from artifactfs.names import Ref
 from artifactfs.repo import Repo
 from artifactfs.store import LocalStore
