@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import fetch, gcsync, ingest, lockfile, model, tree
@@ -70,21 +70,45 @@ class Repo:
 
     def commit_entries(
         self, project: str, name: str, type_: str, changes: Mapping[str, model.Entry | None],
-        base: VersionRecord | None = None, session: gcsync.WriteSession | None = None,
+        base: VersionRecord | None = None, session: gcsync.WriteSession | None = None, *,
+        load: model.Loader | None = None, index: model.Indexer | None = None,
+        keep_base: bool = False, on_built: Callable[[model.Node], None] | None = None,
         **kw: Any,
     ) -> tuple[VersionRecord, bool]:
-        """Build the tree for ``base`` + ``changes`` and allocate a version for it.  Objects
-        the changes refer to must have been stored through ``session``."""
+        """The commit engine: build the tree of ``base`` + ``changes`` and allocate a version
+        for it (``kw`` are :meth:`Catalog.commit_version`'s options).  Every version is built
+        here: ``put``, the API's ``log_artifact`` (of a ``new_draft`` too), the finish of a
+        distributed draft and the commit of a draft (drafts/commit.py, with or without a
+        daemon).  Objects the changes refer to must have been stored through ``session``.
+
+        Only the nodes on changed paths are built; ``load`` and ``index`` read the others
+        (default: the store, through the catalog; the daemon reads its manifest cache).
+        ``keep_base``: content equal to a live ``base`` makes no version: the base comes back,
+        with ``aliases`` set on it; the nodes built are then stored only once a version will
+        refer to them.  ``on_built(root)`` runs once the tree is built, before any record.
+        """
         check_writable_project(project)
         check_name(name, "artifact name")
         check_name(type_, "artifact type")
+        cat = self.catalog
         with self._session(session, f"commit {project}/{name}") as w:
-            root = ingest.build_tree(w.save_node, self.catalog.load_node,
-                                     base.root if base else None, changes,
-                                     self.catalog.load_index)
-            return self.catalog.commit_version(project, name, type_, root,
-                                               base=base.version if base else None,
-                                               session=w, **kw)
+            nodes = _Deferred(w.save_node, load or cat.load_node, index or cat.load_index,
+                              keep_back=keep_base)
+            root = ingest.build_tree(nodes.save, nodes.load, base.root if base else None,
+                                     changes, nodes.index)
+            if keep_base and base is not None and root.digest == base.digest:
+                current = cat.get_version(project, name, base.version)[0]
+                if current.is_live(cat.project_ttl(project)):
+                    if on_built is not None:
+                        on_built(root)
+                    for a in kw.get("aliases") or ():
+                        cat.set_alias(project, name, base.version, a)
+                    return current, False
+            nodes.flush()
+            if on_built is not None:
+                on_built(root)
+            return cat.commit_version(project, name, type_, root,
+                                      base=base.version if base else None, session=w, **kw)
 
     def put_path(
         self, local: str, project: str, name: str, type_: str, *, path_name: str | None = None,
@@ -247,3 +271,37 @@ class Repo:
 
 def iter_refs(values: Iterable[str]) -> list[Ref]:
     return [parse_ref(v) for v in values]
+
+
+class _Deferred:
+    """The tree nodes of a commit.  With ``keep_back``, a node is stored only once a version
+    will refer to it (:meth:`flush`; an unchanged commit stores none), and a node read back
+    while building (the empty directory a new directory starts from) first stores everything
+    built so far, children first.  Without, every node is stored as it is built."""
+
+    def __init__(self, save: model.Saver, load: model.Loader, index: model.Indexer, *,
+                 keep_back: bool) -> None:
+        self._save, self._load, self._index = save, load, index
+        self._keep_back = keep_back
+        self._built: dict[str, model.Node] = {}
+
+    def save(self, node: model.Node) -> None:
+        if self._keep_back:
+            self._built.setdefault(node.oid, node)
+        else:
+            self._save(node)
+
+    def load(self, oid: str) -> Mapping[str, model.Entry]:
+        if oid in self._built:
+            self.flush()
+        return self._load(oid)
+
+    def index(self, oid: str) -> Sequence[model.Part] | None:
+        if oid in self._built:
+            self.flush()
+        return self._index(oid)
+
+    def flush(self) -> None:
+        for node in self._built.values():
+            self._save(node)
+        self._built.clear()

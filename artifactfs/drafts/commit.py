@@ -15,10 +15,10 @@ Subtle parts:
   ``intent.json`` in the draft names the number it is about to take; a re-run after a crash
   finds that version (same root) and finishes (aliases, run output, drop) instead of creating a
   second one.  A crash before it leaves only unreferenced objects, for gc.
-* "Content equal to the base creates no version" compares with the *base*, not only with the
-  latest version (which :meth:`Catalog.commit_version` does), so the tree is built here rather
-  than through :meth:`Repo.commit_entries`; that also keeps a 50 000-entry directory from
-  being encoded twice.
+* The version is built by :meth:`Repo.commit_entries`, the engine ``put`` and the API use
+  too, with ``keep_base``: "content equal to the base creates no version" compares with the
+  *base*, not only with the latest version (which :meth:`Catalog.commit_version` does), and
+  the tree nodes are stored only once a version will refer to them.
 * The draft stays frozen for the whole commit; on any failure it is thawed and left intact.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,66 +277,28 @@ def _build(draft: Draft, repo: Repo, type_: str, aliases: list[str], description
            metadata: dict[str, Any], run: RunRecord | None,
            report: Report | None, load: model.Loader | None = None,
            index: model.Indexer | None = None) -> tuple[VersionRecord, bool]:
-    with repo.writing(f"commit {draft.label}") as w:
-        return _build_in(draft, repo, w, type_, aliases, description, metadata, run, report,
-                         load, index)
+    """The draft's changes stored, then the version built by the one commit engine
+    (:meth:`Repo.commit_entries`), comparing with the base; the intent is saved just before
+    the record is created (see the module docstring)."""
+    m, base = draft.meta, draft.base
+    built: list[model.Node] = []
 
-
-def _build_in(draft: Draft, repo: Repo, w: WriteSession, type_: str, aliases: list[str],
-              description: str, metadata: dict[str, Any], run: RunRecord | None,
-              report: Report | None, load: model.Loader | None,
-              index: model.Indexer | None) -> tuple[VersionRecord, bool]:
-    m, base, cat = draft.meta, draft.base, repo.catalog
-    changes = _changes(draft, w, report)
-    nodes = _Deferred(w.save_node, load or cat.load_node, index or cat.load_index)
-    root = ingest.build_tree(nodes.save, nodes.load, base.root if base else None, changes,
-                             nodes.index)
-    if base is not None and root.digest == base.digest:
-        current = cat.get_version(m.project, m.name, base.version)[0]
-        if current.is_live(cat.project_ttl(m.project)):
-            _checkpoint("trees-built")
-            for a in aliases:
-                cat.set_alias(m.project, m.name, base.version, a)
-            return current, False
-    nodes.flush()
-    _checkpoint("trees-built")
+    def trees_built(root: model.Node) -> None:
+        built.append(root)
+        _checkpoint("trees-built")
 
     def intent(n: int) -> None:
+        root = built[-1]
         draft.save_intent({"version": n, "root": root.oid, "digest": root.digest})
         _checkpoint("intent-saved")
 
-    return cat.commit_version(
-        m.project, m.name, type_, root, description=description, metadata=metadata,
-        aliases=aliases, run=f"{run.project}/{run.id}" if run else None,
-        base=base.version if base else None, before_create=intent, session=w)
-
-
-class _Deferred:
-    """Tree nodes built for a commit, stored only once a version will refer to them (an
-    unchanged commit stores none).  A node read back while building (the empty directory a
-    new directory starts from) first stores everything built so far, children first."""
-
-    def __init__(self, save: model.Saver, load: model.Loader, index: model.Indexer) -> None:
-        self._save, self._load, self._index = save, load, index
-        self._built: dict[str, model.Node] = {}
-
-    def save(self, node: model.Node) -> None:
-        self._built.setdefault(node.oid, node)
-
-    def load(self, oid: str) -> Mapping[str, model.Entry]:
-        if oid in self._built:
-            self.flush()
-        return self._load(oid)
-
-    def index(self, oid: str) -> Sequence[model.Part] | None:
-        if oid in self._built:
-            self.flush()
-        return self._index(oid)
-
-    def flush(self) -> None:
-        for node in self._built.values():
-            self._save(node)
-        self._built.clear()
+    with repo.writing(f"commit {draft.label}") as w:
+        changes = _changes(draft, w, report)
+        return repo.commit_entries(
+            m.project, m.name, type_, changes, base=base, session=w, load=load, index=index,
+            keep_base=True, on_built=trees_built, description=description, metadata=metadata,
+            aliases=aliases, run=f"{run.project}/{run.id}" if run else None,
+            before_create=intent)
 
 
 def _recover(draft: Draft, repo: Repo, aliases: list[str]) -> VersionRecord | None:
