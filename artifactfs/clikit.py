@@ -1,7 +1,7 @@
 """What the command modules share: the context object, artifact references with the default
 project, ``--json`` and its output, sizes, progress bars.
 
-Every command module (cli.py, manage_cli.py, fs/cli_mount.py, drafts_cli.py, repro_cli.py…)
+Every command module (cli.py, manage_cli.py, mount/cli.py, drafts_cli.py, repro_cli.py…)
 is imported by every CLI run, and so is this one: nothing heavy is imported at module level
 (the repo, trio and boto3 load only in the command that needs them).
 """

@@ -1,14 +1,14 @@
 """``artifactfs draft …``, ``commit …`` and ``upsert …``: thin clients of a mount's daemon.
 
 Drafts live in the daemon that serves ``MOUNT`` (SPEC §4), so these commands only find that
-daemon and send it one JSON request over its control socket (``fs/control.py``; wire format in
-docs/drafts.md).  The daemon checks the caller's uid itself (``SO_PEERCRED``): nothing here is
+daemon and send it one JSON request over its control socket (``mount/control.py``; wire format in
+docs/control.md).  The daemon checks the caller's uid itself (``SO_PEERCRED``): nothing here is
 trusted.  ``cli.py`` registers :data:`draft`, :data:`commit` and :data:`upsert`.
 
 What is subtle: a daemon is found through the mount registry (``RUNTIME/mounts/<id>.json``),
 looked up in the caller's runtime directory and then in root's (``/run/artifactfs``), because a
 root daemon mounted with ``allow_other`` serves other users too.  Both directories, the records
-and the daemon are checked first (``fs/rundir.py``, ``registry.load_record``, and the peer's
+and the daemon are checked first (``mount/rundir.py``, ``registry.load_record``, and the peer's
 uid in ``control.request``): a record or socket planted by another user is refused, never
 talked to, since a commit request carries the draft's metadata and its reply names the path
 the user writes to.  This module imports neither

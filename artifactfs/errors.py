@@ -2,7 +2,7 @@
 
 Every error a user can cause or meet derives from :class:`ArtifactfsError`; the CLI prints
 ``error: <message>`` for these and exits 1, with no traceback.  The mapping to errno values
-for the mount lives in exactly one place, :data:`ERRNO`, used only by ``fs/ops.py``.
+for the mount lives in exactly one place, :data:`ERRNO`, used only by ``mount/ops.py``.
 """
 
 from __future__ import annotations

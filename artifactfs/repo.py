@@ -44,7 +44,7 @@ class Repo:
 
     def attach_run(self, project: str, run_id: str) -> None:
         """Tell this node's mounts of the store that this process (and its children) reads as
-        run ``project/run_id`` (lineage from reads, fs/consumers.py).  Best effort."""
+        run ``project/run_id`` (lineage from reads, mount/consumers.py).  Best effort."""
         self._tell_mounts({"op": "run.attach", "run": f"{project}/{run_id}"})
 
     def _tell_mounts(self, request: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ A :class:`DraftArea` is a directory (mode 0700) holding ``PROJECT/NAME/ID/``, on
 draft (``meta.json``, ``files/``, journal and snapshot; docs/drafts.md has the table).  It
 creates, finds, lists and discards drafts and lists the ``PROJECT``/``NAME`` directories above
 them.  What a draft *is* (its tree, journal, staging files and :class:`DraftMeta`) is
-``fs/drafts.py``'s; this module only decides where drafts live and when they come and go.
+``drafts/draft.py``'s; this module only decides where drafts live and when they come and go.
 
 Subtle parts:
 

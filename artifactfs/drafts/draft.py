@@ -1,6 +1,6 @@
 """Copy-on-write draft trees on local disk: the writable side of the mount, with no FUSE in it.
 
-A draft is a base version (or nothing) plus an *overlay* (``fs/overlay.py``): directory nodes
+A draft is a base version (or nothing) plus an *overlay* (``drafts/overlay.py``): directory nodes
 whose ``over`` maps names to replacement nodes or to ``None`` (a whiteout).  A name absent from
 ``over`` falls through to the base directory, so unchanged files and whole unchanged subtrees
 are served from the base version without being copied or even listed.  Renaming a base
@@ -8,7 +8,7 @@ directory moves its node, which still points at the base subtree: no byte is cop
 commit reuses the base entries (:meth:`Draft.plan`).  Paths are relative to the draft root
 (``""`` is the root).  This module owns one draft: its identity (:class:`DraftMeta`, the
 ``meta.json`` document) and its tree's file-system meaning (:class:`Draft`).  The set of drafts
-of a mount is ``fs/draftarea.py``'s; the journal and snapshot are ``fs/journal.py``'s.
+of a mount is ``drafts/area.py``'s; the journal and snapshot are ``drafts/journal.py``'s.
 
 Subtle parts:
 
@@ -176,7 +176,7 @@ class Draft:
         if uid != 0 and uid != self.meta.owner:
             raise PermissionDenied(f"draft {self.label} belongs to another user")
 
-    # --- loading and persistence (the files and records are fs/journal.py's) ---------------
+    # --- loading and persistence (the files and records are drafts/journal.py's) ---------------
     def _tree(self) -> DirNode:
         if self._gone:
             raise NotFound(f"draft {self.label} was committed or discarded")

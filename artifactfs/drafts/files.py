@@ -1,5 +1,5 @@
 """Draft files in the mount: base tree nodes from the manifest cache, what the mount keeps per
-draft inode, and open draft files (read, write-behind, fsync, release).  ``fs/draftops.py``
+draft inode, and open draft files (read, write-behind, fsync, release).  ``drafts/ops.py``
 builds on it; docs/drafts.md describes the design.
 
 What is subtle:

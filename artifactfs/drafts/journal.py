@@ -2,7 +2,7 @@
 snapshot, and replaying them into the tree after an unmount or a ``kill -9``.
 
 A record is one JSON line with a sequence number ``q`` and, when the change sets its parent
-directory's mtime, a time ``t`` (ns).  :class:`~artifactfs.fs.drafts.Draft`
+directory's mtime, a time ``t`` (ns).  :class:`~artifactfs.drafts.draft.Draft`
 builds every change of its tree out of these records, and applies each with :func:`apply` only
 after :meth:`Journal.append` wrote it, so the tree in memory is always what replay gives:
 
@@ -35,7 +35,7 @@ What is subtle:
   parse raise ``KeyError``/``TypeError``/``ValueError``/``AttributeError``, which the draft
   reports as :class:`~artifactfs.errors.IntegrityError`.
 * :class:`Journal` has no lock of its own: the draft's lock guards every call.  When to
-  compact is the draft's decision (:data:`~artifactfs.fs.drafts.MIN_COMPACT`).
+  compact is the draft's decision (:data:`~artifactfs.drafts.draft.MIN_COMPACT`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 ``drafts/``, ``drafts/PROJECT/`` and ``drafts/PROJECT/NAME/`` hold only drafts (``mkdir``
 makes them; ``mkdir`` in ``drafts/P/N/`` creates a draft on ``latest``; ``rmdir`` of an empty
 draft, the end of ``rm -r``, discards it).  Inside a draft every call goes to
-:class:`~artifactfs.fs.drafts.Draft` (docs/drafts.md has the table); this module adds what
+:class:`~artifactfs.drafts.draft.Draft` (docs/drafts.md has the table); this module adds what
 the kernel needs: inodes, attributes, permissions, and keeping the trio thread free.  Open
-files (reads, write-behind, fsync, release) are in ``fs/draftfiles.py``.
+files (reads, write-behind, fsync, release) are in ``drafts/files.py``.
 
 What is subtle:
 
@@ -19,7 +19,7 @@ What is subtle:
   not EACCES), so the kernel asks us: the names right below a draft's root get a zero entry
   timeout, which makes every path walk into a draft ask ``lookup`` with the caller's uid, and
   every call on a draft inode checks the uid (the owner or root) and the owner's rights on the
-  project against the current config and groups (``fs/draftrights.py``: a user who left the
+  project against the current config and groups (``drafts/rights.py``: a user who left the
   writers loses his drafts; they stay for root).  Reads and writes of an open draft file ask
   again.
   ``drafts/P/`` of a restricted project answers a non-reader like ``MOUNT/P/`` (EACCES on

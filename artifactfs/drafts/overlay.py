@@ -3,7 +3,7 @@
 A draft is a base version (or nothing) plus an overlay of :class:`DirNode` objects, whose
 ``over`` maps names to replacement nodes or to ``None`` (a whiteout); a name absent from
 ``over`` falls through to the directory entry ``base``.  This module only holds the shapes:
-``fs/drafts.py`` gives them their file-system meaning, ``fs/journal.py`` stores them.
+``drafts/draft.py`` gives them their file-system meaning, ``drafts/journal.py`` stores them.
 
 What is subtle:
 

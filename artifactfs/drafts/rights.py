@@ -1,8 +1,8 @@
 """Who may do what under ``drafts/`` (SPEC §9), asked on every call: the layer between open
-draft files (``fs/draftfiles.py``) and the draft operations (``fs/draftops.py``).
+draft files (``drafts/files.py``) and the draft operations (``drafts/ops.py``).
 
 * :meth:`DraftRights._rights`: the caller may (still) write the project.  The rules are the
-  daemon's :class:`~artifactfs.fs.access.Access` (the config as it is now, group membership
+  daemon's :class:`~artifactfs.mount.access.Access` (the config as it is now, group membership
   cached at most 10 s), so a user who left a project's writers loses his drafts of it at his
   next call; they stay for root, who may do everything.
 * :meth:`DraftRights._readable`: ``drafts/P/`` answers a non-reader of P like ``MOUNT/P/``

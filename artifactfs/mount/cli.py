@@ -1,4 +1,4 @@
-"""``artifactfs mount``, ``unmount``, ``status`` and ``cache``: click commands over fs/mount.py.
+"""``artifactfs mount``, ``unmount``, ``status`` and ``cache``: click commands over mount/daemon.py.
 
 Imported by every CLI run (the CLI registers every command found here), so this module imports
 nothing heavy at import time: pyfuse3, trio and lmdb are loaded only by the command that needs

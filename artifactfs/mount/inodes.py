@@ -91,7 +91,7 @@ class Inode:
         self._entry: Entry | None = None
         self.attrs: object = None  # the kernel attributes, cached for immutable inodes
         self.project = self.name = self.target = ""  # virtual inodes; alias target "vN"
-        self.d: Any = None  # inodes inside a draft: where they are (see fs/draftops.py)
+        self.d: Any = None  # inodes inside a draft: where they are (see drafts/ops.py)
 
     @property
     def entry(self) -> Entry:

@@ -39,7 +39,7 @@ What is subtle:
   fetched under other rules (:meth:`tag`): a host name later removed from ``private_hosts``
   that meanwhile resolves to a public address could still be served the bytes fetched from
   its private one — the operator's own earlier allowance, not an attacker's.
-* The caller travels in a context variable (:data:`READER`) set by fs/ops.py for the calls
+* The caller travels in a context variable (:data:`READER`) set by mount/ops.py for the calls
   that may read references (open, setattr), so a copy-up deep in the draft code, run in a
   worker thread (trio copies the context), reads with the caller's authority; in shared mode
   an unknown caller is refused, never served with the daemon's rights.
