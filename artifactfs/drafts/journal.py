@@ -51,6 +51,7 @@ from ..fsutil import fsync_dir
 from .overlay import DirNode, FileNode, LinkNode, Node, oserror, split_path
 
 Record = dict[str, Any]  # one journal line
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds one per call
 
 
 def write_json_atomic(path: str, doc: Any) -> None:
@@ -235,7 +236,7 @@ class Journal:
         """Number ``op`` and write it (one ``write``); the caller applies it afterwards."""
         self.seq += 1
         op["q"] = self.seq
-        data = json.dumps(op, separators=(",", ":")).encode() + b"\n"
+        data = _encode(op).encode() + b"\n"
         n = os.write(self._fd, data)
         if n < len(data):  # a full disk: take the piece back so later records stay readable
             os.ftruncate(self._fd, os.fstat(self._fd).st_size - n)

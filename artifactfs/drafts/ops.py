@@ -30,9 +30,14 @@ What is subtle:
   in a worker thread and the call is made again (every draft call is safe to repeat up to its
   first change).  Copy-up, truncation, fsync, listing a directory, creating and discarding
   drafts and journal compaction run in worker threads.
-* Kernel caches: draft inodes get one-second timeouts and never ``keep_cache`` (their bytes
-  change); after a commit, upsert or discard over the control channel the draft's entry is
-  invalidated (:meth:`DraftOps.draft_gone`).  That invalidation is asynchronous, so a client
+* Kernel caches: names and attributes inside a draft are kept by the kernel for a minute
+  (:data:`INSIDE_TTL`; a second for the levels and the draft itself, and for a directory
+  whose ``nlink`` is not known yet), never ``keep_cache`` (their bytes change).  Only this
+  daemon changes a draft, and every change inside one is a request the kernel sees and
+  updates its caches for (a create, rename, unlink or setattr, a write's size and mtime);
+  what changes over the control channel (commit, upsert, discard) invalidates the draft's
+  entry (:meth:`DraftOps.draft_gone`).  A repeated ``rsync`` then stats from the kernel's
+  caches instead of one ``lookup`` a file.  That invalidation is asynchronous, so a client
   can reach the old draft's inode through the kernel's entry just after the reply: calls on an
   inode of a retired draft answer ESTALE, on which the kernel walks the path again with a
   fresh ``lookup`` (and finds a draft made again under the same name).
@@ -63,9 +68,11 @@ from .files import DDirHandle, DHandle, DNode, NeedNode, oserror
 from .rights import DraftRights
 
 log = logging.getLogger(__name__)
+INSIDE_TTL = 60.0  # kernel timeout of names inside a draft: only this daemon changes them
 FILE_BLKSIZE = 1 << 20  # st_blksize of draft files: cp and friends then write 1 MiB at once
 INSIDE = (Kind.DDIR, Kind.DFILE, Kind.DLINK)
 _KIND = {"dir": Kind.DDIR, "file": Kind.DFILE, "symlink": Kind.DLINK}
+_FILE, _DIR, _LINK = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK | 0o777
 _LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itself is 0700
 T = TypeVar("T")
 
@@ -91,6 +98,7 @@ class DraftOps(DraftRights):
         self.area, self.catalog = area, catalog
         self.dirs: dict[int, DDirHandle] = {}
         self._compacting: set[Draft] = set()
+        self._sparing: set[Draft] = set()  # drafts making spare staging files
         self._gids: dict[int, int] = {}
         self._created: dict[Draft, int] = {}
         # Other users reach the mount (allow_other): every walk into a draft must ask lookup
@@ -110,6 +118,9 @@ class DraftOps(DraftRights):
             if d.compact_due and d not in self._compacting:
                 self._compacting.add(d)
                 trio.lowlevel.spawn_system_task(self._compact, d)
+            if d.spares_due and d not in self._sparing:
+                self._sparing.add(d)
+                trio.lowlevel.spawn_system_task(self._make_spares, d)
             return out
         raise IntegrityError("draft call needed too many tree nodes")
 
@@ -120,6 +131,14 @@ class DraftOps(DraftRights):
             log.warning("could not compact draft %s: %s", d.label, e)
         finally:
             self._compacting.discard(d)
+
+    async def _make_spares(self, d: Draft) -> None:
+        try:
+            await self._thread(d.make_spares)
+        except Exception as e:  # a full disk: create() makes its files itself
+            log.warning("could not make staging files for draft %s: %s", d.label, e)
+        finally:
+            self._sparing.discard(d)
 
     def _area(self) -> DraftArea:
         if self.area is None:
@@ -191,21 +210,24 @@ class DraftOps(DraftRights):
     def _attrs(self, n: Inode, d: Draft, info: Info) -> Any:
         dn: DNode = n.d
         perm = info.mode
-        if info.kind == "dir":
-            mode = stat.S_IFDIR | (perm if perm is not None else
-                                   0o700 if dn.parent is None else 0o755)
-        elif info.kind == "symlink":
-            mode = stat.S_IFLNK | 0o777
+        kind = info.kind
+        if kind == "file":
+            mode = _FILE | (perm if perm is not None else 0o755 if info.executable else 0o644)
+        elif kind == "dir":
+            mode = _DIR | (perm if perm is not None else 0o700 if dn.parent is None else 0o755)
         else:
-            mode = stat.S_IFREG | (perm if perm is not None else
-                                   0o755 if info.executable else 0o644)
-        first = self.guard_walks and dn.parent is not None and dn.parent.d.parent is None
+            mode = _LINK
+        parent = dn.parent
+        if parent is None:  # the draft itself: commit and discard come over the control channel
+            entry = attr = DRAFT_TTL
+        else:
+            entry = 0.0 if self.guard_walks and parent.d.parent is None else INSIDE_TTL
+            attr = DRAFT_TTL if kind == "dir" and info.nlink == 1 else INSIDE_TTL  # nlink unknown
         owner = d.meta.owner
         mtime = info.mtime_ns or self._created_ns(d)
-        return self.ns.make_attrs(Stat(n.ino, mode, info.size, mtime, 0.0 if first else
-                                       DRAFT_TTL, DRAFT_TTL, info.nlink, uid=owner,
-                                       gid=self._gid(owner),
-                                       blksize=FILE_BLKSIZE if info.kind == "file" else 0,
+        return self.ns.make_attrs(Stat(n.ino, mode, info.size, mtime, entry, attr, info.nlink,
+                                       uid=owner, gid=self._gid(owner),
+                                       blksize=FILE_BLKSIZE if kind == "file" else 0,
                                        ctime_ns=max(info.ctime_ns, mtime)))
 
     def level_stat_mode(self) -> int:
@@ -231,7 +253,7 @@ class DraftOps(DraftRights):
             if p.kind != Kind.DDIR:
                 raise
             return self.ns.make_attrs(Stat(0, entry_timeout=0.0 if self.guard_walks and
-                                           p.d.parent is None else DRAFT_TTL))
+                                           p.d.parent is None else INSIDE_TTL))
         child.lookups += 1
         return self._attrs(child, d, info) if d is not None and info is not None \
             else self.ns.attrs(child)

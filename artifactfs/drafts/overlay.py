@@ -25,6 +25,7 @@ What is subtle:
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 from collections.abc import Iterator
@@ -98,13 +99,21 @@ def wrap(e: model.Entry, ident: bytes) -> Node:
 
 
 def norm_path(path: str) -> str:
-    return "/".join(split_path(path))
+    return "/".join(_split(path))
 
 
 def split_path(path: str) -> list[str]:
+    """The names of ``path`` (validated, see the module docstring)."""
+    return list(_split(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(path: str) -> tuple[str, ...]:
+    """Cached: every draft call splits its path, and a file's path comes back for each of
+    its requests (create, write, setattr, getattr ...).  Errors are not cached."""
     if path in ("", "/"):
-        return []
-    parts = path.strip("/").split("/")
+        return ()
+    parts = tuple(path.strip("/").split("/"))
     for p in parts:
         if p in ("", ".", "..") or "\0" in p:
             raise oserror(errno.EINVAL, path)

@@ -23,7 +23,7 @@ from typing import Any, NoReturn, Protocol
 from ..model import Entry
 from .inodes import Inode, InodeTable, Kind
 
-DRAFT_TTL = 1.0  # seconds the kernel may keep draft entries and attributes
+DRAFT_TTL = 1.0  # seconds the kernel may keep drafts/, its levels and the drafts themselves
 LEVELS = (Kind.DRAFTS, Kind.DRAFT_PROJECT, Kind.DRAFT_NAME)  # drafts/, drafts/P, drafts/P/N
 MayWrite = Callable[[int, str], bool]  # (uid, project) -> may create drafts and commit
 Reply = Callable[[bytes, Any, int], bool]  # readdir: (name, attributes, cookie) -> accepted

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -342,6 +343,42 @@ def test_orphan_staging_files_are_removed_on_load(env: Env, draft: Draft) -> Non
     d2 = env.area.get("vision", "cats", "d1")
     assert env.read(d2, "kept.txt") == b"k"
     assert not os.path.exists(orphan)
+
+
+def test_spare_staging_files_are_used_and_left_to_the_next_load(env: Env,
+                                                                 draft: Draft) -> None:
+    files = os.path.join(draft.dir, "files")
+    assert not draft.spares_due
+    write(draft, "first.txt", b"1", create=True)  # no spare yet: made in place, asks for some
+    assert draft.spares_due
+    draft.make_spares()
+    assert not draft.spares_due and len(os.listdir(files)) == 1 + drafts_mod.SPARES
+    before = set(os.listdir(files))
+    t0 = time.time_ns()
+    write(draft, "second.txt", b"22", create=True)
+    info = draft.stat("second.txt")
+    assert info.local is not None and os.path.basename(info.local) in before  # a spare
+    assert info.mtime_ns >= t0 - 10_000_000 and len(os.listdir(files)) == len(before)
+    env.reopen()  # a crash or an unmount: spares are orphans, deleted by the load
+    d2 = env.area.get("vision", "cats", "d1")
+    assert env.read(d2, "second.txt") == b"22" and env.read(d2, "first.txt") == b"1"
+    assert len(os.listdir(files)) == 2
+
+
+def test_spares_made_across_a_reload_are_not_used(env: Env, draft: Draft,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real = draft._create_staging
+
+    def reload_meanwhile() -> tuple[str, str]:
+        draft.close()  # the next call replays: spares made before it would be orphans
+        draft.stat("")
+        return real()
+
+    monkeypatch.setattr(draft, "_create_staging", reload_meanwhile)
+    draft.make_spares()
+    monkeypatch.undo()
+    assert draft._spares == []
+    assert os.listdir(os.path.join(draft.dir, "files")) == []
 
 
 def test_ownership_and_discard(env: Env, draft: Draft) -> None:
