@@ -19,8 +19,9 @@ Prints markdown rows ``| metric | value | baseline | ratio |``:
   local disk;
 * ``tar -x`` of a 32 700-entry tarball into a draft, and ``rsync -a`` of the same tree into a
   draft, first and repeated (the rows name how many lines ``rsync -i`` itemized), against the
-  same commands on the local disk; then the repeat, with the README's flags, into a new draft
-  of the version committed from the rsync'ed draft;
+  same commands on the local disk and into a minimal pyfuse3 passthrough (tools/passthrough.py:
+  one system call a request, the floor of this stack); then the repeat, with the README's
+  flags, into a new draft of the version committed from the rsync'ed draft;
 * S3 (a moto server in its own process): ``put`` and ``commit`` of 20 000 small files against
   boto3 ``upload_file`` of the same files with 16 threads (files/s, higher is better), and the
   re-commit of the same content (HEADs, no bodies) against the first commit.
@@ -251,6 +252,22 @@ class Bench:
             self.minimal[key] = (mp, proc)
         return self.minimal[key][0]
 
+    def start_passthrough(self) -> str:
+        """The mount point of tools/passthrough.py over a local directory (stopped in cleanup):
+        the floor of this stack for tar -x and rsync -a."""
+        if "pass" not in self.minimal:
+            data, mp = os.path.join(self.work, "pass-data"), os.path.join(self.work, "pass")
+            os.makedirs(data)
+            os.makedirs(mp)
+            server = os.path.join(os.path.dirname(os.path.abspath(__file__)), "passthrough.py")
+            proc = subprocess.Popen([sys.executable, server, data, mp])
+            for _ in range(100):
+                if mounted(mp):
+                    break
+                time.sleep(0.1)
+            self.minimal["pass"] = (mp, proc)
+        return self.minimal["pass"][0]
+
     def draft(self, name: str) -> str:
         path = os.path.join(self.mp, "drafts", "bench", name, f"w{next(self.ids)}")
         os.makedirs(path)
@@ -347,8 +364,9 @@ class Bench:
         root = self.source_tree()
         tarball = os.path.join(self.work, "tree.tar")
         subprocess.run(["tar", "-cf", tarball, "-C", root, "."], check=True)
-        local, ours = [], []
-        for _ in range(TRIALS):
+        passthrough = self.start_passthrough()
+        local, ours, floor = [], [], []
+        for trial in range(TRIALS):
             dest = os.path.join(self.work, "tar-local")
             os.makedirs(dest)
             local.append(timed_cmd(["tar", "-xf", tarball, "-C", dest]))
@@ -356,36 +374,55 @@ class Bench:
             draft = self.draft("tar")
             ours.append(timed_cmd(["tar", "-xf", tarball, "-C", draft]))
             self.discard(draft)
+            dest = os.path.join(passthrough, f"tar{trial}")
+            os.makedirs(dest)
+            floor.append(timed_cmd(["tar", "-xf", tarball, "-C", dest]))
+            shutil.rmtree(dest)
         os.unlink(tarball)
-        time_row(f"tar -x of a {self.entries()}-entry tarball into a draft (vs local disk)",
-                 statistics.median(ours), statistics.median(local))
+        what = f"tar -x of a {self.entries()}-entry tarball"
+        med = [statistics.median(v) for v in (ours, local, floor)]
+        time_row(f"{what} into a draft (vs local disk)", med[0], med[1])
+        time_row(f"{what} into a draft (vs minimal pyfuse3 passthrough: the stack's floor)",
+                 med[0], med[2])
+        time_row(f"{what} into the minimal pyfuse3 passthrough (vs local disk)", med[2], med[1])
 
     def rsync(self) -> None:
         root = self.source_tree() + "/"
-        runs: dict[str, list[float]] = {k: [] for k in ("l1", "l2", "o1", "o2", "o3")}
+        passthrough = self.start_passthrough()
+        runs: dict[str, list[float]] = {k: [] for k in ("l1", "l2", "o1", "o2", "o3", "p1", "p2")}
         lines = {"o2": 0, "o3": 0}
-        for _ in range(TRIALS):
+        for trial in range(TRIALS):
             dest = os.path.join(self.work, "rsync-local") + "/"
             runs["l1"].append(timed_cmd(["rsync", "-a", root, dest]))
             runs["l2"].append(timed_cmd(["rsync", "-ai", root, dest]))
             shutil.rmtree(dest)
-            draft = self.draft("rsync") + "/"
+            dest = os.path.join(passthrough, f"rsync{trial}") + "/"
+            runs["p1"].append(timed_cmd(["rsync", "-a", root, dest]))
+            runs["p2"].append(timed_cmd(["rsync", "-ai", root, dest]))
+            shutil.rmtree(dest)
+            draft = self.draft(f"rsync{trial}") + "/"  # an artifact of its own: empty
             runs["o1"].append(timed_cmd(["rsync", "-a", root, draft]))
             t, out = timed_out(["rsync", "-ai", root, draft])
             runs["o2"].append(t)
             lines["o2"] = max(lines["o2"], len(out.splitlines()))
             self.cli("commit", draft, "--type", "dataset")
-            again = self.draft("rsync") + "/"  # a new draft of the version just made
+            again = self.draft(f"rsync{trial}") + "/"  # a new draft of the version just made
             t, out = timed_out(["rsync", "-ai", *README_RSYNC, root, again])
             runs["o3"].append(t)
             lines["o3"] = max(lines["o3"], len(out.splitlines()))
             self.discard(again)
         med = {k: statistics.median(v) for k, v in runs.items()}
         n = self.entries()
+        floor = "minimal pyfuse3 passthrough: the stack's floor"
         time_row(f"rsync -a of a {n}-entry tree into an empty draft (vs local disk)", med["o1"],
                  med["l1"])
-        time_row(f"rsync -a again, nothing changed, same draft: itemized {lines['o2']} lines "
-                 "(vs local repeat)", med["o2"], med["l2"])
+        time_row(f"rsync -a of a {n}-entry tree into an empty draft (vs {floor})", med["o1"],
+                 med["p1"])
+        time_row(f"rsync -a of a {n}-entry tree into the minimal pyfuse3 passthrough (vs local "
+                 "disk)", med["p1"], med["l1"])
+        again = f"rsync -a again, nothing changed, same draft: itemized {lines['o2']} lines"
+        time_row(f"{again} (vs local repeat)", med["o2"], med["l2"])
+        time_row(f"{again} (vs the passthrough's repeat)", med["o2"], med["p2"])
         time_row(f"rsync -a {' '.join(README_RSYNC)} again into a new draft of the version "
                  f"committed from it: itemized {lines['o3']} lines (vs local repeat)", med["o3"],
                  med["l2"])
