@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import IntegrityError, NotFound
 
 if TYPE_CHECKING:
-    from .catalog import VersionRecord
+    from .records import VersionRecord
 
 MAX_STEPS = 100_000
 _LINK = re.compile(r"[0-9a-f]{32}\.json")

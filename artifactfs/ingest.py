@@ -6,7 +6,7 @@ and chunks are stored once.  Pieces of all files go through one thread pool (as 
 as the store wants requests in flight: 32 on S3) with at most :data:`MAX_INFLIGHT_BYTES` read
 and not yet stored, which keeps memory bounded whatever the input and uses every core even
 for a single 5 GiB file.  Results are entries keyed by artifact path; trees are built from
-them with :func:`model.apply_changes` (nodes only on changed paths when there is a base).
+them with :func:`pathcopy.apply_changes` (nodes only on changed paths when there is a base).
 
 What is subtle: whether to look before writing.  On S3 a write of content that exists costs
 its whole body (answered 412), a look (HEAD) only a request; a look at content that does not

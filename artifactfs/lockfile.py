@@ -36,7 +36,7 @@ from .errors import IntegrityError, UsageError
 from .names import Ref, check_alias, check_name, check_project
 
 if TYPE_CHECKING:
-    from .catalog import VersionRecord
+    from .records import VersionRecord
 
 FORMAT = 1
 ENV = "ARTIFACTFS_LOCK"

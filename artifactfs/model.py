@@ -16,7 +16,7 @@ name whose hash says so (content-defined, about :data:`PART_AVG` entries a part)
 is a function of the names alone: the same entries always give the same nodes and digests, and
 a change rewrites only the parts around it (a commit that changes one file of a 50 000-entry
 directory re-encodes ~1 000 entries, not 50 000).  Loaders hand out the whole directory; only
-:func:`apply_changes` works part by part.
+``pathcopy.apply_changes`` works part by part.
 
 Files up to :data:`CHUNK_SIZE` are one blob whose digest is SHA-256 of the bytes.  Larger files
 are a list of chunk blobs; their digest is SHA-256 over the chunk digests (see
@@ -492,12 +492,6 @@ Loader = Callable[[str], Mapping[str, Entry]]  # node oid -> entries
 Saver = Callable[[Node], None]  # stores node_objects(node)
 Indexer = Callable[[str], Sequence[Part] | None]  # node oid -> its parts (None: not split)
 
-
-def apply_changes(load: Loader, save: Saver, root: str | None,
-                  changes: Mapping[str, Entry | None], index: Indexer | None = None) -> Node:
-    """:func:`pathcopy.apply_changes` (kept here for its callers)."""
-    from .pathcopy import apply_changes as apply
-    return apply(load, save, root, changes, index)
 
 
 def with_mtime(e: Entry, mtime_ns: int) -> Entry:

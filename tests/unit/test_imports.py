@@ -28,9 +28,6 @@ DRAFTS_MAY_USE = {"artifactfs.mount.draftport", "artifactfs.mount.inodes",
                   "artifactfs.mount.cache"}
 MOUNT_MAY_USE_DRAFTS = {"artifactfs.mount.daemon", "artifactfs.mount.requests"}
 KNOWN = [  # closed by a late or TYPE_CHECKING import; not the mount's or the drafts'
-    {"artifactfs.model", "artifactfs.pathcopy"},  # model.apply_changes calls pathcopy late
-    # history.py and lockfile.py name catalog.VersionRecord under TYPE_CHECKING
-    {"artifactfs.catalog", "artifactfs.history", "artifactfs.lockfile"},
     {"artifactfs.discovery", "artifactfs.links", "artifactfs.repo"},  # late imports
     # the wandb-shaped classes refer to each other (Artifact <-> Run <-> Api)
     {"artifactfs.api._common", "artifactfs.api.artifact", "artifactfs.api.entry",

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from artifactfs import model, tree
+from artifactfs import model, pathcopy, tree
 from artifactfs.errors import IntegrityError, InvalidName
 
 
@@ -67,11 +67,11 @@ def test_chunked_file_entries_validate_their_chunk_list() -> None:
 
 def test_apply_changes_rewrites_only_changed_paths_and_diff_follows() -> None:
     m = MemStore()
-    root = model.apply_changes(m.load, m.save, None, {
+    root = pathcopy.apply_changes(m.load, m.save, None, {
         "a/b/c.txt": f(b"c"), "a/d.txt": f(b"d"), "e/f.txt": f(b"f"), "empty": model.EMPTY_NODE.as_entry()})
     m.save(model.EMPTY_NODE)
     before = set(m.nodes)
-    new = model.apply_changes(m.load, m.save, root.oid, {"a/b/c.txt": f(b"C"), "e/f.txt": None,
+    new = pathcopy.apply_changes(m.load, m.save, root.oid, {"a/b/c.txt": f(b"C"), "e/f.txt": None,
                                                          "g.txt": f(b"g")})
     written = set(m.nodes) - before
     assert len(written) == 3  # a/b, a and the root; e/ is gone, nothing else rewritten
@@ -87,7 +87,7 @@ def test_apply_changes_validates_paths() -> None:
     m = MemStore()
     for bad in ("../x", "/abs", "a//b", "a/./b", ""):
         with pytest.raises(InvalidName):
-            model.apply_changes(m.load, m.save, None, {bad: f(b"x")})
+            pathcopy.apply_changes(m.load, m.save, None, {bad: f(b"x")})
 
 
 names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=["Cs"]),
@@ -102,8 +102,8 @@ def test_digest_depends_only_on_content(files: dict[str, bytes]) -> None:
     paths = sorted(files)
     keep = {p: d for p, d in files.items() if not any(q.startswith(p + "/") for q in paths)}
     m1, m2 = MemStore(), MemStore()
-    a = model.apply_changes(m1.load, m1.save, None, {p: f(d, mtime=1) for p, d in keep.items()})
-    b = model.apply_changes(m2.load, m2.save, None,
+    a = pathcopy.apply_changes(m1.load, m1.save, None, {p: f(d, mtime=1) for p, d in keep.items()})
+    b = pathcopy.apply_changes(m2.load, m2.save, None,
                             {p: f(d, mtime=7) for p, d in reversed(list(keep.items()))})
     assert a.digest == b.digest
     assert {p for p, e in tree.walk(m1.load, a.oid) if e.kind == "file"} == set(keep)
@@ -223,8 +223,8 @@ def test_updating_a_split_directory_part_by_part_equals_encoding_it_whole(
         s.save(root)
         all_changes = dict(changes)
         all_changes.update({f"zz/{k}": v for k, v in sub_changes.items()})
-        got = model.apply_changes(s.load, s.save, root.oid, all_changes, s.index)
-        plain = model.apply_changes(s.load, s.save, root.oid, all_changes)  # whole nodes
+        got = pathcopy.apply_changes(s.load, s.save, root.oid, all_changes, s.index)
+        plain = pathcopy.apply_changes(s.load, s.save, root.oid, all_changes)  # whole nodes
         want_sub = dict(sub)
         for k, v in sub_changes.items():
             if v is None:
@@ -265,7 +265,7 @@ def test_split_updates_at_real_sizes_equal_whole_encodings():
             changes[f"g{rnd.randrange(10**6):06d}"] = _f(rnd.randrange(100))
         if round_ == 11:  # shrink below SPLIT_AT: a plain node again
             changes.update({n: None for n in names[: len(names) - model.SPLIT_AT + 10]})
-        got = model.apply_changes(s.load, s.save, node.oid, changes, s.index)
+        got = pathcopy.apply_changes(s.load, s.save, node.oid, changes, s.index)
         for n, e in changes.items():
             if e is None:
                 entries.pop(n, None)
