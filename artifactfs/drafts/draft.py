@@ -35,8 +35,8 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -160,6 +160,7 @@ class Draft:
         self._spares: list[str] = []  # empty staging files nothing names yet (make_spares)
         self._loads = 0  # replays so far: spares made across one are orphans it deleted
         self.spares_due = False  # a spare was taken and fewer than half are left
+        self._change = _Changing(self)
 
     # --- identity and access ---------------------------------------------------------------
     @property
@@ -368,13 +369,9 @@ class Draft:
             n += sum(1 for k in base if k not in d.over)
         return n
 
-    @contextmanager
-    def _changing(self) -> Iterator[None]:
-        with self._lock:
-            if self._frozen:
-                raise Busy(f"draft {self.label} is being committed")
-            self._tree()
-            yield
+    def _changing(self) -> _Changing:
+        """``with self._changing():`` holds the lock for a change (Busy while frozen)."""
+        return self._change
 
     # --- reading ---------------------------------------------------------------------------
     def stat(self, path: str, exact: bool = True) -> Info:
@@ -599,24 +596,31 @@ class Draft:
         if d is None or d.over.get(name) is n:
             n.ctime_ns = now
 
-    def utimes(self, path: str, mtime_ns: int) -> None:
-        """Set a path's mtime (a hard link's shared staging file is copied first, unless the
-        time does not change)."""
-        with self._lock:
-            n = self._get(path)
-            copy = isinstance(n, FileNode) and self._shared(n) and \
-                os.stat(self._local(n)).st_mtime_ns != mtime_ns
-        if copy:
-            self.release(self.open_for_write(path))
+    def utimes(self, path: str, mtime_ns: int, copy: bool = True) -> bool:
+        """Set a path's mtime.  A hard link's shared staging file is copied first, unless the
+        time does not change; with ``copy`` false that case returns False and changes
+        nothing (the mount then calls again from a worker thread)."""
         with self._changing():
-            n = self._materialize(path)
-            if isinstance(n, FileNode) and n.staged is not None:
-                os.utime(self._local(n), ns=(mtime_ns, mtime_ns))
-                if n.pristine is not None:
-                    self._op({"o": "attr", "p": norm_path(path), "np": True})
-            else:
-                self._op({"o": "attr", "p": norm_path(path), "m": mtime_ns,
-                          "c": time.time_ns()})
+            n = self._get(path)
+            if not (isinstance(n, FileNode) and self._shared(n) and
+                    os.stat(self._local(n)).st_mtime_ns != mtime_ns):
+                self._set_mtime(path, mtime_ns)
+                return True
+        if not copy:
+            return False
+        self.release(self.open_for_write(path))
+        with self._changing():
+            self._set_mtime(path, mtime_ns)
+        return True
+
+    def _set_mtime(self, path: str, mtime_ns: int) -> None:
+        n = self._materialize(path)
+        if isinstance(n, FileNode) and n.staged is not None:
+            os.utime(self._local(n), ns=(mtime_ns, mtime_ns))
+            if n.pristine is not None:
+                self._op({"o": "attr", "p": norm_path(path), "np": True})
+        else:
+            self._op({"o": "attr", "p": norm_path(path), "m": mtime_ns, "c": time.time_ns()})
 
     # --- namespace changes -----------------------------------------------------------------
     def mkdir(self, path: str, mode: int | None = None) -> None:
@@ -855,6 +859,30 @@ class Draft:
         except (FileNotFoundError, ValueError):
             return None
         return doc if isinstance(doc, dict) else None
+
+
+class _Changing:
+    """The draft's lock, for a change: refuses with Busy while frozen.  A class rather than a
+    ``contextmanager`` generator: it is entered on every change request."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Draft) -> None:
+        self._d = d
+
+    def __enter__(self) -> None:
+        d = self._d
+        d._lock.acquire()
+        try:
+            if d._frozen:
+                raise Busy(f"draft {d.label} is being committed")
+            d._tree()
+        except BaseException:
+            d._lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self._d._lock.release()
 
 
 def _stored(*entries: model.Entry | None) -> frozenset[str]:

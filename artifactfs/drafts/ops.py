@@ -689,14 +689,12 @@ class DraftOps(DraftRights):
             await self._call(d, d.chmod, path, bool(attr.st_mode & 0o100), attr.st_mode)
         if fields.update_uid or fields.update_gid:
             await self._call(d, d.chown, path)
-        if fields.update_mtime:
-            if await self._call(d, d.shares_bytes, path):  # a hard link's: copied first
-                await self._thread(d.utimes, path, attr.st_mtime_ns, limiter=self.copies)
-                local = d.stat(path).local
-                if local is not None:
-                    self._staged(n, d, local)
-            else:
-                await self._call(d, d.utimes, path, attr.st_mtime_ns)
+        if fields.update_mtime and not await self._call(d, d.utimes, path, attr.st_mtime_ns,
+                                                        False):  # a hard link's: copied first
+            await self._thread(d.utimes, path, attr.st_mtime_ns, limiter=self.copies)
+            local = d.stat(path).local
+            if local is not None:
+                self._staged(n, d, local)
         return self._attrs(n, d, await self._call(d, d.stat, path))
 
     async def write_xattr(self, ino: int, what: str) -> None:
