@@ -86,11 +86,14 @@ class ControlServer:
     def inflight(self) -> int:
         return self._inflight
 
-    def register(self, op: str, handler: Handler, admin: bool = False) -> None:
-        """``admin``: only root and the daemon's own user may send it (it changes the
-        daemon's state for everyone: cache cleanup, refresh)."""
+    def register(self, op: str, handler: Handler, admin: bool | None = None) -> None:
+        """Serve ``op``, a request of the protocol (``protocol.OPS``).  ``admin``: only root
+        and the daemon's own user may send it (it changes the daemon's state for everyone:
+        cache cleanup, refresh); by default as ``protocol.ADMIN_OPS`` says."""
+        if op not in protocol.OPS:
+            raise ValueError(f"{op!r} is not a request of the control protocol (protocol.py)")
         self.handlers[op] = handler
-        if admin:
+        if op in protocol.ADMIN_OPS if admin is None else admin:
             self.admin_ops.add(op)
 
     async def serve(self, task_status: Any = None) -> None:

@@ -229,8 +229,8 @@ class Daemon:
         self.paths = registry.paths(opts.mountpoint)
         self.control = ControlServer(self.paths["control"])
         self.control.register("stats", self._stats)
-        self.control.register("refresh", self._refresh, admin=True)
-        self.control.register("cleanup", self._cleanup, admin=True)
+        self.control.register("refresh", self._refresh)  # admin: protocol.ADMIN_OPS
+        self.control.register("cleanup", self._cleanup)
         self.consumers = Consumers(self.repo.catalog, self.may_write)
         self.ns.consumers = self.consumers
         self.control.register("run.attach", self._attach_run)

@@ -40,6 +40,7 @@ DRAFT_OPS = ("draft.create", "draft.list", "draft.discard", "commit", "upsert")
 STORE_WRITES = ("commit", "upsert")  # share the daemon's commit slots (all users)
 ADMIN_OPS = ("refresh", "cleanup")  # root and the daemon's own user only
 OPEN_OPS = ("stats", "run.attach")  # anyone; each handler decides what he may see or do
+OPS = DRAFT_OPS + ADMIN_OPS + OPEN_OPS  # every request a daemon serves (docs/control.md)
 
 
 def encode(doc: Mapping[str, Any]) -> bytes:
