@@ -14,6 +14,8 @@ from opshelp import CTX, FS, Kernel, put
 
 from artifactfs.drafts import commit as commit_mod
 from artifactfs.drafts.files import WRITE_BEHIND
+from artifactfs.drafts.ops import INSIDE_TTL
+from artifactfs.mount.draftport import DRAFT_TTL
 from artifactfs.mount.inodes import DRAFTS_INO, Kind
 
 
@@ -114,6 +116,33 @@ async def test_draft_work_and_lookup_counts_balance(make_fs, repo, source):
     await k.forget_all()
     assert fs.ns.inodes.total_lookups() == 0
     assert len(fs.ns.inodes) == 2  # root and drafts stay
+
+
+async def test_kernel_timeouts_inside_a_draft(make_fs, repo, source):
+    """Only the daemon changes a draft: names inside it are cached long, the draft itself and
+    a base directory whose nlink is unknown a second, names right below the root (on a mount
+    other users reach) not at all."""
+    put(repo, source)
+    fs = make_fs(drafts=True)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k)
+    assert root.entry_timeout == root.attr_timeout == DRAFT_TTL
+    data = await k.lookup(root.st_ino, "data")  # a base directory: nlink not read yet
+    assert data.entry_timeout == 0 and data.st_nlink == 1 and data.attr_timeout == DRAFT_TTL
+    deep = await k.lookup(data.st_ino, "deep")
+    assert deep.entry_timeout == INSIDE_TTL > DRAFT_TTL and deep.attr_timeout == DRAFT_TTL
+    csv = await k.lookup(data.st_ino, "train.csv")
+    assert csv.entry_timeout == csv.attr_timeout == INSIDE_TTL
+    fi, new = await fs.ops.create(data.st_ino, b"new.bin", 0o644, os.O_WRONLY, CTX)
+    k.counts[new.st_ino] += 1
+    assert new.entry_timeout == new.attr_timeout == INSIDE_TTL
+    await fs.ops.release(fi.fh)
+    absent = await fs.ops.lookup(data.st_ino, b"nothing", CTX)
+    assert absent.st_ino == 0 and absent.entry_timeout == INSIDE_TTL
+    assert (await fs.ops.getattr(data.st_ino, CTX)).attr_timeout == INSIDE_TTL  # nlink known
+    fs.ns.drafts.guard_walks = False  # only the mounting user reaches the mount
+    assert (await fs.ops.lookup(root.st_ino, b"README", CTX)).entry_timeout == INSIDE_TTL
+    await k.forget_all()
 
 
 async def test_owner_only_writers_policy_and_erofs_outside(make_fs, repo, source):
