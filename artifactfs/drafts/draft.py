@@ -389,6 +389,15 @@ class Draft:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def ident(self, path: str) -> bytes | None:
+        """:attr:`Info.ident` of ``path``, or None: :meth:`lookup` without the attributes (no
+        ``stat`` of a staging file), for finding a path's inode before a rename or unlink."""
+        try:
+            with self._lock:
+                return self._get(path).ident
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def listdir(self, path: str = "") -> list[tuple[str, Info]]:
         """Base entries, minus whiteouts, plus overlay entries; sorted by name."""
         with self._lock:

@@ -77,8 +77,8 @@ _LEVEL_MODE = stat.S_IFDIR | 0o1777  # anyone may make drafts here; a draft itse
 T = TypeVar("T")
 
 
-def _identity(d: Draft, info: Info) -> bytes:
-    return hashlib.blake2b(d.nonce + info.ident, digest_size=16).digest()
+def _identity(d: Draft, node_ident: bytes) -> bytes:
+    return hashlib.blake2b(d.nonce + node_ident, digest_size=16).digest()
 
 
 def _name(name: bytes) -> str:
@@ -179,7 +179,7 @@ class DraftOps(DraftRights):
 
     def _intern(self, d: Draft, info: Info, parent: Inode | None, name: str) -> Inode:
         """The inode of a node just found at ``parent/name`` (its place is updated)."""
-        n, _ = self.ns.inodes.intern(_identity(d, info), _KIND[info.kind])
+        n, _ = self.ns.inodes.intern(_identity(d, info.ident), _KIND[info.kind])
         if n.d is None:
             n.d = DNode(d, parent, name)
         else:
@@ -188,8 +188,9 @@ class DraftOps(DraftRights):
             n.d.local = info.local
         return n
 
-    def _find(self, d: Draft, info: Info | None) -> Inode | None:
-        return None if info is None else self.ns.inodes.find(_identity(d, info))
+    def _find(self, d: Draft, node_ident: bytes | None) -> Inode | None:
+        """The live inode of a draft node (by :attr:`Info.ident`, or :meth:`Draft.ident`)."""
+        return None if node_ident is None else self.ns.inodes.find(_identity(d, node_ident))
 
     def _gid(self, uid: int) -> int:
         gid = self._gids.get(uid)
@@ -425,7 +426,7 @@ class DraftOps(DraftRights):
 
     def _listed(self, d: Draft, path: str, p: Inode, s: str, info: Info) -> Inode:
         """The inode of a listed entry; one new to the table must still be where listed."""
-        n = self._find(d, info)
+        n = self._find(d, info.ident)
         if n is not None:
             return n
         cur = d.lookup(_join(path, s))
@@ -562,12 +563,12 @@ class DraftOps(DraftRights):
             raise oserror(errno.EISDIR)
         d, ppath, _ = self._dir(ino, uid, "unlink")
         path = _join(ppath, _name(name))
-        old = await self._call(d, d.lookup, path)
+        old = await self._call(d, d.ident, path)
         await self._call(d, d.unlink, path)
         self._gone(d, old)
 
-    def _gone(self, d: Draft, info: Info | None) -> None:
-        n = self._find(d, info)
+    def _gone(self, d: Draft, node_ident: bytes | None) -> None:
+        n = self._find(d, node_ident)
         if n is not None:
             n.d.gone = True
 
@@ -579,7 +580,7 @@ class DraftOps(DraftRights):
             return
         d, ppath, _ = self._dir(ino, uid, "rmdir")
         path = _join(ppath, s)
-        old = await self._call(d, d.lookup, path)
+        old = await self._call(d, d.ident, path)
         await self._call(d, d.rmdir, path)
         self._gone(d, old)
 
@@ -604,7 +605,7 @@ class DraftOps(DraftRights):
             raise oserror(errno.EBUSY, f"draft {d.label} is being committed")
         if not await self._call(d, d.is_empty, ""):
             raise oserror(errno.ENOTEMPTY)
-        root = self.ns.inodes.find(_identity(d, d.stat("")))
+        root = self.ns.inodes.find(_identity(d, d.stat("").ident))
         await self._thread(area.discard, d)
         if root is not None:
             root.d.gone = True
@@ -626,10 +627,10 @@ class DraftOps(DraftRights):
         if flags & ~3:  # RENAME_WHITEOUT (an overlayfs feature) and anything unknown
             raise oserror(errno.EINVAL, "rename: only RENAME_NOREPLACE and RENAME_EXCHANGE")
         exchange = bool(flags & 2)  # RENAME_EXCHANGE
-        s_info = await self._call(d, d.lookup, src)
-        t_info = await self._call(d, d.lookup, dst)
+        s_ident = await self._call(d, d.ident, src)
+        t_ident = await self._call(d, d.ident, dst)
         await self._call(d, d.rename, src, dst, bool(flags & 1), exchange)
-        s_node, t_node = self._find(d, s_info), self._find(d, t_info)
+        s_node, t_node = self._find(d, s_ident), self._find(d, t_ident)
         if t_node is not None and t_node is not s_node:
             if exchange:
                 t_node.d.parent, t_node.d.name = p1, s1
