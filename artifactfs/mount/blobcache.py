@@ -22,7 +22,9 @@ What is subtle:
   reading it (``POSIX_FADV_WILLNEED``) as soon as a sequential reader made it likely; reads then
   come from the page cache.  A small piece (≤ SMALL_PIECE) is read whole in one call instead,
   and its verified bytes are served from memory while a file uses it: one worker hop per
-  small file, no second read.  Jobs run in lanes (lanes.py), not in a task per job.
+  small file, no second read, and none when the kernel caches a local store's small file
+  (hashed at open on the trio thread, cachedio.py).  Jobs run in lanes (lanes.py), not in a
+  task per job.
 * The descriptor table is an LRU of at most ``max_fds`` (half the descriptor limit): pieces
   pinned by open files are not in ``_idle``, so picking a victim is O(1).  A piece that leaves
   a full table keeps the identity of its verified file (``_verified``, bounded): making it
@@ -72,6 +74,7 @@ from ..model import CHUNK_SIZE, Entry, object_key
 from ..refs import authority
 from ..refs.authority import Gate
 from ..store.base import Store
+from .cachedio import open_cached, read_cached
 from .lanes import Lane, fire
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,13 @@ def _hash_fd(fd: int, keep: int = 0) -> tuple[str, int, bytes | None]:
             return h.hexdigest(), pos, None
         h.update(buf[:n])
         pos += n
+
+
+def _hash_cached(fd: int, length: int) -> tuple[str, int, bytearray] | None:
+    """(SHA-256, length, bytes) of a small file's first ``length`` bytes if the page cache
+    holds them all (no waiting on the disk: the trio thread calls this), else ``None``."""
+    data = read_cached(fd, length)
+    return None if data is None else (hashlib.sha256(data).hexdigest(), len(data), data)
 
 
 Ident = tuple[int, int, int, int, int]
@@ -314,8 +324,36 @@ class BlobCache:
         open of a small file starts its verification while the kernel sends the first read."""
         k = piece.key
         if k not in self._fds and k not in self._flights and k not in self._bufs and \
-                k not in self._failed:
+                k not in self._failed and not self._verify_cached(piece):
             self._start(piece, self.lane)
+
+    def _verify_cached(self, piece: Piece) -> bool:
+        """Make a small piece of a local store ready right here on the trio thread, if its
+        file resolves and reads from the kernel's caches alone (cachedio.py): no worker hop,
+        which costs more CPU than hashing a small file.  Anything else (not cached, a size or
+        digest that does not match, an error) answers False, and the worker path decides."""
+        if not self.in_place or piece.entry is not None or not 0 < piece.length <= SMALL_PIECE:
+            return False
+        path = self.store.local_path(object_key(piece.digest))
+        fd = open_cached(path) if path is not None else None
+        if fd is None:
+            return False
+        try:
+            idn = ident_of(os.fstat(fd))
+            if self._verified.get(piece.key) == idn:  # verified in this mount, unchanged
+                got: tuple[str, int, bytearray | None] | None = (piece.digest, idn[2], None)
+            else:
+                got = _hash_cached(fd, piece.length) if idn[2] == piece.length else None
+            if got is None or got[:2] != (piece.digest, piece.length):
+                os.close(fd)
+                return False
+        except OSError:
+            os.close(fd)
+            return False
+        data = got[2]
+        self._verified.pop(piece.key, None)
+        self._install(piece.key, fd, data, idn)
+        return True
 
     def prefetch(self, pieces: Iterable[Piece]) -> None:
         """Start making pieces ready ahead of a sequential reader (no waiting)."""
@@ -390,8 +428,8 @@ class BlobCache:
             except OSError as e:
                 log.warning("closing evicted pieces: %s", e)
 
-    def _install(self, key: str, fd: int | None, data: bytes | None, idn: Ident | None
-                 ) -> None:
+    def _install(self, key: str, fd: int | None, data: bytes | bytearray | None,
+                 idn: Ident | None) -> None:
         """A verified piece becomes ready.  Past ``max_fds`` the least recently used piece
         that no open file pins closes (O(1): pinned pieces are not in ``_idle``)."""
         pinned = self._pins.get(key)

@@ -114,7 +114,8 @@ class FileHandle:
 def read_ahead(blobs: BlobCache) -> dict[str, int]:
     """How far small files are read ahead (see readahead.py): a remote store wants many
     requests in flight.  A local store gets none: its first reads are bound by CPU, not by
-    waiting, and verifying ahead in threads measured slower (more CPU per file)."""
+    waiting, and verifying ahead in threads measured slower (more CPU per file); a file the
+    page cache holds is verified at open on the trio thread instead (BlobCache.start)."""
     if blobs.in_place:
         return {"workers": 0, "budget_bytes": 0, "budget_pieces": 0}
     return {"workers": 16, "budget_bytes": min(1 << 30, blobs.max_bytes // 4),
@@ -652,9 +653,9 @@ class Namespace:
             # a first open: the kernel has none of its pages, so a read follows at once
             self.inodes.mark_opened(ino)
             ready = self.blobs.ready(h.keys[0])
-            if not ready:  # verify it while the kernel sends that read
+            if not ready:  # verify it now if cached, else while the kernel sends that read
                 self.blobs.start(piece_at(e, 0))
-            self.ahead.opened(n.dir, h.keys[0], ready)
+            self.ahead.opened(n.dir, h.keys[0], ready or self.blobs.ready(h.keys[0]))
         fh = next(self._fh)
         self.files[fh] = h
         if self.consumers is not None:

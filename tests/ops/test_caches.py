@@ -20,6 +20,16 @@ from artifactfs.mount.cache import ManifestCache, entry_from_raw
 from artifactfs.mount.listings import REFRESH_WAIT
 
 
+def _count_hashes(monkeypatch) -> list[int]:
+    """Every hash of a piece file, in a worker thread or (cached, small) at open."""
+    hashed: list[int] = []
+    for name in ("_hash_fd", "_hash_cached"):
+        real = getattr(blobcache, name)
+        monkeypatch.setattr(blobcache, name,
+                            lambda fd, *a, real=real: hashed.append(fd) or real(fd, *a))
+    return hashed
+
+
 async def _open_all(fs, k, paths):
     out = []
     for p in paths:
@@ -252,10 +262,7 @@ async def test_a_rewritten_piece_file_is_verified_again_once_per_open(make_fs, r
     """One fstat per open and piece, a hash only when the file's identity changed; the fd of a
     changed file is closed only once no open file uses it."""
 
-    hashed: list[int] = []
-    real = blobcache._hash_fd
-    monkeypatch.setattr(blobcache, "_hash_fd",
-                        lambda fd, *a: hashed.append(fd) or real(fd, *a))
+    hashed = _count_hashes(monkeypatch)
     put(repo, source)
     fs = make_fs(remote=remote)
     k = Kernel(fs.ops)
@@ -288,10 +295,7 @@ async def test_a_full_descriptor_table_closes_the_least_recently_used_and_rememb
         make_fs, repo, source, remote, monkeypatch):
     """Past max_fds the least recently closed piece leaves the table (pieces of open files
     never); making it ready again checks its file's identity instead of hashing it again."""
-    hashed: list[int] = []
-    real = blobcache._hash_fd
-    monkeypatch.setattr(blobcache, "_hash_fd",
-                        lambda fd, *a: hashed.append(fd) or real(fd, *a))
+    hashed = _count_hashes(monkeypatch)
     put(repo, source)
     fs = make_fs(remote=remote)
     fs.blobs.max_fds = 3
@@ -337,3 +341,39 @@ async def test_a_directory_being_read_through_is_read_ahead_on_a_remote_store(
             # served from what was read ahead: no second GET of it (other files of the
             # directory may still be being read ahead meanwhile)
             assert all(fs.store.gets[key] == 1 for key in wanted)
+
+
+async def test_a_cached_small_file_is_verified_at_open_without_a_worker(make_fs, repo, source,
+                                                                      monkeypatch):
+    """A local store's small file that the kernel has cached (just written by put) is hashed
+    on the trio thread at open: ready before any read, no job in a worker lane."""
+    hashed = _count_hashes(monkeypatch)
+    put(repo, source)
+    fs = make_fs()
+    k = Kernel(fs.ops)
+    ino = (await k.walk("vision/cats/v0/README")).st_ino
+    fh = (await fs.ops.open(ino, os.O_RDONLY, CTX)).fh
+    assert fs.blobs.ready(fs.ns.files[fh].keys[0]) and fs.blobs.lane.running == 0
+    assert len(hashed) == 1
+    assert bytes(await fs.ops.read(fh, 0, 100)) == b"hello\n"
+    await fs.ops.release(fh)
+
+
+async def test_a_corrupt_cached_small_file_is_eio_not_served(make_fs, repo, source):
+    """Same size, other bytes, in the page cache: the open's inline check refuses it and the
+    worker path answers EIO, as for any corrupt object."""
+    put(repo, source)
+    path = object_path(repo, hashlib.sha256(b"hello\n").hexdigest())
+    os.chmod(path, 0o600)
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, b"J", 0)
+    os.close(fd)
+    fs = make_fs()
+    k = Kernel(fs.ops)
+    ino = (await k.walk("vision/cats/v0/README")).st_ino
+    fh = (await fs.ops.open(ino, os.O_RDONLY, CTX)).fh
+    assert not fs.blobs.ready(fs.ns.files[fh].keys[0])
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        await fs.ops.read(fh, 0, 100)
+    assert ei.value.errno == errno.EIO
+    await fs.ops.release(fh)
