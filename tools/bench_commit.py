@@ -17,6 +17,9 @@ Prints markdown rows ``| metric | value | baseline | ratio |``:
 * small synchronous writes: 4 KiB ``pwrite`` calls on a read-write handle (page cache, no
   ``direct_io``: what sqlite does), microseconds per write, against the minimal server and the
   local disk;
+* sqlite (what issue 18 measured: each 4 KiB page one synchronous WRITE, fsyncs at every
+  commit): a bulk load of SQLITE_ROWS rows in one transaction, and one-row transactions (ms
+  each), in a draft against the local disk and the minimal pyfuse3 passthrough;
 * ``tar -x`` of a 32 700-entry tarball into a draft, and ``rsync -a`` of the same tree into a
   draft, first and repeated (the rows name how many lines ``rsync -i`` itemized), against the
   same commands on the local disk and into a minimal pyfuse3 passthrough (tools/passthrough.py:
@@ -27,7 +30,7 @@ Prints markdown rows ``| metric | value | baseline | ratio |``:
   re-commit of the same content (HEADs, no bodies) against the first commit.
 
 BENCH_SMALL=1 shrinks every size for a smoke run; BENCH_DIR picks the scratch disk;
-BENCH_ONLY picks rows (comma-separated: commit, cp, smallwrite, tar, rsync, s3; ``write``, the
+BENCH_ONLY picks rows (comma-separated: commit, cp, smallwrite, sqlite, tar, rsync, s3; ``write``, the
 default, means all of them): ``BENCH_ONLY=tar,rsync tools/bench commit``.
 """
 
@@ -38,6 +41,7 @@ import os
 import random
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -117,8 +121,9 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "1" if SMALL else "3"))
 SMALL_WRITES = 2000 if SMALL else 20_000
 TREE_DIRS, TREE_FILES, TREE_KIB = (10, 99, 8) if SMALL else (327, 99, 30)
 S3_FILES = 300 if SMALL else 20_000
+SQLITE_ROWS, SQLITE_TXNS = (5000, 50) if SMALL else (50_000, 200)
 CLI = [sys.executable, "-m", "artifactfs"]
-PARTS = ("commit", "cp", "smallwrite", "tar", "rsync", "s3")
+PARTS = ("commit", "cp", "smallwrite", "sqlite", "tar", "rsync", "s3")
 README_RSYNC = ["--no-perms", "--executability", "--omit-dir-times"]  # a version keeps x bits
 BOTO3_UPLOAD = r'''
 import os, sys, boto3
@@ -144,6 +149,11 @@ def rate_row(metric: str, value: float, baseline: float, unit: str = "MB/s") -> 
 
 def us_row(metric: str, value: float, baseline: float) -> None:
     print(f"| {metric} (lower is better) | {value:.1f} µs | {baseline:.1f} µs | "
+          f"{value / baseline:.2f}x |", flush=True)
+
+
+def ms_row(metric: str, value: float, baseline: float) -> None:
+    print(f"| {metric} (lower is better) | {value * 1e3:.2f} ms | {baseline * 1e3:.2f} ms | "
           f"{value / baseline:.2f}x |", flush=True)
 
 
@@ -341,6 +351,28 @@ class Bench:
         us_row("4 KiB synchronous write into a draft, per write (vs local disk)",
                statistics.median(ours), statistics.median(local))
 
+    def sqlite(self) -> None:
+        """sqlite's default rollback journal, synchronous=FULL: a bulk load and one-row
+        transactions, in a draft, on the local disk and in the passthrough."""
+        places = {"draft": self.draft("sqlite"), "local": os.path.join(self.work, "sq-local"),
+                  "pass": os.path.join(self.start_passthrough(), "sq")}
+        os.makedirs(places["local"])
+        os.makedirs(places["pass"])
+        load: dict[str, list[float]] = {k: [] for k in places}
+        txn: dict[str, list[float]] = {k: [] for k in places}
+        for trial in range(TRIALS):
+            for key, where in places.items():
+                a, b = sqlite_run(os.path.join(where, f"t{trial}.db"))
+                load[key].append(a)
+                txn[key].append(b)
+        med = {k: (statistics.median(load[k]), statistics.median(txn[k])) for k in places}
+        what = f"sqlite bulk load of {SQLITE_ROWS} rows (200 B) in one transaction into a draft"
+        time_row(f"{what} (vs local disk)", med["draft"][0], med["local"][0])
+        time_row(f"{what} (vs minimal pyfuse3 passthrough)", med["draft"][0], med["pass"][0])
+        what = "sqlite one-row transaction (synchronous=FULL) in a draft, per transaction"
+        ms_row(f"{what} (vs local disk)", med["draft"][1], med["local"][1])
+        ms_row(f"{what} (vs minimal pyfuse3 passthrough)", med["draft"][1], med["pass"][1])
+
     # --- (d) tar -x and rsync -a ---------------------------------------------------------------
     def source_tree(self) -> str:
         """TREE_DIRS directories of TREE_FILES files, 1-30 KiB (32 700 entries, ~480 MiB)."""
@@ -434,6 +466,29 @@ class Bench:
         self.minimal.clear()
 
 
+def sqlite_run(path: str) -> tuple[float, float]:
+    """Seconds of a bulk load of SQLITE_ROWS rows in one transaction, then seconds per one-row
+    transaction (mean of SQLITE_TXNS), on a new database at ``path``."""
+    rnd = random.Random(5)
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        subprocess.run(["sync"], check=True)
+        t = time.perf_counter()
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO t(v) VALUES (?)",
+                        ((rnd.randbytes(200),) for _ in range(SQLITE_ROWS)))
+        con.execute("COMMIT")
+        load = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(SQLITE_TXNS):
+            con.execute("INSERT INTO t(v) VALUES (?)", (rnd.randbytes(200),))
+        return load, (time.perf_counter() - t) / SQLITE_TXNS
+    finally:
+        con.close()
+
+
 def small_tree(root: str, n: int, seed: int) -> str:
     rnd = random.Random(seed)
     for i in range(n):
@@ -512,6 +567,8 @@ def main() -> None:
             b.write_rate()
         if "smallwrite" in parts:
             b.small_writes()
+        if "sqlite" in parts:
+            b.sqlite()
         if "tar" in parts:
             b.tar()
         if "rsync" in parts:

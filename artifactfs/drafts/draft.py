@@ -161,6 +161,7 @@ class Draft:
         self._loads = 0  # replays so far: spares made across one are orphans it deleted
         self.spares_due = False  # a spare was taken and fewer than half are left
         self._change = _Changing(self)
+        self._synced = -1  # journal seq the last finished sync made durable
 
     # --- identity and access ---------------------------------------------------------------
     @property
@@ -253,15 +254,22 @@ class Draft:
         """Make every change so far durable (call on fsync/fsyncdir of anything in the draft).
 
         The lock is held only to take a descriptor of the journal, not while the disk works,
-        so other threads keep changing the draft meanwhile."""
+        so other threads keep changing the draft meanwhile.  Nothing to do when no record was
+        journaled since a sync that finished (every change of the tree is one record; a new
+        or removed staging file comes with its record)."""
         with self._lock:
             self._tree()
+            seq = self._journal.seq
+            if seq == self._synced:
+                return
             jfd = self._journal.dup()
         try:
             os.fsync(jfd)
         finally:
             os.close(jfd)
         fsync_dir(self._files)
+        with self._lock:
+            self._synced = max(self._synced, seq)
 
     def close(self) -> None:
         with self._lock:

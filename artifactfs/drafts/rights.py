@@ -47,6 +47,10 @@ class DraftRights(DraftFiles):
         self._recheck(fh)
         return await super().read(fh, off, size)
 
+    def write_now(self, fh: int, off: int, buf: bytes) -> int | None:
+        self._recheck(fh)
+        return super().write_now(fh, off, buf)
+
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         self._recheck(fh)
         return await super().write(fh, off, buf)

@@ -175,13 +175,17 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
     async def flush(self, fh: int) -> None:
         await self.ns.drafts.flush(fh)
 
-    @_guard
     async def getxattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
         if not name.startswith(b"user."):
-            # security.selinux, system.posix_acl_*: a namespace we do not support.  ENOTSUP
-            # (not ENODATA) lets `ls -l` remember that for the whole mount instead of asking
-            # twice per file, which costs two FUSE round trips per entry of a big directory.
+            # security.capability (asked before every write through the page cache),
+            # security.selinux, system.posix_acl_*: a namespace we do not support, answered
+            # before anything else.  ENOTSUP (not ENODATA) lets `ls -l` remember that for the
+            # whole mount instead of asking twice per file.
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        return await self._user_xattr(inode, name, ctx)
+
+    @_guard
+    async def _user_xattr(self, inode: int, name: bytes, ctx: Ctx) -> bytes:
         v = await self.ns.getxattr(inode, name, ctx.uid)
         if v is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
@@ -263,8 +267,10 @@ class Operations(pyfuse3.Operations):  # type: ignore[misc]
         return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=_write_only(flags)), attrs
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        try:
-            return await self.ns.drafts.write(fh, off, buf)
+        drafts = self.ns.drafts
+        try:  # a small write is done without a coroutine below this one
+            n = drafts.write_now(fh, off, buf)
+            return n if n is not None else await drafts.write(fh, off, buf)
         except Exception as e:
             raise _errno(e) from None
 

@@ -145,6 +145,41 @@ async def test_kernel_timeouts_inside_a_draft(make_fs, repo, source):
     await k.forget_all()
 
 
+async def test_small_writes_inline_after_queued_big_ones_and_rights_asked_again(
+        make_fs, repo, source, monkeypatch):
+    """A small write is one pwrite on the trio thread (no coroutine below the handler); it
+    waits for the file's queued write-behind first, asks the opener's rights again, and the
+    kernel's security.capability question before it is answered ENOTSUP at once."""
+    put(repo, source)
+    writers = {1000}
+    fs = make_fs(drafts=True, may_write=lambda uid, project: uid in writers)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k, b"w", uid=1000)
+    fi, a = await fs.ops.create(root.st_ino, b"db", 0o644, os.O_RDWR, ctx(1000))
+    k.counts[a.st_ino] += 1
+    drafts = fs.ns.drafts
+
+    async def no_coroutine(*args: Any) -> int:
+        raise AssertionError("a small write with nothing queued went through write()")
+
+    monkeypatch.setattr(drafts, "write", no_coroutine)
+    assert await fs.ops.write(fi.fh, 0, b"a" * 4096) == 4096
+    assert await errno_of(fs.ops.getxattr(a.st_ino, b"security.capability", ctx(1000))) \
+        == errno.EOPNOTSUPP
+    monkeypatch.undo()
+    big = os.urandom(2 * WRITE_BEHIND)
+    assert await fs.ops.write(fi.fh, 4096, big) == len(big)  # queued, replied to at once
+    assert drafts.write_now(fi.fh, 4096, b"B") is None  # queued bytes first: the slow path
+    assert await fs.ops.write(fi.fh, 4096, b"B" * 10) == 10
+    assert await fs.ops.read(fi.fh, 0, 4096 + len(big)) == b"a" * 4096 + b"B" * 10 + big[10:]
+    await fs.ops.fsync(fi.fh, True)
+    writers.clear()  # he left the project's writers: his open handle writes no more
+    assert await errno_of(fs.ops.write(fi.fh, 0, b"x")) == errno.EACCES
+    assert await errno_of(fs.ops.write(fi.fh, 0, big)) == errno.EACCES
+    await fs.ops.release(fi.fh)
+    await k.forget_all()
+
+
 async def test_owner_only_writers_policy_and_erofs_outside(make_fs, repo, source):
     put(repo, source)
     fs = make_fs(drafts=True, may_write=lambda uid, project: uid != 3000)

@@ -318,6 +318,28 @@ def test_snapshot_compaction_and_a_torn_journal_tail(env: Env, draft: Draft,
     assert "works" in names(env.area.get("vision", "cats", "d1"))
 
 
+def test_sync_does_nothing_when_nothing_was_journaled_since(
+        draft: Draft, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite fsyncs its database file at every commit: the draft's journal and staging
+    directory are synced again only when a tree change came since the last sync."""
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(drafts_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    monkeypatch.setattr(drafts_mod, "fsync_dir", lambda path: synced.append(-1))
+    draft.sync()
+    assert len(synced) == 2  # the journal, then the staging directory
+    draft.sync()
+    assert len(synced) == 2
+    write(draft, "new.txt", b"x", create=True)  # a record: synced again
+    draft.sync()
+    assert len(synced) == 4
+    draft.sync()
+    assert len(synced) == 4
+    draft.retire(os.path.join(os.path.dirname(draft.dir), ".gone"))
+    with pytest.raises(NotFound):  # a committed or discarded draft still says so
+        draft.sync()
+
+
 def test_a_damaged_journal_is_an_integrity_error(env: Env, draft: Draft) -> None:
     draft.mkdir("x")
     with open(os.path.join(draft.dir, "journal"), "ab") as f:
