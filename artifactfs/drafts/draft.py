@@ -162,6 +162,10 @@ class Draft:
         self.spares_due = False  # a spare was taken and fewer than half are left
         self._change = _Changing(self)
         self._synced = -1  # journal seq the last finished sync made durable
+        # staging files created so far (spares too), the count the staging directory must be
+        # synced up to (1: whatever a former life left, once), the count it was synced up to,
+        # and the count when the spares in hand were made
+        self._made, self._dir_due, self._dir_synced, self._spares_made = 0, 1, 0, 0
 
     # --- identity and access ---------------------------------------------------------------
     @property
@@ -255,21 +259,29 @@ class Draft:
 
         The lock is held only to take a descriptor of the journal, not while the disk works,
         so other threads keep changing the draft meanwhile.  Nothing to do when no record was
-        journaled since a sync that finished (every change of the tree is one record; a new
-        or removed staging file comes with its record)."""
+        journaled since a sync that finished (every change of the tree is one record, made
+        after the staging file it names exists).  The staging directory is synced only when a
+        file a record may name was created since its last sync: a spare taken was usually
+        made before it (sqlite's one-row transactions then cost one sync of the draft, not
+        two); a removed staging file that comes back after a power loss is an orphan the next
+        load deletes."""
         with self._lock:
             self._tree()
-            seq = self._journal.seq
+            seq, made = self._journal.seq, self._made
             if seq == self._synced:
                 return
+            dir_due = self._dir_due > self._dir_synced
             jfd = self._journal.dup()
         try:
             os.fsync(jfd)
         finally:
             os.close(jfd)
-        fsync_dir(self._files)
+        if dir_due:
+            fsync_dir(self._files)
         with self._lock:
             self._synced = max(self._synced, seq)
+            if dir_due:
+                self._dir_synced = max(self._dir_synced, made)
 
     def close(self) -> None:
         with self._lock:
@@ -459,8 +471,14 @@ class Draft:
         if name is not None:
             local = os.path.join(self._files, name)
             os.utime(local)  # its times are those of its creation by the caller
+            with self._lock:
+                self._dir_due = max(self._dir_due, self._spares_made)
             return name, local
-        return self._create_staging()
+        name, local = self._create_staging()
+        with self._lock:
+            self._made += 1
+            self._dir_due = max(self._dir_due, self._made)
+        return name, local
 
     def _create_staging(self) -> tuple[str, str]:
         name = os.urandom(12).hex()
@@ -478,8 +496,10 @@ class Draft:
             loads, want = self._loads, SPARES - len(self._spares)
         made = [self._create_staging()[0] for _ in range(max(0, want))]
         with self._lock:
+            self._made += len(made)
             if self._loads == loads and not self._gone and self._root is not None:
                 self._spares.extend(made)
+                self._spares_made = self._made
                 return
         for name in made:  # reloaded or gone meanwhile: the load may have deleted them
             with suppress(FileNotFoundError):

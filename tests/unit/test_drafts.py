@@ -320,8 +320,9 @@ def test_snapshot_compaction_and_a_torn_journal_tail(env: Env, draft: Draft,
 
 def test_sync_does_nothing_when_nothing_was_journaled_since(
         draft: Draft, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sqlite fsyncs its database file at every commit: the draft's journal and staging
-    directory are synced again only when a tree change came since the last sync."""
+    """sqlite fsyncs its database file at every commit: the draft's journal is synced again
+    only when a tree change came since the last sync, its staging directory only when a
+    staging file was made since."""
     synced: list[int] = []
     real = os.fsync
     monkeypatch.setattr(drafts_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
@@ -330,11 +331,19 @@ def test_sync_does_nothing_when_nothing_was_journaled_since(
     assert len(synced) == 2  # the journal, then the staging directory
     draft.sync()
     assert len(synced) == 2
-    write(draft, "new.txt", b"x", create=True)  # a record: synced again
+    write(draft, "new.txt", b"x", create=True)  # a record, a new staging file: both again
     draft.sync()
     assert len(synced) == 4
     draft.sync()
     assert len(synced) == 4
+    draft.make_spares()
+    write(draft, "s1.txt", b"x", create=True)  # a spare made since the directory's last sync
+    draft.sync()
+    assert len(synced) == 6
+    write(draft, "s2.txt", b"x", create=True)  # a spare the last sync covered: journal only
+    draft.unlink("s1.txt")
+    draft.sync()
+    assert len(synced) == 7 and synced[-1] >= 0
     draft.retire(os.path.join(os.path.dirname(draft.dir), ".gone"))
     with pytest.raises(NotFound):  # a committed or discarded draft still says so
         draft.sync()
