@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import distributed, errors, ingest, model
 from ..catalog import RunRecord, VersionRecord
-from ..errors import ArtifactfsError, Busy, NotFound, UsageError
+from ..errors import ArtifactfsError, Busy, IntegrityError, NotFound, UsageError
 from ..gcsync import WriteSession
 from ..names import check_alias, check_name, check_project, parse_ref
 from ..repo import Repo
@@ -131,6 +131,10 @@ def _freeze(draft: Draft, wait: float, open_paths: Iterable[str] = ()) -> None:
         busy = sorted(set(draft.open_writers(wait)) | set(open_paths))
         if busy:
             raise Busy(f"draft {draft.label} has files open for writing: {', '.join(busy)}")
+        lost = draft.lost_writes()
+        if lost:
+            raise IntegrityError(f"draft {draft.label} lost writes after its files were "
+                                 f"closed (write them again or remove them): {'; '.join(lost)}")
     except BaseException:
         draft.thaw()
         raise

@@ -152,6 +152,7 @@ class Draft:
         self._nops = self._snap_size = 0  # records since the last snapshot; nodes in it
         self._frozen = self._gone = False
         self._writers: Counter[str] = Counter()
+        self._lost: dict[str, str] = {}  # staging file -> a write to it that failed unseen
         self._refs: Counter[str] = Counter()  # nodes per staging file (hard links share one)
         self._subdirs: dict[str, frozenset[str]] = {}  # base node oid -> its subdirectories
         self.nonce = os.urandom(8)  # this object's life: the mount keys its inodes on it
@@ -229,6 +230,7 @@ class Draft:
         self._refs[staged] -= 1
         if self._refs[staged] <= 0:
             del self._refs[staged]
+            self._lost.pop(staged, None)
             os.unlink(os.path.join(self._files, staged))
 
     def _shared(self, n: Node) -> bool:
@@ -581,15 +583,20 @@ class Draft:
             staged = n.staged
             if truncate:
                 os.truncate(self._local(n), 0)
+                self._lost.pop(staged, None)  # written from its start again
                 if n.pristine is not None:
                     self._op({"o": "attr", "p": norm_path(path), "np": True})
         self._writers[staged] += 1
         return os.path.join(self._files, staged)
 
-    def release(self, local: str) -> None:
-        """A handle from :meth:`create`/:meth:`open_for_write` was closed."""
+    def release(self, local: str, lost: str | None = None) -> None:
+        """A handle from :meth:`create`/:meth:`open_for_write` was closed; ``lost``: a
+        write through it failed after the writer's last call (the commit refuses the draft
+        until the file is written from its start again or removed)."""
         with self._lock:
             name = os.path.basename(local)
+            if lost is not None and name in self._refs:  # (not if the file is gone)
+                self._lost[name] = lost
             self._writers[name] -= 1
             if self._writers[name] <= 0:
                 del self._writers[name]
@@ -828,6 +835,14 @@ class Draft:
     def thaw(self) -> None:
         with self._lock:
             self._frozen = False
+
+    def lost_writes(self) -> list[str]:
+        """``PATH: error`` of the files whose writes failed unseen (see :meth:`release`)."""
+        with self._lock:
+            if not self._lost:
+                return []
+            return sorted(f"{p}: {self._lost[n.staged]}" for p, n in
+                          staged_files(self._tree(), "") if n.staged in self._lost)
 
     def open_writers(self, timeout: float = 0.0) -> list[str]:
         """Paths still open for writing, after waiting up to ``timeout`` s for them to close."""

@@ -11,9 +11,15 @@ What is subtle:
 * Write-behind: a write of :data:`WRITE_BEHIND` bytes or more is replied to at once and
   applied by a worker thread, in order, per file (one queue per inode, whatever the handle),
   so the writer's next request overlaps the copy into the staging file.  Everything that
-  observes the file (attributes, reads, truncation, open, flush, fsync, release) first waits
-  for the queue (:meth:`DraftFiles._settle`); a failed write is reported by the next write,
-  flush (so ``close`` sees it) or fsync.  A killed daemon loses replied-to writes that were not
+  observes the file (attributes, reads, truncation, open, fsync, release) first waits for the
+  queue (:meth:`DraftFiles._settle`).  ``close`` reports nothing: the mount answers FLUSH with
+  ENOSYS (one request less per file opened anywhere in the mount), so, as on a local file
+  system, a failed write-behind is reported by the next write or fsync.  ENOSPC is reported
+  by the write itself: writes go behind only while the drafts disk has :data:`RESERVE` bytes
+  free beyond those queued (measured after every batch, at most a second ago), else they are
+  applied before the reply.  A failure no call reported (an I/O error after the last write)
+  marks the file's writes as lost in its draft, and the commit refuses the draft until the
+  file is written again or removed.  A killed daemon loses replied-to writes that were not
   fsync'ed, exactly like a local file system's page cache.
 * A handle reading a file's unchanged base bytes (through the blob cache) is switched to the
   staging file as soon as the file is copied up or truncated, so the kernel's page cache never
@@ -46,6 +52,8 @@ from .draft import Draft, Info
 log = logging.getLogger(__name__)
 WRITE_BEHIND = 64 << 10  # writes this big are applied by a worker thread after the reply
 WRITE_QUEUE = 16  # writes waiting per file before the writer has to wait (16 MiB at 1 MiB)
+RESERVE = 256 << 20  # free bytes the drafts disk must keep beyond queued writes for write-behind
+MEASURED_FOR = 1.0  # seconds a measure of free space counts
 T = TypeVar("T")
 
 
@@ -171,9 +179,12 @@ class DDirHandle:
         self.node, self.snapshot = node, snapshot
 
 
-def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> None:
+def _pwrite_batch(batch: list[tuple[int, int, bytes]]) -> int:
+    """Apply writes in order; the bytes then free on their disk (for :data:`RESERVE`)."""
     for fd, off, buf in batch:
         pwrite_all(fd, buf, off)
+    st = os.fstatvfs(batch[-1][0])
+    return st.f_bavail * st.f_frsize
 
 
 def _sync_file(fd: int, datasync: bool, draft: Draft) -> None:
@@ -200,6 +211,9 @@ class DraftFiles:
         self.copies = trio.CapacityLimiter(4)  # copy-ups: may take long
         self.writes = trio.CapacityLimiter(4)  # write-behind
         self.writing: set[DNode] = set()  # nodes with writes not yet applied
+        self.queued = 0  # bytes replied to and not yet applied, all files
+        self.free = 0  # bytes free on the drafts disk when last measured ...
+        self.free_at = -MEASURED_FOR  # ... at this trio time
         self._fh: Iterator[int] = ns._fh if ns is not None else itertools.count(1)
 
     async def _thread(self, fn: Callable[..., T], *args: Any,
@@ -256,7 +270,9 @@ class DraftFiles:
         """Small writes are applied at once; big ones are replied to at once and applied by
         a worker thread (in order, per file), so the writer's next request overlaps the copy
         into the staging file.  Whatever observes the file first waits for them
-        (:meth:`_settle`); a failure is reported by the next write, flush or fsync."""
+        (:meth:`_settle`); a failure is reported by the next write or fsync.  A big write is
+        applied before the reply when the drafts disk may be nearly full (:data:`RESERVE`),
+        so that ENOSPC reaches the writer."""
         h = self.handles.get(fh)
         if h is None:
             raise ReadOnly("write: versions are read-only")  # no other handle is writable
@@ -269,6 +285,12 @@ class DraftFiles:
             if dn.pending:
                 await self._settle(h.node)
             return os.pwrite(h.fd, buf, off)
+        if not self._room(len(buf)):
+            await self._settle(h.node)
+            self.free = await self._thread(_pwrite_batch, [(h.fd, off, buf)],
+                                           limiter=self.writes)
+            self.free_at = trio.current_time()
+            return len(buf)
         if dn.queue is None:
             send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)
             dn.queue = send
@@ -277,6 +299,7 @@ class DraftFiles:
             dn.idle = trio.Event()
             self.writing.add(dn)
         dn.pending += 1
+        self.queued += len(buf)
         try:
             dn.queue.send_nowait((h.fd, off, buf))  # no schedule point when there is room
         except trio.WouldBlock:
@@ -295,7 +318,9 @@ class DraftFiles:
                         break
                 try:
                     if dn.error is None:
-                        await trio.to_thread.run_sync(_pwrite_batch, batch, limiter=self.writes)
+                        self.free = await trio.to_thread.run_sync(_pwrite_batch, batch,
+                                                                  limiter=self.writes)
+                        self.free_at = trio.current_time()
                 except OSError as e:
                     dn.error = e
                 except Exception as e:  # never let a system task die
@@ -303,9 +328,16 @@ class DraftFiles:
                     dn.error = oserror(errno.EIO, str(e))
                 finally:
                     dn.pending -= len(batch)
+                    self.queued -= sum(len(b) for _, _, b in batch)
                     if not dn.pending and dn.idle is not None:
                         dn.idle.set()
                         self.writing.discard(dn)
+
+    def _room(self, size: int) -> bool:
+        """Whether a write of ``size`` bytes may go behind: the drafts disk, measured less
+        than :data:`MEASURED_FOR` s ago, keeps :data:`RESERVE` bytes beyond what is queued."""
+        return trio.current_time() - self.free_at < MEASURED_FOR and \
+            self.free - self.queued - size >= RESERVE
 
     async def _settle(self, n: Inode) -> None:
         """Wait until every write replied to for ``n`` is in its staging file."""
@@ -319,27 +351,27 @@ class DraftFiles:
             while dn.pending and dn.idle is not None:
                 await dn.idle.wait()
 
-    async def flush(self, fh: int) -> None:
-        h = self.handles.get(fh)
-        if h is not None and h.local is not None:
-            await self._settle(h.node)
-            _raise_pending_error(h.node.d)
-
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
         if h is None:
             return
         dn: DNode = h.node.d
         dn.handles.discard(fh)
+        lost = None
         if h.local is not None:
             await self._settle(h.node)
+            if dn.error is not None and not any(
+                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
+                lost, dn.error = dn.error, None  # no call is left to report it
+                log.error("writes to a file of draft %s were lost after it was closed: %s",
+                          h.draft.label, lost)
             if dn.queue is not None and not any(
                     (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
                 dn.queue.close()
                 dn.queue = None
         os.close(h.fd)
         if h.local is not None:
-            h.draft.release(h.local)
+            h.draft.release(h.local, None if lost is None else str(lost))
 
     def released_base(self, fh: int) -> None:
         """The namespace closed a handle that read a draft file's base bytes."""
