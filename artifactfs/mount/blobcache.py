@@ -355,6 +355,43 @@ class BlobCache:
         self._install(piece.key, fd, data, idn)
         return True
 
+    def verify_local(self, pieces: Iterable[Piece]) -> list[tuple[str, Ident]]:
+        """Worker thread: verify small pieces of a local store ahead of their readers
+        (warmahead.py).  Their bytes land in the page cache and their identities come back
+        for :meth:`remember`, so each reader's open is an ``fstat`` on the trio thread.  A
+        piece that does not verify is left out: its reader's own open reports it."""
+        out: list[tuple[str, Ident]] = []
+        for p in pieces:
+            path = self.store.local_path(object_key(p.digest))
+            try:
+                fd = os.open(path or "", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                idn = ident_of(os.fstat(fd))  # before hashing: a write during it shows later
+                if idn[2] == p.length and _hash_fd(fd)[:2] == (p.digest, p.length):
+                    out.append((p.key, idn))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return out
+
+    def remember(self, verified: Iterable[tuple[str, Ident]]) -> None:
+        """Identities of files verified in this mount (trio thread): a piece whose file still
+        has one is made ready by an ``fstat``, without hashing."""
+        for key, idn in verified:
+            if key not in self._fds:
+                self._verified[key] = idn
+                self._verified.move_to_end(key)
+        while len(self._verified) > VERIFIED_MAX:
+            self._verified.popitem(last=False)
+
+    def known(self, key: str) -> bool:
+        """Whether a piece is ready or was verified in this mount (its file may have changed
+        since: :meth:`start` checks)."""
+        return key in self._fds or key in self._bufs or key in self._verified
+
     def prefetch(self, pieces: Iterable[Piece]) -> None:
         """Start making pieces ready ahead of a sequential reader (no waiting)."""
         for p in pieces:

@@ -63,6 +63,7 @@ from .draftport import DRAFT_TTL, LEVELS, Drafts, DraftsFactory, Stat
 from .inodes import DRAFTS_INO, Inode, InodeTable, Kind, Leaf, VersionInfo, ident
 from .listings import ArtifactState, Listings
 from .readahead import SMALL_FILE, ReadAhead
+from .warmahead import WarmAhead
 
 log = logging.getLogger(__name__)
 IMMUTABLE = 86400.0  # seconds the kernel may cache immutable entries and attributes
@@ -113,11 +114,11 @@ class FileHandle:
 
 def read_ahead(blobs: BlobCache) -> dict[str, int]:
     """How far small files are read ahead (see readahead.py): a remote store wants many
-    requests in flight.  A local store gets none: its first reads are bound by CPU, not by
-    waiting, and verifying ahead in threads measured slower (more CPU per file); a file the
-    page cache holds is verified at open on the trio thread instead (BlobCache.start)."""
+    requests in flight.  A local store's first reads are bound by CPU, not by waiting, so one
+    worker verifies its files ahead, many per thread hop (warmahead.py), and the reader's
+    open takes them from the kernel's caches on the trio thread (BlobCache.start)."""
     if blobs.in_place:
-        return {"workers": 0, "budget_bytes": 0, "budget_pieces": 0}
+        return {"workers": 1, "budget_bytes": 1 << 30, "budget_pieces": VERIFIED_MAX // 2}
     return {"workers": 16, "budget_bytes": min(1 << 30, blobs.max_bytes // 4),
             "budget_pieces": VERIFIED_MAX // 2}  # pieces past the fd table stay verified
 
@@ -156,7 +157,8 @@ class Namespace:
         self._negative: Any = None
         self._scratch = memoryview(bytearray(1 << 20))  # file:// reference reads
         self.drafts: Drafts = drafts(self)  # everything under drafts/ (draftport.py)
-        self.ahead = ReadAhead(blobs, manifest, **read_ahead(blobs))
+        self.ahead = (WarmAhead if blobs.in_place else ReadAhead)(
+            blobs, manifest, **read_ahead(blobs))
         self.acl = access
         self.consumers: Consumers | None = None  # lineage from reads (the daemon sets it)
 
@@ -652,10 +654,14 @@ class Namespace:
         if h.keys and 0 < e.size <= SMALL_FILE and not n.opened:
             # a first open: the kernel has none of its pages, so a read follows at once
             self.inodes.mark_opened(ino)
-            ready = self.blobs.ready(h.keys[0])
+            key = h.keys[0]
+            ready = self.blobs.ready(key)
+            known = ready or self.blobs.known(key)  # verified ahead (or before) on this mount
             if not ready:  # verify it now if cached, else while the kernel sends that read
                 self.blobs.start(piece_at(e, 0))
-            self.ahead.opened(n.dir, h.keys[0], ready or self.blobs.ready(h.keys[0]))
+            # a local store's open that had to hash counts as "not ready" (warmahead.py)
+            self.ahead.opened(n.dir, key, known if self.blobs.in_place else
+                              ready or self.blobs.ready(key))
         fh = next(self._fh)
         self.files[fh] = h
         if self.consumers is not None:

@@ -299,6 +299,7 @@ async def test_a_full_descriptor_table_closes_the_least_recently_used_and_rememb
     put(repo, source)
     fs = make_fs(remote=remote)
     fs.blobs.max_fds = 3
+    fs.ns.ahead.workers = 0  # no read-ahead (or warm-ahead) hashing meanwhile
     k = Kernel(fs.ops)
     inos = [(await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino for i in range(5)]
     held = (await fs.ops.open(inos[0], os.O_RDONLY, CTX)).fh
@@ -318,7 +319,7 @@ async def test_a_full_descriptor_table_closes_the_least_recently_used_and_rememb
 async def test_a_directory_being_read_through_is_read_ahead_on_a_remote_store(
         make_fs, repo, source):
     """After a few opens of small files of a directory, the next files of it are fetched
-    and verified before anyone opens them, each once; a local store reads none ahead."""
+    and verified before anyone opens them, each once; a local store makes none ready ahead."""
     put(repo, source)
     for remote in (False, True):
         fs = make_fs(remote=remote, cache=f"cache-{remote}")
@@ -341,6 +342,34 @@ async def test_a_directory_being_read_through_is_read_ahead_on_a_remote_store(
             # served from what was read ahead: no second GET of it (other files of the
             # directory may still be being read ahead meanwhile)
             assert all(fs.store.gets[key] == 1 for key in wanted)
+
+
+async def test_a_directory_being_read_through_is_verified_ahead_on_a_local_store(
+        make_fs, repo, source, monkeypatch):
+    """Warm-ahead: after a few opens, the next small files of the directory are hashed by a
+    worker, many per hop, without becoming ready; the reader's open of one is then an fstat
+    (no hash), unless the file changed since, when it is hashed again."""
+    hashed = _count_hashes(monkeypatch)
+    put(repo, source)
+    fs = make_fs()
+    k = Kernel(fs.ops)
+    for i in range(3):
+        assert await k.read_file((await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino)
+    later = hashlib.sha256(b"20\n").hexdigest()
+    with trio.move_on_after(5):
+        while not fs.blobs.known(later):  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert fs.blobs.known(later) and not fs.blobs.ready(later)
+    assert fs.ns.ahead.fetched >= 20
+    before = len(hashed)
+    ino = (await k.walk("vision/cats/v0/many/f0020")).st_ino
+    assert await k.read_file(ino) == b"20\n"
+    assert len(hashed) == before and fs.blobs.ready(later)
+    changed = hashlib.sha256(b"21\n").hexdigest()
+    os.utime(object_path(repo, changed))  # a new identity: verified again at open
+    ino = (await k.walk("vision/cats/v0/many/f0021")).st_ino
+    assert await k.read_file(ino) == b"21\n"
+    assert len(hashed) == before + 1
 
 
 async def test_a_cached_small_file_is_verified_at_open_without_a_worker(make_fs, repo, source,
