@@ -6,8 +6,9 @@ open(O_CREAT), write = pwrite, setattr = utime/chmod/chown, rename = rename ...)
 same kernel-facing choices as artifactfs drafts: one-second entry and attribute timeouts,
 cached absences, ``direct_io`` for write-only handles, EOPNOTSUPP for extended attributes
 (so the kernel asks ``security.capability`` as it asks us), no ``default_permissions``, no
-writeback cache.  ``tools/bench_commit.py`` times ``tar -x`` and ``rsync -a`` into it next to
-a draft and the local disk: what is left between it and the draft is the daemon's own work,
+writeback cache, no ``flush`` handler (ENOSYS: the kernel stops sending FLUSH, as to us).
+``tools/bench_commit.py`` times ``tar -x`` and ``rsync -a`` into it next to a draft and the
+local disk: what is left between it and the draft is the daemon's own work,
 what is left between it and the local disk is pyfuse3, trio and the FUSE round trips.
 """
 
@@ -100,9 +101,6 @@ class Ops(pyfuse3.Operations):
 
     async def write(self, fh, off, buf):
         return os.pwrite(fh, buf, off)
-
-    async def flush(self, fh):
-        pass
 
     async def release(self, fh):
         os.close(fh)
