@@ -231,6 +231,7 @@ async def test_small_writes_inline_after_queued_big_ones_and_rights_asked_again(
         == errno.EOPNOTSUPP
     monkeypatch.undo()
     big = os.urandom(2 * WRITE_BEHIND)
+    drafts.free, drafts.free_at = files_mod.RESERVE * 4, trio.current_time()  # room for it
     assert await fs.ops.write(fi.fh, 4096, big) == len(big)  # queued, replied to at once
     assert drafts.write_now(fi.fh, 4096, b"B") is None  # queued bytes first: the slow path
     assert await fs.ops.write(fi.fh, 4096, b"B" * 10) == 10
