@@ -285,6 +285,13 @@ class Draft:
             if dir_due:
                 self._dir_synced = max(self._dir_synced, made)
 
+    def sync_due(self) -> bool:
+        """Whether :meth:`sync` has work (no worker thread is needed when not); NotFound for
+        a committed or discarded draft, like :meth:`sync`."""
+        with self._lock:
+            self._tree()
+            return self._journal.seq != self._synced
+
     def close(self) -> None:
         with self._lock:
             self._journal.close()

@@ -173,9 +173,11 @@ class DHandle:
 
 
 class DDirHandle:
+    """An open directory; ``snapshot`` (None until the first readdir) is what it lists."""
+
     __slots__ = ("node", "snapshot")
 
-    def __init__(self, node: Inode, snapshot: list[tuple[bytes, Info | None]]) -> None:
+    def __init__(self, node: Inode, snapshot: list[tuple[bytes, Info | None]] | None) -> None:
         self.node, self.snapshot = node, snapshot
 
 

@@ -367,13 +367,12 @@ class DraftOps(DraftRights):
 
     # --- directories -----------------------------------------------------------------------
     async def opendir(self, n: Inode, uid: int) -> int:
-        snap: list[tuple[bytes, Info | None]]
+        snap: list[tuple[bytes, Info | None]] | None
         if n.kind in LEVELS:
             snap = [(name_bytes(s), None) for s in self._level_names(n, uid)]
         elif n.kind == Kind.DDIR:
-            d, path = self._where(n, uid)
-            listing = await self._thread(d.listdir, path)
-            snap = [(name_bytes(s), info) for s, info in listing]
+            self._where(n, uid)  # the caller's rights now; the first readdir lists it
+            snap = None  # (sqlite opens the directory only to fsync it, every transaction)
         else:
             raise oserror(errno.ENOTDIR)
         fh = next(self._fh)
@@ -404,8 +403,13 @@ class DraftOps(DraftRights):
         h = self.dirs[fh]
         p = h.node
         d, path = (None, "") if p.kind != Kind.DDIR else self._where(p, 0)
-        for i in range(start, len(h.snapshot)):
-            name, info = h.snapshot[i]
+        if h.snapshot is None:
+            assert d is not None
+            listing = await self._thread(d.listdir, path)
+            h.snapshot = [(name_bytes(s), info) for s, info in listing]
+        snapshot = h.snapshot
+        for i in range(start, len(snapshot)):
+            name, info = snapshot[i]
             try:
                 if d is None:
                     child, cd, cinfo = await self._lookup(p, _name(name), 0)
@@ -439,7 +443,7 @@ class DraftOps(DraftRights):
 
     async def fsyncdir(self, fh: int) -> None:
         h = self.dirs.get(fh)
-        if h is not None and h.node.kind == Kind.DDIR:
+        if h is not None and h.node.kind == Kind.DDIR and h.node.d.draft.sync_due():
             await self._thread(h.node.d.draft.sync)
 
     # --- files -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import pyfuse3
 import pytest
 import trio
-from opshelp import CTX, FS, Kernel, put
+from opshelp import CTX, FS, Kernel, Token, put
 
 from artifactfs.drafts import commit as commit_mod
 from artifactfs.drafts import files as files_mod
@@ -241,6 +241,45 @@ async def test_small_writes_inline_after_queued_big_ones_and_rights_asked_again(
     assert await errno_of(fs.ops.write(fi.fh, 0, b"x")) == errno.EACCES
     assert await errno_of(fs.ops.write(fi.fh, 0, big)) == errno.EACCES
     await fs.ops.release(fi.fh)
+    await k.forget_all()
+
+
+async def test_a_directory_opened_to_be_fsynced_is_never_listed(make_fs, repo, source,
+                                                                 monkeypatch):
+    """sqlite opens the draft directory and fsyncs it every transaction: opendir lists
+    nothing (the first readdir does, once), and an fsyncdir with nothing to sync stays on the
+    trio thread."""
+    from artifactfs.drafts.draft import Draft
+    put(repo, source)
+    fs = make_fs(drafts=True)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k)
+    calls: list[str] = []
+    listdir, sync = Draft.listdir, Draft.sync
+    monkeypatch.setattr(Draft, "listdir", lambda d, p="": (calls.append("list"), listdir(d, p))[1])
+    monkeypatch.setattr(Draft, "sync", lambda d: (calls.append("sync"), sync(d))[1])
+    fh = await fs.ops.opendir(root.st_ino, CTX)
+    await fs.ops.fsyncdir(fh, False)
+    await fs.ops.fsyncdir(fh, False)  # nothing changed since: no worker thread, no sync
+    assert calls == ["sync"]
+    fi, a = await fs.ops.create(root.st_ino, b"late.txt", 0o644, os.O_WRONLY, CTX)
+    k.counts[a.st_ino] += 1
+    await fs.ops.release(fi.fh)
+    await fs.ops.fsyncdir(fh, False)
+    assert calls == ["sync", "sync"]
+    got, start = [], 0
+    while True:  # two entries a batch: listed once, cookies index into that one listing
+        tok = Token(2)
+        await fs.ops.readdir(fh, start, tok)
+        for name, attr, _ in tok.out:
+            k.counts[attr.st_ino] += 1
+            got.append(name.decode())
+        if len(tok.out) < 2:
+            break
+        start = tok.out[-1][2]
+    await fs.ops.releasedir(fh)
+    assert calls == ["sync", "sync", "list"]
+    assert sorted(got) == sorted([*os.listdir(source), "late.txt"])
     await k.forget_all()
 
 
