@@ -37,8 +37,9 @@ from .lanes import Lane
 log = logging.getLogger(__name__)
 SMALL_FILE = 1 << 20  # files up to this size are read ahead
 AFTER = 3  # opens of not-ready small files that make a directory "being read through"
+AFTER_WARM = 1  # ... while another directory was read through in the last TTL seconds
 FIRST = 32  # files allowed ahead of the reader once it is
-PER_OPEN = 4  # more allowed per further open in the directory
+PER_OPEN = 16  # more allowed per further open in the directory
 TTL = 60.0  # seconds an unopened read-ahead piece counts against the budget
 DIRS = 1024  # directories remembered at most
 BATCH = 256  # directory entries read from LMDB at a time
@@ -74,6 +75,7 @@ class ReadAhead:
         self._bytes = 0
         self._wake = trio.Event()
         self._running = 0
+        self._warm_until = float("-inf")  # a directory was read through lately until then
         self.fetched = 0
 
     def opened(self, oid: str, key: str, ready: bool) -> None:
@@ -91,8 +93,12 @@ class ReadAhead:
                 self._dirs.popitem(last=False)
         if not ready or d.allowed:
             d.opens += 1
-        if d.opens < AFTER or d.done:
+        if d.done:
             return
+        now = trio.current_time()
+        if d.opens < (AFTER_WARM if now < self._warm_until else AFTER):
+            return
+        self._warm_until = now + TTL
         more = not d.allowed or d.queued >= d.allowed
         d.allowed = self.first + self.per_open * d.opens
         if more:

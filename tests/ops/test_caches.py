@@ -14,8 +14,8 @@ import pytest
 import trio
 from opshelp import CTX, Kernel, object_path, put, read_bytes
 
-from artifactfs.model import Entry, RefInfo, file_entry, ref_entry, symlink_entry
-from artifactfs.mount import blobcache
+from artifactfs.model import Entry, RefInfo, file_entry, object_key, ref_entry, symlink_entry
+from artifactfs.mount import blobcache, readahead
 from artifactfs.mount.cache import ManifestCache, entry_from_raw
 from artifactfs.mount.listings import REFRESH_WAIT
 
@@ -406,3 +406,58 @@ async def test_a_corrupt_cached_small_file_is_eio_not_served(make_fs, repo, sour
         await fs.ops.read(fh, 0, 100)
     assert ei.value.errno == errno.EIO
     await fs.ops.release(fh)
+
+
+async def _fetched_within(fs, digests: set[str], want: int) -> set[str]:
+    """Which of ``digests`` the store was asked for, once read-ahead settled at ``want``."""
+    def got() -> set[str]:
+        return {d for d in digests if fs.store.gets[object_key(d)]}
+    with trio.move_on_after(5):
+        while len(got()) < want:  # noqa: ASYNC110 - the read-ahead has no event to wait for
+            await trio.sleep(0.01)
+    await trio.sleep(0.05)  # and nothing more comes
+    return got()
+
+
+async def test_read_ahead_of_a_directory_is_bounded_by_the_opens_in_it(make_fs, repo, source):
+    """Three opens make ``many`` read through: FIRST + PER_OPEN x 3 files of it in name
+    order are fetched, each once, and no more until the reader opens more."""
+    put(repo, source)
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    for i in range(3):
+        await k.read_file((await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino)
+    allowed = readahead.FIRST + readahead.PER_OPEN * 3
+    by_name = [hashlib.sha256(f"{i}\n".encode()).hexdigest()
+               for i in sorted(range(300), key=lambda i: f"f{i:04d}")]
+    got = await _fetched_within(fs, set(by_name), allowed)
+    assert got == set(by_name[:allowed])
+    assert all(fs.store.gets[object_key(d)] == 1 for d in got)
+
+
+async def test_a_new_directory_is_read_ahead_at_its_first_open_while_another_is_read(
+        make_fs, repo, tmp_path):
+    """Once one directory is being read through, the first open of a not-ready file in
+    another starts its read-ahead (a DataLoader over many directories); on a fresh mount a
+    single open in a directory fetches that file alone."""
+    src = tmp_path / "src"
+    for d in ("d0", "d1"):
+        (src / d).mkdir(parents=True)
+        for i in range(100):
+            (src / d / f"f{i:03d}").write_text(f"{d} {i}\n")
+    put(repo, str(src))
+    d1 = [hashlib.sha256(f"d1 {i}\n".encode()).hexdigest() for i in range(100)]
+    cold = make_fs(remote=True, cache="cold")
+    k = Kernel(cold.ops)
+    await k.read_file((await k.walk("vision/cats/v0/d1/f050")).st_ino)
+    assert await _fetched_within(cold, set(d1), 2) == {d1[50]}
+
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    for i in range(3):
+        await k.read_file((await k.walk(f"vision/cats/v0/d0/f{i:03d}")).st_ino)
+    await k.read_file((await k.walk("vision/cats/v0/d1/f050")).st_ino)
+    allowed = readahead.FIRST + readahead.PER_OPEN
+    got = await _fetched_within(fs, set(d1), allowed + 1)
+    assert got == set(d1[:allowed]) | {d1[50]}
+    assert all(fs.store.gets[object_key(d)] == 1 for d in got)
