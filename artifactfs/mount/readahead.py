@@ -2,9 +2,12 @@
 over a dataset of images or token shards) finds the files it opens next already verified.
 
 A directory is *being read through* once ``AFTER`` of its small files were opened that were
-not ready.  From then on, every open there raises how many of its small files (in name order)
-may be made ready ahead: ``FIRST`` plus ``PER_OPEN`` per open, so a directory whose reader
-stopped costs at most a few dozen files, and one read in any order is soon covered whole.
+not ready (``AFTER_WARM``, one, while another directory was read through in the last ``TTL``
+seconds: a DataLoader goes through many directories at once).  From then on, every open there
+raises how many of its small files (in name order) may be made ready ahead: ``FIRST`` plus
+``PER_OPEN`` per open, so a directory whose reader stopped costs at most a few hundred files,
+and one read in any order is soon covered whole.  ``PER_OPEN`` must outrun a reader whose
+opens wait for GETs queued behind the read-ahead's own (docs/mount.md has the numbers).
 ``workers`` tasks make them ready through :meth:`BlobCache.get` (so fetched, verified and
 cached exactly as a read would), as many at a time: on a remote store the rate is then the
 store's latency times that concurrency, not one round trip per open.
@@ -59,6 +62,7 @@ class ReadAhead:
     """Per mount; see the module docstring."""
 
     first, per_open = FIRST, PER_OPEN  # (warm-ahead allows more: it costs less per file)
+    after_warm = AFTER_WARM
 
     def __init__(self, blobs: BlobCache, manifest: ManifestCache, *, workers: int,
                  budget_bytes: int, budget_pieces: int) -> None:
@@ -96,7 +100,7 @@ class ReadAhead:
         if d.done:
             return
         now = trio.current_time()
-        if d.opens < (AFTER_WARM if now < self._warm_until else AFTER):
+        if d.opens < (self.after_warm if now < self._warm_until else AFTER):
             return
         self._warm_until = now + TTL
         more = not d.allowed or d.queued >= d.allowed

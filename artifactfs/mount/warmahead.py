@@ -21,7 +21,7 @@ import logging
 import trio
 
 from .blobcache import Piece
-from .readahead import ReadAhead
+from .readahead import AFTER, ReadAhead
 
 log = logging.getLogger(__name__)
 BATCH = 32  # files verified per worker-thread hop
@@ -33,6 +33,7 @@ class WarmAhead(ReadAhead):
     # a file costs a read the disk would serve anyway and ~30 µs of a worker: a directory
     # being read through is covered at once (a reader that stops costs ≤ 128 small files)
     first, per_open = 128, 8
+    after_warm = AFTER  # three opens in every directory, as it was measured with
 
     async def _worker(self) -> None:
         try:

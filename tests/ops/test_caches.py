@@ -427,7 +427,7 @@ async def test_read_ahead_of_a_directory_is_bounded_by_the_opens_in_it(make_fs, 
     k = Kernel(fs.ops)
     for i in range(3):
         await k.read_file((await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino)
-    allowed = readahead.FIRST + readahead.PER_OPEN * 3
+    allowed = readahead.FIRST + readahead.ReadAhead.per_open * 3
     by_name = [hashlib.sha256(f"{i}\n".encode()).hexdigest()
                for i in sorted(range(300), key=lambda i: f"f{i:04d}")]
     got = await _fetched_within(fs, set(by_name), allowed)
@@ -457,7 +457,7 @@ async def test_a_new_directory_is_read_ahead_at_its_first_open_while_another_is_
     for i in range(3):
         await k.read_file((await k.walk(f"vision/cats/v0/d0/f{i:03d}")).st_ino)
     await k.read_file((await k.walk("vision/cats/v0/d1/f050")).st_ino)
-    allowed = readahead.FIRST + readahead.PER_OPEN
+    allowed = readahead.FIRST + readahead.ReadAhead.per_open
     got = await _fetched_within(fs, set(d1), allowed + 1)
     assert got == set(d1[:allowed]) | {d1[50]}
     assert all(fs.store.gets[object_key(d)] == 1 for d in got)
