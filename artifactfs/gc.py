@@ -9,9 +9,11 @@ distinct nodes, however often a hostile tree repeats them.
 What is subtle:
 
 * Writers on other nodes: the run agrees with them through the store (gcsync.py): it waits
-  for the writers in flight when it started or when its mark ended, marks again what they
-  published, and sweeps one object prefix at a time, saying which so late writers can check
-  their objects.  No interleaving publishes a version whose objects were taken.
+  for the writers in flight when it started or when its mark ended, then marks again what
+  was published since its mark read the catalog (always: a writer may have come and gone
+  between the two listings of leases, unseen by both), and sweeps one object prefix at a
+  time, saying which so late writers can check their objects.  No interleaving publishes a
+  version whose objects were taken.
 * Damage is not turned into loss: a tree node or record that must be kept but can not be read
   (missing, corrupt, malformed) means the mark is incomplete, so the run deletes nothing and
   fails (:class:`GcFailed`) naming what it could not read.
@@ -181,9 +183,11 @@ def collect(repo: Repo, grace_seconds: float = DEFAULT_GRACE_SECONDS, dry_run: b
         report.waited_for = len(leases)
         if leases:
             run.wait_for_writers(leases.values(), wait_seconds, waiting)
-            mark.everything(grace_seconds, now)  # what the writers published meanwhile
-            if report.problems:
-                raise GcFailed(report)
+        # what was published since the mark read the catalog, even with no lease listed: a
+        # writer may have begun after the first listing and ended before the second
+        mark.everything(grace_seconds, now)
+        if report.problems:
+            raise GcFailed(report)
         report.reachable = len(mark.marked)
         _sweep(repo, run, mark.marked, run.t0 - grace_seconds, dry_run, report)
         _leftovers(repo, run.t0 - LEFTOVER_AGE, dry_run, report)

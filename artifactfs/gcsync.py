@@ -10,12 +10,19 @@ Keys::
                          at which it started listing the current object prefix (``page_since``)
 
 The gc side (gc.py): marker → list leases L1 → mark → list leases L2 → wait until every lease
-of L1 and L2 is gone or stale → mark again what appeared meanwhile → sweep the 16 object
-prefixes one at a time, deleting unmarked objects older than ``T0 - grace``.
+of L1 and L2 is gone or stale → mark again what was published since the mark read the catalog
+(always, even when L1 and L2 are empty) → sweep the 16 object prefixes one at a time,
+deleting unmarked objects older than ``T0 - grace``.
 
-The writer side (:class:`WriteSession`): lease → note the gc markers present.  With none, any
-gc that starts later lists this lease and waits for the record before it marks again: nothing
-more to do.  With one (this writer may not be in its lists), every object that put-if-absent
+The writer side (:class:`WriteSession`): lease → note the gc markers present.  With none, or
+only in phase ``mark``, every such gc (and any that starts later) lists the leases again
+after its mark: it waits for this writer if the lease is still there, and marks again after
+that listing, so a record written before it is marked either way: nothing more to do.  (The
+second mark must not depend on L2: a writer can begin after L1 and be done, record written
+and lease removed, before L2, so that no listing shows it while the first mark may have read
+its artifact before its record.  When gc marked again only after waiting for someone, such a
+writer's version lost the objects it reused: a put/delete/gc loop found it.)  With a gc past
+its mark (this writer may not be in its lists), every object that put-if-absent
 finds already there is *touched* (its mtime brought past that gc's cutoff), and just before
 the record the writer waits until that gc has moved past every prefix it listed before the
 touches, then checks that each reused object is still there; a missing one fails the write
@@ -208,11 +215,12 @@ class WriteSession:
                 continue
             doc = _doc(self.inner, item.key)
             if doc is None or doc.get("phase") == "mark":
-                continue  # it has yet to list the leases: it will wait for this one
+                continue  # it lists the leases, then marks, again: it sees this one's record
             grace = doc.get("grace")
             if isinstance(grace, int | float):
-                # it started before ``now``: it takes nothing younger than now - grace
-                self.seen.append(SeenGc(gid, now - float(grace)))
+                # it started before the marker's last write (and, but for a slow lease
+                # write, before ``now``): it takes nothing younger than that - grace
+                self.seen.append(SeenGc(gid, max(now, item.mtime) - float(grace)))
 
     def __exit__(self, *exc: object) -> None:
         if self._beat is not None:

@@ -3,6 +3,7 @@ whose objects gc took; the directory store and S3 alike."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,60 @@ def test_gc_between_uploads_and_record_waits_for_the_writer(
     repo.catalog.delete_version("p", "a", 1)
     settle(store_uri)
     assert gc.collect(Repo(store_uri), grace_seconds=0).deleted > 0
+
+
+def test_a_writer_done_within_the_gc_mark_is_marked_again(
+        tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hole the put/delete/gc loop found: a writer whose lease starts after gc listed the
+    leases, sees the marker in phase ``mark`` (so takes no care: the gc will list its lease
+    when its mark ends) and is done (record written, lease removed) before that listing.  The
+    gc neither waits for it nor saw its version in the mark; it must still mark that version
+    again before it sweeps, or it takes the objects the version reuses."""
+    src = make_tree(tmp_path / "src")
+    repo = Repo(store_uri)
+    rec0, _ = repo.put_path(str(src), "p", "a", "dataset")
+    repo.catalog.delete_version("p", "a", 0)
+    settle(store_uri)  # its objects are older than the gc's start
+    original = gcsync.GcRun.last_leases
+    seen: dict[str, Any] = {}
+
+    def last_leases(self: gcsync.GcRun) -> list[gcsync.Lease]:
+        if not seen:  # the mark is done, the leases not listed again yet: a whole put now
+            doc = json.loads(self.store.get(self.key))
+            seen["phase"] = doc["phase"]
+            seen["rec"], _ = Repo(store_uri).put_path(str(src), "p", "a", "dataset")
+        return original(self)
+
+    monkeypatch.setattr(gcsync.GcRun, "last_leases", last_leases)
+    report = gc.collect(Repo(store_uri), grace_seconds=0)
+    assert seen["phase"] == "mark" and seen["rec"].version == 1
+    assert seen["rec"].root == rec0.root and report.waited_for == 0
+    assert report.deleted == 0, report
+    read_back(store_uri, "p/a:v1", tmp_path / "out")
+    assert (tmp_path / "out" / "sub" / "f01.txt").read_text() == "content 1\n" * 50
+
+
+def test_a_lease_written_before_the_gc_began_takes_the_gc_cutoff(
+        local_store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer's lease whose store time is older than a gc's start (its write was slow: the
+    gc began, marked and listed the leases before the lease appeared) judges which objects
+    to touch by that gc's start, not by its own lease's time."""
+    store = Repo(local_store_uri).store
+    run = gcsync.GcRun(store, 0.0)
+    try:
+        run.last_leases()  # past its mark: a writer starting now is not in its lists
+        original = gcsync.Heartbeat.__init__
+
+        def init(self: gcsync.Heartbeat, *a: Any) -> None:
+            original(self, *a)
+            if self.key.startswith(gcsync.LEASES):
+                self.started = run.t0 - 5.0  # written long before the marker
+
+        monkeypatch.setattr(gcsync.Heartbeat, "__init__", init)
+        with gcsync.WriteSession(store, "test") as w:
+            assert [g.id for g in w.seen] == [run.id] and w.seen[0].cutoff >= run.t0
+    finally:
+        run.close()
 
 
 def test_a_writer_that_saw_a_sweeping_gc_checks_its_objects(
