@@ -172,11 +172,14 @@ def import_manifest(repo: Repo, manifest: str, files_dir: str | None, project: s
                 raise UsageError(f"the manifest holds files ({p}, …): give --files DIR")
             files.append((p, os.path.join(files_dir, *p.split("/")), e))
     checked = _check_files(files)
-    entries.update(ingest.store_files(repo.store, [s for s, _ in checked], progress))
-    for src, ident in checked:  # hashed twice (MD5, SHA-256): the same bytes both times?
-        if _ident(os.stat(src.local)) != ident:
-            raise IntegrityError(f"{src.path}: {src.local} changed while it was imported")
-    return repo.commit_entries(project, name, type_, entries, **kw)
+    # the lease against gc (gcsync.py) from the first object stored to the record: objects
+    # found already stored are taken care of only when stored through its session
+    with repo.writing(f"import {project}/{name}") as w:
+        entries.update(ingest.store_files(w.store, [s for s, _ in checked], progress))
+        for src, ident in checked:  # hashed twice (MD5, SHA-256): the same bytes both times?
+            if _ident(os.stat(src.local)) != ident:
+                raise IntegrityError(f"{src.path}: {src.local} changed while it was imported")
+        return repo.commit_entries(project, name, type_, entries, session=w, **kw)
 
 
 # --- export --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from test_gc import settle
 
-from artifactfs import gc, gcsync
+from artifactfs import gc, gcsync, wandb_manifest
 from artifactfs.catalog import Catalog
 from artifactfs.repo import Repo
 
@@ -101,6 +101,43 @@ def test_a_writer_done_within_the_gc_mark_is_marked_again(
     assert seen["rec"].root == rec0.root and report.waited_for == 0
     assert report.deleted == 0, report
     read_back(store_uri, "p/a:v1", tmp_path / "out")
+    assert (tmp_path / "out" / "sub" / "f01.txt").read_text() == "content 1\n" * 50
+
+
+def test_a_manifest_import_holds_its_lease_from_its_first_object(
+        tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A W&B manifest import stores its files, then commits: a gc (grace 0) between the two
+    waits for it, as for a put, instead of taking the files it found already stored."""
+    src = make_tree(tmp_path / "src")
+    repo = Repo(store_uri)
+    repo.put_path(str(src), "p", "a", "dataset")
+    repo.catalog.delete_version("p", "a", 0)
+    settle(store_uri)
+    contents = {p.relative_to(src).as_posix(): {"digest": wandb_manifest.md5_b64_file(str(p)),
+                                                "size": p.stat().st_size}
+                for p in src.rglob("*") if p.is_file()}
+    manifest = tmp_path / "wandb_manifest.json"
+    manifest.write_text(json.dumps({"version": 1, "contents": contents}))
+    result: dict[str, Any] = {}
+
+    def run_gc() -> None:
+        result["report"] = gc.collect(Repo(store_uri), grace_seconds=0)
+
+    original = Repo.commit_entries
+
+    def commit_entries(self: Repo, *a: Any, **kw: Any) -> Any:
+        t = threading.Thread(target=run_gc)  # every file is stored by now
+        t.start()
+        t.join(1.5)  # old behaviour: no lease yet, so gc is done by now, the files taken
+        result["thread"] = t
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(Repo, "commit_entries", commit_entries)
+    rec, created = wandb_manifest.import_manifest(repo, str(manifest), str(src), "p", "b",
+                                                  "dataset")
+    result["thread"].join(30)
+    assert created and result["report"].waited_for == 1
+    read_back(store_uri, f"p/b:v{rec.version}", tmp_path / "out")
     assert (tmp_path / "out" / "sub" / "f01.txt").read_text() == "content 1\n" * 50
 
 
