@@ -125,6 +125,7 @@ def _make_client(endpoint: str | None) -> S3Client:
         read_timeout=READ_TIMEOUT,
         max_pool_connections=MAX_POOL_CONNECTIONS,
         retries={"total_max_attempts": 1, "mode": "standard"},  # ours: call_with_retry
+        signature_version="s3v4",  # presigned URLs too (the store's GETs): never SigV2
         tcp_keepalive=True,
         # We send SHA-256 checksums ourselves on uploads; readers verify content digests.
         request_checksum_calculation="when_required",

@@ -46,6 +46,7 @@ class RequestLog:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, int, int]] = []
+        self.presigned = 0  # requests whose signature is in the query string
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -62,6 +63,7 @@ class RequestLog:
             self._in_flight -= 1
             self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
                                   length, code))
+            self.presigned += "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
 
     def of(self, method: str, path_part: str = "") -> list[tuple[str, str, int, int]]:
         with self._lock:
