@@ -121,18 +121,25 @@ async def test_draft_work_and_lookup_counts_balance(make_fs, repo, source):
     assert len(fs.ns.inodes) == 2  # root and drafts stay
 
 
+async def _new_draft_file(make_fs: Any, repo: Any, source: Any, name: bytes
+                          ) -> tuple[FS, Kernel, Any, Any]:
+    """A mount with a draft d1 and a new file in it open for writing: (fs, kernel, fi, attr)."""
+    put(repo, source)
+    fs = make_fs(drafts=True)
+    k = Kernel(fs.ops)
+    root = await mkdraft(fs, k)
+    fi, attr = await fs.ops.create(root.st_ino, name, 0o644, os.O_WRONLY, CTX)
+    k.counts[attr.st_ino] += 1
+    return fs, k, fi, attr
+
+
 async def test_big_writes_go_behind_only_with_room_on_the_drafts_disk(make_fs, repo, source):
     """Write-behind replies before the bytes are in the staging file, so it is used only
     while the drafts disk keeps RESERVE free beyond the queued bytes: otherwise ENOSPC would
     be seen by no call, FLUSH being off.  With no measure yet, or too little room, a big
     write is applied before its reply (and measures the disk)."""
-    put(repo, source)
-    fs = make_fs(drafts=True)
-    k = Kernel(fs.ops)
-    root = await mkdraft(fs, k)
+    fs, k, fi, attr = await _new_draft_file(make_fs, repo, source, b"behind.bin")
     files = fs.ns.drafts
-    fi, attr = await fs.ops.create(root.st_ino, b"behind.bin", 0o644, os.O_WRONLY, CTX)
-    k.counts[attr.st_ino] += 1
     dn = files.handles[fi.fh].node.d
     big = os.urandom(2 * WRITE_BEHIND)
     await fs.ops.write(fi.fh, 0, big)  # no measure yet: applied at once
@@ -153,13 +160,8 @@ async def test_a_write_behind_failure_no_call_saw_fails_the_commit(make_fs, repo
     """close reports nothing (no FLUSH): a write-behind that fails after the writer's last
     call marks the file's writes as lost, and the commit refuses the draft, naming the file,
     until the file is written from its start again."""
-    put(repo, source)
-    fs = make_fs(drafts=True)
-    k = Kernel(fs.ops)
-    root = await mkdraft(fs, k)
+    fs, _k, fi, attr = await _new_draft_file(make_fs, repo, source, b"lost.bin")
     files = fs.ns.drafts
-    fi, attr = await fs.ops.create(root.st_ino, b"lost.bin", 0o644, os.O_WRONLY, CTX)
-    k.counts[attr.st_ino] += 1
     h = files.handles[fi.fh]
     (tmp_path / "ro").write_bytes(b"")
     ro = os.open(tmp_path / "ro", os.O_RDONLY)
