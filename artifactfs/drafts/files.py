@@ -352,6 +352,10 @@ class DraftFiles:
         for dn in list(self.writing):
             while dn.pending and dn.idle is not None:
                 await dn.idle.wait()
+            if dn.error is not None:  # no writer is left to be told, nor a mount to remember it
+                log.error("a write to %s in draft %s failed as the daemon stopped: %s; the "
+                          "file may miss bytes: check it before committing", dn.name,
+                          dn.draft.label, dn.error)
 
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
