@@ -289,9 +289,7 @@ class DraftFiles:
             return os.pwrite(h.fd, buf, off)
         if not self._room(len(buf)):
             await self._settle(h.node)
-            self.free = await self._thread(_pwrite_batch, [(h.fd, off, buf)],
-                                           limiter=self.writes)
-            self.free_at = trio.current_time()
+            await self._apply([(h.fd, off, buf)])
             return len(buf)
         if dn.queue is None:
             send, recv = trio.open_memory_channel[tuple[int, int, bytes]](WRITE_QUEUE)
@@ -320,9 +318,7 @@ class DraftFiles:
                         break
                 try:
                     if dn.error is None:
-                        self.free = await trio.to_thread.run_sync(_pwrite_batch, batch,
-                                                                  limiter=self.writes)
-                        self.free_at = trio.current_time()
+                        await self._apply(batch)
                 except OSError as e:
                     dn.error = e
                 except Exception as e:  # never let a system task die
@@ -334,6 +330,11 @@ class DraftFiles:
                     if not dn.pending and dn.idle is not None:
                         dn.idle.set()
                         self.writing.discard(dn)
+
+    async def _apply(self, batch: list[tuple[int, int, bytes]]) -> None:
+        """Write ``batch`` in a worker thread and measure the free space it leaves."""
+        self.free = await self._thread(_pwrite_batch, batch, limiter=self.writes)
+        self.free_at = trio.current_time()
 
     def _room(self, size: int) -> bool:
         """Whether a write of ``size`` bytes may go behind: the drafts disk, measured less
@@ -366,13 +367,13 @@ class DraftFiles:
         lost = None
         if h.local is not None:
             await self._settle(h.node)
-            if dn.error is not None and not any(
-                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
+            last_writer = not any(
+                (o := self.handles.get(x)) is not None and o.local for x in dn.handles)
+            if dn.error is not None and last_writer:
                 lost, dn.error = dn.error, None  # no call is left to report it
                 log.error("writes to a file of draft %s were lost after it was closed: %s",
                           h.draft.label, lost)
-            if dn.queue is not None and not any(
-                    (o := self.handles.get(x)) is not None and o.local for x in dn.handles):
+            if dn.queue is not None and last_writer:
                 dn.queue.close()
                 dn.queue = None
         os.close(h.fd)

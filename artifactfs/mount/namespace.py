@@ -656,7 +656,7 @@ class Namespace:
             self.inodes.mark_opened(ino)
             key = h.keys[0]
             ready = self.blobs.ready(key)
-            known = ready or self.blobs.known(key)  # verified ahead (or before) on this mount
+            known = self.blobs.known(key)  # ready, or verified ahead (or before) on this mount
             if not ready:  # verify it now if cached, else while the kernel sends that read
                 self.blobs.start(piece_at(e, 0))
             # a local store's open that had to hash counts as "not ready" (warmahead.py)

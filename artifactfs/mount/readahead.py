@@ -129,19 +129,26 @@ class ReadAhead:
     async def _next(self) -> Piece:
         while True:
             self._expire()
-            if self._bytes < self.budget_bytes and \
-                    len(self._outstanding) < self.budget_pieces:
-                if not self._queue:
-                    self._fill()
-                if self._queue:
-                    p = self._queue.popleft()
-                    self._outstanding[p.key] = (p.length, trio.current_time())
-                    self._bytes += p.length
-                    return p
+            p = self._take()
+            if p is not None:
+                return p
             if self._wake.is_set():
                 self._wake = trio.Event()
             with trio.move_on_after(TTL / 4):
                 await self._wake.wait()
+
+    def _take(self) -> Piece | None:
+        """The next queued piece, counted as outstanding, if the budget allows one now."""
+        if self._bytes >= self.budget_bytes or len(self._outstanding) >= self.budget_pieces:
+            return None
+        if not self._queue:
+            self._fill()
+        if not self._queue:
+            return None
+        p = self._queue.popleft()
+        self._outstanding[p.key] = (p.length, trio.current_time())
+        self._bytes += p.length
+        return p
 
     def _fill(self) -> None:
         """Queue the next batch of small files of the first directory that allows more."""

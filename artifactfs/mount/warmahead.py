@@ -20,7 +20,6 @@ import logging
 
 import trio
 
-from .blobcache import Piece
 from .readahead import AFTER, ReadAhead
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,3 @@ class WarmAhead(ReadAhead):
                         self._drop(p.key)
         finally:
             self._running -= 1
-
-    def _take(self) -> Piece | None:
-        """The next queued piece if the budget allows one now (no waiting)."""
-        if self._bytes >= self.budget_bytes or len(self._outstanding) >= self.budget_pieces:
-            return None
-        if not self._queue:
-            self._fill()
-        if not self._queue:
-            return None
-        p = self._queue.popleft()
-        self._outstanding[p.key] = (p.length, trio.current_time())
-        self._bytes += p.length
-        return p
