@@ -47,6 +47,7 @@ class RequestLog:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, int, int]] = []
         self.presigned = 0  # requests whose signature is in the query string
+        self.sdk = 0  # requests botocore's client sent (they carry amz-sdk-invocation-id)
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -64,6 +65,7 @@ class RequestLog:
             self.requests.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
                                   length, code))
             self.presigned += "X-Amz-Signature=" in environ.get("QUERY_STRING", "")
+            self.sdk += "HTTP_AMZ_SDK_INVOCATION_ID" in environ
 
     def of(self, method: str, path_part: str = "") -> list[tuple[str, str, int, int]]:
         with self._lock:

@@ -27,13 +27,12 @@ What is subtle:
   :class:`NotFound`, which callers read as "no such key".  HEAD answers carry no error code, so
   the first 404 from a HEAD checks the bucket once.
 * Keys ending in '/' (console "folder" markers) are not keys of this store and are skipped.
-* :meth:`get` (every object and chunk a mount or a download reads) sends a presigned URL
-  (SigV4, valid PRESIGN_SECONDS) through the client's own HTTP session: one request, without
-  botocore's per-call machinery (~0.3-0.5 ms of CPU per GET, a third of it; on the mount's S3
-  first read of small files the daemon's CPU competes with the store's).  Only a 200 is taken
-  from it, and a 404 NoSuchKey; anything else (another status, a transport error, a short body)
-  is asked again through the client, so redirects, retries and errors are exactly as before.
-  The URL is a credential for a minute: it is never logged or put in a message.
+* :meth:`get` (every object and chunk a mount or a download reads) is one GET signed here
+  and sent through the client's own connection pool (s3get.py: ~0.4 ms of CPU instead of
+  botocore's ~1.2-1.8; on the mount's S3 first read of small files the daemon's CPU competes
+  with the store's).  Only a 200 is taken from it, and a 404 NoSuchKey; anything else (another
+  status, a transport error, a short body) is asked again through the client, so redirects,
+  retries and errors are exactly as before.
 """
 
 from __future__ import annotations
@@ -46,7 +45,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.awsrequest import AWSRequest
 from botocore.exceptions import ClientError
 
 from ..errors import (
@@ -60,6 +58,7 @@ from ..errors import (
 from ..model import is_digest
 from ..s3util import IO_THREADS, call_with_retry, error_code, parse_s3_uri, s3_client
 from .base import Leftover, ListItem, Store
+from .s3get import PROBE, PlainGet, plain_get
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # type: ignore[import-not-found]
@@ -73,7 +72,6 @@ MiB = 1024 * 1024
 MAX_KEY_BYTES = 1024
 OBJECTS = "objects/sha256/"  # content-addressed keys: OBJECTS + digest[:2] + "/" + digest[2:]
 CONFLICT_RETRIES = 4  # 409 ConditionalRequestConflict on put-if-absent
-PRESIGN_SECONDS = 60  # how long the URL of one plain GET is valid (it is used at once)
 
 
 def _sha256_b64(data: bytes | memoryview) -> str:
@@ -112,8 +110,7 @@ class S3Store(Store):
         self._base = f"{self.prefix}/" if self.prefix else ""
         self._client: S3Client = s3_client()
         self._bucket_ok = False
-        # the client's own HTTP session (its pool, proxies, TLS settings), for plain GETs
-        self._http: Any = getattr(getattr(self._client, "_endpoint", None), "http_session", None)
+        self._plain: PlainGet | bool | None = False  # False: not looked at yet (s3get.py)
 
     def __repr__(self) -> str:
         return f"S3Store({self.uri!r})"
@@ -186,33 +183,32 @@ class S3Store(Store):
         self._bucket_ok = True
         return result
 
-    def _get_plain(self, full: str) -> bytes | None:
-        """The body of a GET that succeeded at once, sent with a presigned URL through the
-        client's own HTTP session (its pool, proxies, TLS and timeouts), without botocore's
-        per-call machinery; ``None`` for any other outcome (an error status, a transport
-        failure, a body cut short), which the caller then asks the usual way, so every error
-        path is the client's own.  404 NoSuchKey raises NotFound (no second request for a
-        key that is not there).  The URL is never put in a message: it is a credential."""
+    def _plain_get(self) -> PlainGet | None:
+        if self._plain is False:
+            self._plain = plain_get(self._client, self.bucket, self._base + PROBE)
+        return self._plain if isinstance(self._plain, PlainGet) and self._plain.on else None
+
+    def _get_plain(self, plain: PlainGet, full: str) -> bytes | None:
+        """The body of a plain GET (s3get.py) that succeeded at once; ``None`` for any other
+        outcome (an error status, a transport failure, a body cut short), which the caller
+        then asks the usual way, so every error path is the client's own.  404 NoSuchKey
+        raises NotFound (no second request for a key that is not there)."""
         try:
-            url = self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": full},
-                ExpiresIn=PRESIGN_SECONDS)
-            resp = self._http.send(AWSRequest("GET", url).prepare())
-            status, body = resp.status_code, resp.content
+            status, body = plain(full)
         except Exception as e:  # the client's way retries it and reports it
             log.debug("plain GET of %s failed (%s): asking through the client",
                       self._show(full), type(e).__name__)
             return None
         if status == 200:
-            return bytes(body)
+            return body
         if status == 404 and b"<Code>NoSuchKey</Code>" in body:
             raise NotFound(f"no such key in store: {full[len(self._base):]}")
         return None
 
     def get(self, key: str) -> bytes:
-        if self._http is not None:
-            full = self._key(key)
-            data = self._get_plain(full)
+        plain = self._plain_get()
+        if plain is not None:
+            data = self._get_plain(plain, self._key(key))
             if data is not None:
                 self._bucket_ok = True
                 return data
