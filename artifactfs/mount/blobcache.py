@@ -59,7 +59,7 @@ import resource
 import shutil
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -259,6 +259,9 @@ class BlobCache:
         self.misses = 0
         self.fetched_bytes = 0
         self.errors = 0
+        # how long each fetch of a small piece from the store or a source took (worker
+        # threads append; the read-ahead's window takes them, readahead.py)
+        self.fetch_seconds: deque[float] = deque(maxlen=1024)
 
     # --- the read fast path (trio thread) ---------------------------------------------------
     def ready(self, key: str) -> bool:
@@ -574,7 +577,10 @@ class BlobCache:
             self.hits += 1
             return got
         self.misses += 1
+        started = time.monotonic()
         data = self._fetch(piece)
+        if piece.length <= SMALL_PIECE:  # a round trip, not a transfer
+            self.fetch_seconds.append(time.monotonic() - started)
         self.fetched_bytes += len(data)
         fd = self._store_file(path, piece, data)
         if fd is None:

@@ -8,9 +8,10 @@ raises how many of its small files (in name order) may be made ready ahead: ``FI
 ``PER_OPEN`` per open, so a directory whose reader stopped costs at most a few hundred files,
 and one read in any order is soon covered whole.  ``PER_OPEN`` must outrun a reader whose
 opens wait for GETs queued behind the read-ahead's own (docs/mount.md has the numbers).
-``workers`` tasks make them ready through :meth:`BlobCache.get` (so fetched, verified and
-cached exactly as a read would), as many at a time: on a remote store the rate is then the
-store's latency times that concurrency, not one round trip per open.
+Up to ``workers`` tasks make them ready through :meth:`BlobCache.get` (so fetched, verified
+and cached exactly as a read would), as many at a time as :class:`Window` allows: on a remote
+store the rate is then the store's latency times that concurrency, not one round trip per
+open.
 
 What is subtle:
 
@@ -21,6 +22,14 @@ What is subtle:
   count budget is a fraction of that table.
 * Everything here runs on the trio thread and is O(1) per open; directory tables are read from
   the manifest cache (LMDB, cheap) by the workers, a batch at a time, never at open.
+* How many GETs are in flight adapts to the store (:class:`Window`, TCP Vegas's idea): more
+  while a GET takes about as long as the fastest lately (the store has room: S3, whose
+  latency hardly grows with concurrency), fewer once it takes several times that (the GETs
+  queue at the store or in this daemon: a server bound by its CPU, a small link).  The
+  reader's own GETs, for files not read ahead yet, wait in the same queue: past the point
+  where more in flight stops adding throughput, each one only adds to every reader's wait.
+  Measured on the moto server of tools/bench_small.py: the same GETs/s with 2 and with 32 in
+  flight, a GET taking 4 and 67 ms.
 * A failed piece is not retried by the read-ahead (the blob cache remembers the failure for a
   few seconds; the reader's own open tries again and reports the error).
 """
@@ -28,6 +37,7 @@ What is subtle:
 from __future__ import annotations
 
 import logging
+import statistics
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -46,6 +56,68 @@ PER_OPEN = 16  # more allowed per further open in the directory
 TTL = 60.0  # seconds an unopened read-ahead piece counts against the budget
 DIRS = 1024  # directories remembered at most
 BATCH = 256  # directory entries read from LMDB at a time
+LEAST = 2  # GETs the window keeps in flight at least
+GROW = 1.5  # the window grows while a GET takes less than this times the baseline ...
+SHRINK = 3.0  # ... and shrinks while it takes more than this
+PROBE_SAMPLES = 8  # GETs timed at the least window for the baseline ...
+PROBE_EVERY = 512  # ... measured again after this many GETs
+
+
+class Window:
+    """How many read-ahead GETs may be in flight, from how long they take (module docstring).
+
+    The baseline is the median time of a GET with the least window, measured at first and
+    again every PROBE_EVERY GETs (a few round trips at the least window, as TCP BBR probes
+    its round-trip time); then, once per ``limit`` GETs (about a round trip), the median of
+    those GETs against it: below GROW times, one more; above SHRINK times, one fewer.  On a
+    store whose latency does not grow with concurrency the window goes to ``most``; on one
+    that queues, it stays where a GET takes two to three times the baseline.  Medians, not
+    minimum and mean: a store's latency has a long tail, and one slow GET must not look like
+    a queue."""
+
+    def __init__(self, most: int, least: int = LEAST) -> None:
+        self.most = max(1, most)
+        self.least = min(least, self.most)
+        self.limit = self.least
+        self.base = 0.0  # median seconds of a GET at the least window
+        self._next = self.least  # the limit after the probe
+        self._skip = 0  # GETs still to end that started before the probe
+        self._probing = True
+        self._samples: list[float] = []
+        self._since_probe = 0
+
+    def sample(self, rtt: float) -> None:
+        """A GET took ``rtt`` seconds (timed around the store's call in its worker thread:
+        a piece found in the disk cache is no GET and no sample)."""
+        if self._skip:
+            self._skip -= 1
+            return
+        self._samples.append(rtt)
+        self._since_probe += 1
+        if self._probing:
+            if len(self._samples) >= PROBE_SAMPLES:
+                self.base = statistics.median(self._samples)
+                self._samples.clear()
+                self._probing = False
+                self.limit = self._next
+            return
+        if len(self._samples) < max(self.limit, PROBE_SAMPLES):
+            return
+        now = statistics.median(self._samples)
+        self._samples.clear()
+        if self._since_probe >= PROBE_EVERY:
+            self._since_probe = 0
+            if self.limit == self.least:  # these GETs were at the least window
+                self.base = now
+            else:
+                self._next, self._skip, self.limit = self.limit, self.limit, self.least
+                self._probing = True
+                return
+        ratio = now / max(self.base, 1e-6)
+        if ratio < GROW and self.limit < self.most:
+            self.limit += 1
+        elif ratio > SHRINK and self.limit > self.least:
+            self.limit -= 1
 
 
 @dataclass(slots=True)
@@ -79,6 +151,9 @@ class ReadAhead:
         self._bytes = 0
         self._wake = trio.Event()
         self._running = 0
+        self.window = Window(workers)  # workers numbered from its limit on wait
+        self._numbered = 0
+        self._grown = trio.Event()  # set when a GET ended (the window may have grown)
         self._warm_until = float("-inf")  # a directory was read through lately until then
         self.fetched = 0
 
@@ -114,8 +189,14 @@ class ReadAhead:
 
     # --- workers ---------------------------------------------------------------------------
     async def _worker(self) -> None:
+        number = self._numbered  # a worker waits while the window is no larger than this
+        self._numbered += 1
         try:
             while True:
+                while number >= self.window.limit:
+                    if self._grown.is_set():
+                        self._grown = trio.Event()
+                    await self._grown.wait()
                 piece = await self._next()
                 try:
                     await self.blobs.get(piece, self.lane)
@@ -123,6 +204,10 @@ class ReadAhead:
                 except Exception as e:  # never fails a reader: its own open reports errors
                     log.debug("read-ahead of %s failed: %s", piece.key, e)
                     self._drop(piece.key)
+                times = self.blobs.fetch_seconds  # the readers' fetches too: the same queue
+                while times:
+                    self.window.sample(times.popleft())
+                self._grown.set()
         finally:
             self._running -= 1
 
@@ -186,4 +271,4 @@ class ReadAhead:
 
     def stats(self) -> dict[str, int]:
         return {"ahead_fetched": self.fetched, "ahead_outstanding": len(self._outstanding),
-                "ahead_dirs": len(self._dirs)}
+                "ahead_dirs": len(self._dirs), "ahead_window": self.window.limit}
