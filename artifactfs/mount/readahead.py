@@ -153,7 +153,7 @@ class ReadAhead:
         self._running = 0
         self.window = Window(workers)  # workers numbered from its limit on wait
         self._numbered = 0
-        self._grown = trio.Event()  # set when a GET ended (the window may have grown)
+        self._grown = trio.Event()  # set when the window grew
         self._warm_until = float("-inf")  # a directory was read through lately until then
         self.fetched = 0
 
@@ -204,10 +204,11 @@ class ReadAhead:
                 except Exception as e:  # never fails a reader: its own open reports errors
                     log.debug("read-ahead of %s failed: %s", piece.key, e)
                     self._drop(piece.key)
-                times = self.blobs.fetch_seconds  # the readers' fetches too: the same queue
-                while times:
+                times, limit = self.blobs.fetch_seconds, self.window.limit
+                while times:  # the readers' fetches too: they wait in the same queue
                     self.window.sample(times.popleft())
-                self._grown.set()
+                if self.window.limit > limit:
+                    self._grown.set()  # (waking the waiting workers after every GET cost CPU)
         finally:
             self._running -= 1
 
