@@ -318,6 +318,8 @@ def s3small(bench: SmallBench) -> None:
                 with bench.ours(*store) as mp:
                     drop_caches()
                     ours[procs].append(bench.reader.rate(mp, bench.rel, procs, trial))
+            print(f"(s3small trial {trial + 1}: boto3 {base[-1]:.0f} files/s, ours " +
+                  ", ".join(f"{ours[n][-1]:.0f} with {n}" for n in PROCS) + ")", file=sys.stderr)
         b = statistics.median(base)
         for procs in PROCS:
             row(f"S3 small files ({FILES // 1000}k, 4-64 KiB): first read after mount, {procs} "
