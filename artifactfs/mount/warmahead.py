@@ -4,7 +4,7 @@ readahead.py, with a cheaper way of making a file ready ahead of its reader.
 On a local store a first read is bound by CPU, not by waiting: one worker-thread hop per file
 costs more than the hash it runs.  So the reader's own open verifies a small file on the trio
 thread when the kernel caches it (``BlobCache.start``), and what is left to do ahead is to get
-it cached and its digest checked, many files per hop: one worker takes up to ``BATCH`` files
+it cached and its digest checked, many files per hop: a worker takes up to ``BATCH`` files
 of a directory being read through, opens, hashes and closes each (its bytes land in the page
 cache) and hands their identities to :meth:`BlobCache.remember`.  The reader's open then finds
 the path in the dentry cache and an unchanged identity: an ``fstat``, no hash, no hop.
