@@ -189,7 +189,9 @@ class ReadAhead:
 
     # --- workers ---------------------------------------------------------------------------
     async def _worker(self) -> None:
-        number = self._numbered  # a worker waits while the window is no larger than this
+        # a worker waits while the window is no larger than its number; one spawned again
+        # (its task ended) takes a number from the same 0..workers-1, never one outside it
+        number = self._numbered % self.workers
         self._numbered += 1
         try:
             while True:
