@@ -49,7 +49,7 @@ from ..refs.authority import Gate
 from ..repo import Repo
 from ..safetext import SafeFormatter
 from ..store import open_store
-from . import protocol, registry, requests, rundir
+from . import fuseloop, protocol, registry, requests, rundir
 from .access import GROUPS_TTL, Access
 from .blobcache import BlobCache
 from .cache import ManifestCache
@@ -442,6 +442,8 @@ def serve(cfg: Config, opts: MountOptions, ready_fd: int | None) -> None:
     except RuntimeError as e:
         daemon.close()
         raise ArtifactfsError(f"could not mount {opts.mountpoint}: {e}") from None
+    if os.environ.get("ARTIFACTFS_FUSE_LOOP") != "plain":  # an escape hatch (docs/mount.md)
+        fuseloop.install()
     try:
         trio.run(daemon.run)
     finally:
