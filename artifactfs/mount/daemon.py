@@ -373,7 +373,7 @@ class Daemon:
             async for sig in sigs:
                 log.info("signal %s: unmounting", signal.Signals(sig).name)
                 sd_notify("STOPPING=1")
-                pyfuse3.terminate()
+                fuseloop.terminate()
                 return
 
     async def _after_start(self) -> None:
@@ -442,8 +442,7 @@ def serve(cfg: Config, opts: MountOptions, ready_fd: int | None) -> None:
     except RuntimeError as e:
         daemon.close()
         raise ArtifactfsError(f"could not mount {opts.mountpoint}: {e}") from None
-    if os.environ.get("ARTIFACTFS_FUSE_LOOP") != "plain":  # an escape hatch (docs/mount.md)
-        fuseloop.install()
+    fuseloop.install()
     try:
         trio.run(daemon.run)
     finally:
