@@ -262,10 +262,17 @@ class BlobCache:
         # how long each fetch of a small piece from the store or a source took (worker
         # threads append; the read-ahead's window takes them, readahead.py)
         self.fetch_seconds: deque[float] = deque(maxlen=1024)
+        # called on the trio thread after each flight ended (the read-ahead's window counts
+        # the readers' own fetches in flight, ``lane.running``: readahead.py)
+        self.on_landed: Callable[[], None] = lambda: None
 
     # --- the read fast path (trio thread) ---------------------------------------------------
     def ready(self, key: str) -> bool:
         return key in self._fds or key in self._bufs
+
+    def fetching(self, key: str) -> bool:
+        """Whether a piece is being made ready (a flight is on)."""
+        return key in self._flights
 
     async def read(self, piece: Piece, offset: int, size: int) -> bytes | memoryview | None:
         """Bytes of a ready piece (``offset`` within the piece), or ``None`` if not ready.
@@ -463,6 +470,7 @@ class BlobCache:
         finally:
             self._flights.pop(piece.key, None)
             fl.event.set()
+            self.on_landed()
             try:
                 self._close_evicted()
             except OSError as e:

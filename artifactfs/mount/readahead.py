@@ -26,10 +26,14 @@ What is subtle:
   while a GET takes about as long as the fastest lately (the store has room: S3, whose
   latency hardly grows with concurrency), fewer once it takes several times that (the GETs
   queue at the store or in this daemon: a server bound by its CPU, a small link).  The
-  reader's own GETs, for files not read ahead yet, wait in the same queue: past the point
+  readers' own GETs, for files not read ahead yet, wait in the same queue: past the point
   where more in flight stops adding throughput, each one only adds to every reader's wait.
   Measured on the moto server of tools/bench_small.py: the same GETs/s with 2 and with 32 in
-  flight, a GET taking 4 and 67 ms.
+  flight, a GET taking 4 and 67 ms.  So the window counts the readers' GETs in flight too
+  (``blobs.lane.running``) and the read-ahead takes only what they leave: a reader's GET
+  never waits behind more than a window of others.  Workers beyond it wait parked, each
+  holding its next piece, and one is let go per GET that ends (the blob cache calls
+  :meth:`ReadAhead._landed` after every fetch, the readers' included).
 * A failed piece is not retried by the read-ahead (the blob cache remembers the failure for a
   few seconds; the reader's own open tries again and reports the error).
 """
@@ -59,12 +63,14 @@ BATCH = 256  # directory entries read from LMDB at a time
 LEAST = 2  # GETs the window keeps in flight at least
 GROW = 1.5  # the window grows while a GET takes less than this times the baseline ...
 SHRINK = 3.0  # ... and shrinks while it takes more than this
-PROBE_SAMPLES = 8  # GETs timed at the least window for the baseline ...
+PROBE_SAMPLES = 16  # GETs timed at the least window for the baseline ...
 PROBE_EVERY = 512  # ... measured again after this many GETs
+DECIDE_SAMPLES = 8  # GETs timed at least per decision (and at least a window's worth)
 
 
 class Window:
-    """How many read-ahead GETs may be in flight, from how long they take (module docstring).
+    """How many GETs may be in flight (the readers' own included), from how long they take
+    (module docstring).
 
     The baseline is the median time of a GET with the least window, measured at first and
     again every PROBE_EVERY GETs (a few round trips at the least window, as TCP BBR probes
@@ -101,7 +107,7 @@ class Window:
                 self._probing = False
                 self.limit = self._next
             return
-        if len(self._samples) < max(self.limit, PROBE_SAMPLES):
+        if len(self._samples) < max(self.limit, DECIDE_SAMPLES):
             return
         now = statistics.median(self._samples)
         self._samples.clear()
@@ -151,18 +157,22 @@ class ReadAhead:
         self._bytes = 0
         self._wake = trio.Event()
         self._running = 0
-        self.window = Window(workers)  # workers numbered from its limit on wait
-        self._numbered = 0
-        self._grown = trio.Event()  # set when the window grew
+        # GETs in flight, the readers' own (blobs.lane) included: on a store that queues they
+        # wait behind the read-ahead's, so it takes only what they leave of the window
+        self.window = Window(workers + blobs.lane.limit)
+        self._inflight = 0  # the read-ahead's GETs in flight
+        self._parked = trio.lowlevel.ParkingLot()  # workers holding a piece, outside the window
+        blobs.on_landed = self._landed
         self._warm_until = float("-inf")  # a directory was read through lately until then
         self.fetched = 0
 
     def opened(self, oid: str, key: str, ready: bool) -> None:
         """A small file of directory ``oid`` was opened; ``ready``: its piece already was."""
-        got = self._outstanding.pop(key, None)
-        if got is not None:
-            self._bytes -= got[0]
-            self._wake.set()
+        if key in self._outstanding:
+            full = self._full()
+            self._drop(key)
+            if full:  # (waking every idle worker on every open cost the trio thread)
+                self._wake.set()
         d = self._dirs.get(oid)
         if d is None:
             if ready or self.workers <= 0:
@@ -188,29 +198,37 @@ class ReadAhead:
             trio.lowlevel.spawn_system_task(self._worker, name="read-ahead")
 
     # --- workers ---------------------------------------------------------------------------
+    def _room(self) -> bool:
+        """Whether one more read-ahead GET fits the window beside the readers' own."""
+        return self._inflight + self.blobs.lane.running < self.window.limit
+
+    def _landed(self) -> None:
+        """A fetch ended (a reader's or the read-ahead's): a parked worker may go."""
+        if self._parked and self._room():
+            self._parked.unpark(count=1)
+
     async def _worker(self) -> None:
-        # a worker waits while the window is no larger than its number; one spawned again
-        # (its task ended) takes a number from the same 0..workers-1, never one outside it
-        number = self._numbered % self.workers
-        self._numbered += 1
         try:
             while True:
-                while number >= self.window.limit:
-                    if self._grown.is_set():
-                        self._grown = trio.Event()
-                    await self._grown.wait()
                 piece = await self._next()
+                while not self._room():
+                    await self._parked.park()
+                if self.blobs.ready(piece.key) or self.blobs.fetching(piece.key):
+                    continue  # its reader's open came first, meanwhile
+                self._inflight += 1
                 try:
                     await self.blobs.get(piece, self.lane)
                     self.fetched += 1
                 except Exception as e:  # never fails a reader: its own open reports errors
                     log.debug("read-ahead of %s failed: %s", piece.key, e)
                     self._drop(piece.key)
+                finally:
+                    self._inflight -= 1
                 times, limit = self.blobs.fetch_seconds, self.window.limit
                 while times:  # the readers' fetches too: they wait in the same queue
                     self.window.sample(times.popleft())
-                if self.window.limit > limit:
-                    self._grown.set()  # (waking the waiting workers after every GET cost CPU)
+                if self._parked and self._room():  # this slot, or the window grew
+                    self._parked.unpark(count=max(1, self.window.limit - limit + 1))
         finally:
             self._running -= 1
 
@@ -227,16 +245,24 @@ class ReadAhead:
 
     def _take(self) -> Piece | None:
         """The next queued piece, counted as outstanding, if the budget allows one now."""
-        if self._bytes >= self.budget_bytes or len(self._outstanding) >= self.budget_pieces:
+        if self._full():
             return None
-        if not self._queue:
-            self._fill()
-        if not self._queue:
-            return None
-        p = self._queue.popleft()
+        blobs, queue = self.blobs, self._queue
+        while True:
+            if not queue:
+                self._fill()
+                if not queue:
+                    return None
+            p = queue.popleft()
+            # made ready or being fetched since it was queued (its reader's open came first)
+            if not blobs.ready(p.key) and not blobs.fetching(p.key):
+                break
         self._outstanding[p.key] = (p.length, trio.current_time())
         self._bytes += p.length
         return p
+
+    def _full(self) -> bool:
+        return self._bytes >= self.budget_bytes or len(self._outstanding) >= self.budget_pieces
 
     def _fill(self) -> None:
         """Queue the next batch of small files of the first directory that allows more."""

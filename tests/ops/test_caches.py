@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 import time
 
 import pyfuse3
@@ -64,6 +65,7 @@ async def test_many_readers_of_one_chunk_cause_one_fetch(make_fs, repo, source):
 async def test_lru_eviction_never_takes_pieces_of_open_files(make_fs, repo, source):
     put(repo, source)
     fs = make_fs(remote=True, cache_size=20)  # bytes: room for about one small file
+    fs.ns.ahead.workers = 0  # no read-ahead landing pieces after the cleanup below
     k = Kernel(fs.ops)
     files = [f"vision/cats/v0/many/f{i:04d}" for i in range(10)]
     held = await _open_all(fs, k, files[:3])
@@ -461,3 +463,43 @@ async def test_a_new_directory_is_read_ahead_at_its_first_open_while_another_is_
     got = await _fetched_within(fs, set(d1), allowed + 1)
     assert got == set(d1[:allowed]) | {d1[50]}
     assert all(fs.store.gets[object_key(d)] == 1 for d in got)
+
+
+async def test_the_readers_own_gets_count_in_the_read_aheads_window(make_fs, repo, source):
+    """On a store that queues, a reader's GET waits behind the read-ahead's: readers' GETs
+    in flight take their part of the window first, and the read-ahead goes on in what they
+    leave (and again once they landed)."""
+    put(repo, source)
+    fs = make_fs(remote=True)
+    k = Kernel(fs.ops)
+    inos = [(await k.walk(f"vision/cats/v0/many/f{i:04d}")).st_ino for i in range(3)]
+    gate, lock = threading.Event(), threading.Lock()
+    flying, peak = [0], [0]
+    real = fs.store.get
+
+    def get(key: str) -> bytes:
+        with lock:
+            flying[0] += 1
+            peak[0] = max(peak[0], flying[0])
+        gate.wait(10)
+        with lock:
+            flying[0] -= 1
+        return real(key)
+
+    fs.store.get = get
+    fs.ns.ahead.window.limit = 4  # (no GET ends meanwhile: nothing moves it)
+    fhs = [(await fs.ops.open(ino, os.O_RDONLY, CTX)).fh for ino in inos]  # 3 GETs, read through
+    with trio.move_on_after(5):
+        while peak[0] < 4:  # noqa: ASYNC110 - the read-ahead has no event to wait for
+            await trio.sleep(0.01)
+    await trio.sleep(0.1)  # and no more come
+    assert peak[0] == 4 and fs.ns.ahead._inflight == 1
+    gate.set()
+    for i, fh in enumerate(fhs):
+        assert bytes(await fs.ops.read(fh, 0, 100)) == f"{i}\n".encode()
+        await fs.ops.release(fh)
+    with trio.move_on_after(5):
+        while fs.ns.ahead.fetched < 20:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    assert fs.ns.ahead.fetched >= 20
+    assert all(n == 1 for key, n in fs.store.gets.items() if key.startswith("objects/"))
